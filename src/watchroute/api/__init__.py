@@ -1,0 +1,1 @@
+"""HTTP routes: REST reads and writes, the watch route, batch and system routes."""

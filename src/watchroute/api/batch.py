@@ -1,0 +1,84 @@
+"""`POST /v1/_batch`: several writes, all or nothing, on consecutive revisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..events import resource_json
+from ..names import check_collection, check_id, new_id
+from ..patches import json_patch, merge_patch
+from ..problems import Problem, bad_request
+from ..store import WriteOp
+from .bodies import json_kind, read_object
+from .models import PROBLEMS, BatchResult
+
+router = APIRouter(prefix="/v1", tags=["batch"])
+
+MAX_BATCH_OPS = 10_000
+OP_KINDS = ("create", "put", "patch", "delete")
+
+
+def parse_op(index: int, raw: Any) -> WriteOp:
+    where = f"ops[{index}]"
+    if not isinstance(raw, dict):
+        raise bad_request("BadBatch", f"{where} must be an object, not {json_kind(raw)}")
+    kind = raw.get("op")
+    if kind not in OP_KINDS:
+        raise bad_request("BadBatch", f"{where}.op must be one of {', '.join(OP_KINDS)}")
+    collection = raw.get("collection")
+    if not isinstance(collection, str):
+        raise bad_request("BadBatch", f"{where}.collection must be a string")
+    check_collection(collection)
+    id = raw.get("id")
+    if id is None and kind == "create":
+        id = new_id()
+    check_id(id)
+    if_match = raw.get("if_match")
+    if if_match is not None and (not isinstance(if_match, int) or isinstance(if_match, bool)):
+        raise bad_request("BadBatch", f"{where}.if_match must be a revision number")
+    op = WriteOp(kind, collection, id, if_match=if_match, must_not_exist=kind == "create")
+    if kind in ("create", "put"):
+        data = raw.get("data")
+        if not isinstance(data, dict):
+            raise bad_request("BadBatch", f"{where}.data must be a JSON object")
+        op.data = data
+    elif kind == "patch":
+        document = raw.get("patch")
+        op.patch = json_patch(document) if isinstance(document, list) else merge_patch(document)
+    return op
+
+
+@router.post(
+    "/_batch",
+    response_model=BatchResult,
+    responses=PROBLEMS,
+    summary="Apply several writes atomically",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
+        }
+    },
+)
+async def batch(request: Request) -> Any:
+    runtime = request.app.state.runtime
+    document = await read_object(request, runtime.settings.max_body_bytes)
+    raw_ops = document.get("ops")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise bad_request("BadBatch", 'the body must be {"ops": [...]} with at least one op')
+    if len(raw_ops) > MAX_BATCH_OPS:
+        raise bad_request("BadBatch", f"a batch takes at most {MAX_BATCH_OPS} ops")
+    ops = []
+    for index, raw in enumerate(raw_ops):
+        try:
+            ops.append(parse_op(index, raw))
+        except Problem as problem:
+            problem.extra["op_index"] = index
+            raise
+    changes = await runtime.store.write(ops)
+    results = b",".join(resource_json(c.id, c.revision, c.created_revision, c.data_json) for c in changes)
+    body = b'{"revision":%d,"results":[%s]}' % (changes[-1].revision, results)
+    return Response(body, media_type="application/json")

@@ -1,0 +1,54 @@
+"""Schemas of the REST bodies, for the OpenAPI document (the hot path encodes with orjson)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Resource(BaseModel):
+    id: str
+    revision: int = Field(description="The revision of the resource's last change")
+    created_revision: int
+    data: dict[str, Any]
+
+
+class ListPage(BaseModel):
+    items: list[Resource]
+    revision: int = Field(description="Watch with since=revision to miss nothing after this list")
+    continue_: str | None = Field(None, alias="continue")
+
+
+class ProblemDetails(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    reason: str = Field(description="Stable machine code: BadFilter, Expired, NotFound, ...")
+
+
+class BatchOp(BaseModel):
+    op: Literal["create", "put", "patch", "delete"]
+    collection: str
+    id: str | None = None
+    data: dict[str, Any] | None = None
+    patch: dict[str, Any] | list[Any] | None = Field(
+        None, description="An object is a merge patch (RFC 7386), an array a JSON patch (RFC 6902)"
+    )
+    if_match: int | None = None
+
+
+class BatchRequest(BaseModel):
+    ops: list[BatchOp]
+
+
+class BatchResult(BaseModel):
+    revision: int
+    results: list[Resource]
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ProblemDetails, "content": {"application/problem+json": {}}}
+    for status in (400, 404, 410, 412, 413, 415, 422)
+}

@@ -1,0 +1,337 @@
+"""REST routes of a collection and its resources, and the watch route on the same URLs."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from ..events import resource_json
+from ..filter import Filter, FilterError, compile_filter
+from ..names import check_collection, check_id, new_id
+from ..patches import for_media_type
+from ..problems import bad_request, future_revision, not_found
+from ..runtime import Runtime
+from ..store import Row, WriteOp
+from ..transports.longpoll import poll
+from ..transports.ndjson import NDJSONFraming
+from ..transports.sse import SSEFraming
+from ..transports.stream import WatchStream
+from ..watch import WatchSpec, open_watch
+from . import preconditions
+from .bodies import read_json, read_object
+from .models import PROBLEMS, ListPage, Resource
+
+router = APIRouter(prefix="/v1", tags=["resources"])
+
+LONGPOLL_DEFAULT_TIMEOUT = 30.0
+LONGPOLL_MAX_TIMEOUT = 300.0
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def resource_response(row_json: bytes, revision: int, status: int = 200, **headers: str) -> Response:
+    return Response(
+        row_json,
+        status_code=status,
+        media_type="application/json",
+        headers={"ETag": preconditions.etag(revision), **headers},
+    )
+
+
+def parse_filter(text: str | None) -> Filter | None:
+    if text is None or text == "":
+        return None
+    try:
+        return compile_filter(text)
+    except FilterError as exc:
+        raise bad_request("BadFilter", f"bad filter: {exc}", position=exc.position) from None
+
+
+def encode_continue(after_id: str, revision: int, filter_text: str | None) -> str:
+    token = orjson.dumps({"a": after_id, "r": revision, "f": filter_text})
+    return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+
+def decode_continue(token: str, filter_text: str | None) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        state = orjson.loads(raw)
+        after_id, revision = state["a"], state["r"]
+        if not isinstance(after_id, str) or not isinstance(revision, int):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise bad_request("BadContinue", "the continue token is not one this server made") from None
+    if state.get("f") != filter_text:
+        raise bad_request("BadContinue", "a continue token must be used with the same filter")
+    return after_id, revision
+
+
+def last_event_id(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        raise bad_request(
+            "BadParameter",
+            f"Last-Event-ID must be a revision (an integer >= 0), not {value[:40]!r}",
+        )
+    return int(value)
+
+
+WatchParam = Annotated[
+    str | None,
+    Query(
+        description="`true` streams changes (SSE with `Accept: text/event-stream`, else NDJSON); "
+        "`longpoll` answers once with the events ready.",
+        pattern="^(true|false|1|0|longpoll)$",
+    ),
+]
+SinceParam = Annotated[int | None, Query(ge=0, description="Deliver changes with revision > since.")]
+FilterParam = Annotated[str | None, Query(max_length=4096, description="Filter expression.")]
+HeartbeatParam = Annotated[
+    float, Query(ge=1, le=300, description="Seconds without output before a BOOKMARK.")
+]
+TimeoutParam = Annotated[
+    float | None, Query(gt=0, le=86400, description="End the watch after this many seconds.")
+]
+LastEventID = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+
+async def _watch(
+    request: Request,
+    collection: str,
+    id: str | None,
+    watch: str,
+    since: int | None,
+    last_event: str | None,
+    flt: Filter | None,
+    initial: bool,
+    heartbeat: float,
+    timeout: float | None,
+) -> Response:
+    runtime = runtime_of(request)
+    resumed = last_event_id(last_event)
+    spec = WatchSpec(
+        collection, id, resumed if resumed is not None else since, flt, initial and resumed is None
+    )
+    settings = runtime.settings
+    if watch == "longpoll":
+        wait = min(timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
+        opened = await open_watch(runtime, spec)
+        return await poll(opened, wait, settings.max_events_per_write)
+    framing = (
+        SSEFraming(settings.sse_retry_ms)
+        if "text/event-stream" in request.headers.get("accept", "")
+        else NDJSONFraming()
+    )
+    opened = await open_watch(runtime, spec)
+    return WatchStream(
+        opened,
+        framing,
+        heartbeat=heartbeat,
+        timeout=timeout,
+        max_events_per_write=settings.max_events_per_write,
+    )
+
+
+def _watching(watch: str | None) -> bool:
+    return watch in ("true", "1", "longpoll")
+
+
+@router.get(
+    "/{collection}",
+    response_model=ListPage,
+    responses=PROBLEMS,
+    summary="List a collection, or watch it",
+)
+async def list_or_watch_collection(
+    request: Request,
+    collection: str,
+    watch: WatchParam = None,
+    since: SinceParam = None,
+    filter: FilterParam = None,
+    initial: bool = False,
+    heartbeat: HeartbeatParam = 15,
+    timeout: TimeoutParam = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+    continue_: Annotated[str | None, Query(alias="continue")] = None,
+    revision: Annotated[
+        int | None, Query(ge=0, description="Serve a state at least as new as this revision.")
+    ] = None,
+    last_event: LastEventID = None,
+) -> Any:
+    check_collection(collection)
+    flt = parse_filter(filter)
+    if _watching(watch):
+        return await _watch(
+            request,
+            collection,
+            None,
+            watch or "",
+            since,
+            last_event,
+            flt,
+            initial,
+            heartbeat,
+            timeout,
+        )
+    runtime = runtime_of(request)
+    if revision is not None and revision > runtime.store.revision:
+        latest = await runtime.store.committed_revision()
+        if revision > latest:
+            raise future_revision(revision, latest)
+    after_id, first_revision = None, None
+    if continue_:
+        after_id, first_revision = decode_continue(continue_, filter)
+    page = await runtime.store.list(collection, flt, limit, after_id)
+    # Every page of one listing reports its first page's revision: watching from there
+    # replays whatever changed while the pages were read, so nothing is missed.
+    list_revision = first_revision if first_revision is not None else page.revision
+    token = encode_continue(page.next_after_id, list_revision, filter) if page.next_after_id else None
+    items = b",".join(resource_json(r.id, r.revision, r.created_revision, r.data_json) for r in page.rows)
+    body = b'{"items":[%s],"revision":%d,"continue":%s}' % (
+        items,
+        list_revision,
+        orjson.dumps(token),
+    )
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/{collection}/{id}",
+    response_model=Resource,
+    responses=PROBLEMS,
+    summary="Read a resource, or watch it",
+)
+async def get_or_watch_resource(
+    request: Request,
+    collection: str,
+    id: str,
+    watch: WatchParam = None,
+    since: SinceParam = None,
+    filter: FilterParam = None,
+    initial: bool = False,
+    heartbeat: HeartbeatParam = 15,
+    timeout: TimeoutParam = None,
+    last_event: LastEventID = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    check_collection(collection)
+    check_id(id)
+    flt = parse_filter(filter)
+    if _watching(watch):
+        return await _watch(
+            request,
+            collection,
+            id,
+            watch or "",
+            since,
+            last_event,
+            flt,
+            initial,
+            heartbeat,
+            timeout,
+        )
+    row = await runtime_of(request).store.get(collection, id)
+    if row is None:
+        raise not_found(collection, id)
+    if if_none_match is not None and preconditions.etag(row.revision) in if_none_match:
+        return Response(status_code=304, headers={"ETag": preconditions.etag(row.revision)})
+    return resource_response(_row_json(row), row.revision)
+
+
+def _row_json(row: Row) -> bytes:
+    return resource_json(row.id, row.revision, row.created_revision, row.data_json)
+
+
+async def _write_one(request: Request, op: WriteOp) -> Response:
+    [change] = await runtime_of(request).store.write([op])
+    body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
+    if change.type == "ADDED":
+        path = request.url.path.rstrip("/")
+        location = f"{path}/{change.id}" if op.kind == "create" else path
+        return resource_response(body, change.revision, 201, Location=location)
+    return resource_response(body, change.revision)
+
+
+IfMatch = Annotated[str | None, Header(description='"<revision>" or *')]
+IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
+
+
+@router.post(
+    "/{collection}",
+    status_code=201,
+    response_model=Resource,
+    responses=PROBLEMS,
+    summary="Create a resource with an assigned id",
+)
+async def create_resource(request: Request, collection: str) -> Any:
+    check_collection(collection)
+    data = await read_object(request, runtime_of(request).settings.max_body_bytes)
+    return await _write_one(request, WriteOp("create", collection, new_id(), data=data, must_not_exist=True))
+
+
+@router.put(
+    "/{collection}/{id}",
+    response_model=Resource,
+    responses=PROBLEMS,
+    summary="Create or replace a resource",
+)
+async def put_resource(
+    request: Request,
+    collection: str,
+    id: str,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
+) -> Any:
+    check_collection(collection)
+    check_id(id)
+    pre = preconditions.parse(if_match, if_none_match)
+    data = await read_object(request, runtime_of(request).settings.max_body_bytes)
+    op = WriteOp(
+        "put",
+        collection,
+        id,
+        data=data,
+        if_match=pre.if_match,
+        must_exist=pre.must_exist,
+        must_not_exist=pre.must_not_exist,
+    )
+    return await _write_one(request, op)
+
+
+@router.patch(
+    "/{collection}/{id}",
+    response_model=Resource,
+    responses=PROBLEMS,
+    summary="Patch a resource (merge patch or JSON patch)",
+)
+async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
+    check_collection(collection)
+    check_id(id)
+    pre = preconditions.parse(if_match, None)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    document = await read_json(request, runtime_of(request).settings.max_body_bytes)
+    patch = for_media_type(media_type, document)
+    op = WriteOp("patch", collection, id, patch=patch, if_match=pre.if_match, must_exist=pre.must_exist)
+    return await _write_one(request, op)
+
+
+@router.delete(
+    "/{collection}/{id}",
+    response_model=Resource,
+    responses=PROBLEMS,
+    summary="Delete a resource; answers its last state",
+)
+async def delete_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
+    check_collection(collection)
+    check_id(id)
+    pre = preconditions.parse(if_match, None)
+    op = WriteOp("delete", collection, id, if_match=pre.if_match, must_exist=pre.must_exist)
+    return await _write_one(request, op)

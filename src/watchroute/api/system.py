@@ -1,0 +1,36 @@
+"""System routes: liveness, readiness and the list of collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Ready to serve: the store answers and the tailer is current")
+async def readyz(request: Request) -> Any:
+    runtime = request.app.state.runtime
+    try:
+        committed = await runtime.store.committed_revision()
+    except Exception as exc:  # the store is unreachable: not ready, say why
+        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    lag = committed - runtime.tailer.revision
+    status = 200 if lag <= 0 or await runtime.tailer.wait_for(committed, 1.0) else 503
+    return JSONResponse(
+        {"status": "ok" if status == 200 else "behind", "revision": runtime.tailer.revision},
+        status_code=status,
+    )
+
+
+@router.get("/v1/_collections", summary="The collections and how many resources each holds")
+async def collections(request: Request) -> Any:
+    runtime = request.app.state.runtime
+    return {"items": await runtime.store.collections(), "revision": runtime.tailer.revision}

@@ -1,0 +1,99 @@
+"""The ASGI application: `create_app(settings)` for `watchroute serve` or for mounting inside
+another FastAPI or Starlette application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from . import __version__
+from .api import batch, resources, system
+from .api.models import BatchOp, BatchRequest
+from .problems import Problem
+from .runtime import Runtime
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="watchroute",
+        version=__version__,
+        description="REST resources with a watch route on every collection and resource.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.include_router(system.router)
+    app.include_router(batch.router)
+    app.include_router(resources.router)
+    _install_problem_handlers(app)
+    _document_hand_read_bodies(app)
+    return app
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def problem(_: Request, exc: Problem) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "query")
+            parts.append(f"{where}: {error.get('msg')}")
+        return Problem(400, "BadParameter", "; ".join(parts) or "bad request").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers).response()
+
+
+def _document_hand_read_bodies(app: FastAPI) -> None:
+    """Bodies read by hand (for speed and precise errors) still belong in the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["BatchOp"] = BatchOp.model_json_schema()
+            components["BatchRequest"] = BatchRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components["BatchRequest"].pop("$defs", None)
+            object_body = {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+            paths = schema["paths"]
+            paths["/v1/{collection}"]["post"]["requestBody"] = object_body
+            paths["/v1/{collection}/{id}"]["put"]["requestBody"] = object_body
+            paths["/v1/{collection}/{id}"]["patch"]["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/merge-patch+json": {"schema": {"type": "object"}},
+                    "application/json-patch+json": {"schema": {"type": "array"}},
+                },
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

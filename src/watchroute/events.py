@@ -1,0 +1,149 @@
+"""Committed changes and their wire forms.
+
+A `Change` is one row of the log. Its encodings (event JSON, SSE frame, NDJSON line) are made the
+first time a watcher needs them and then shared by every watcher: an event is encoded once,
+not once per watcher. A filtered watcher may see a change under another type (a MODIFIED that
+leaves its filter arrives as DELETED), so encodings are cached per type as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+ADDED = "ADDED"
+MODIFIED = "MODIFIED"
+DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+ERROR = "ERROR"
+
+
+class Change:
+    """One committed change: `data` is the state after it (the last state for a DELETED),
+    `prev` the state before it (None for an ADDED)."""
+
+    __slots__ = (
+        "_data",
+        "_data_json",
+        "_encoded",
+        "_prev",
+        "_prev_json",
+        "collection",
+        "created_revision",
+        "id",
+        "revision",
+        "ts",
+        "type",
+    )
+
+    def __init__(
+        self,
+        revision: int,
+        type: str,
+        collection: str,
+        id: str,
+        created_revision: int,
+        data_json: bytes,
+        prev_json: bytes | None,
+        ts: float,
+        data: dict[str, Any] | None = None,
+        prev: dict[str, Any] | None = None,
+    ) -> None:
+        self.revision = revision
+        self.type = type
+        self.collection = collection
+        self.id = id
+        self.created_revision = created_revision
+        self.ts = ts
+        self._data_json = data_json
+        self._prev_json = prev_json
+        self._data = data
+        self._prev = prev
+        self._encoded: dict[tuple[str, int], bytes] = {}
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = orjson.loads(self._data_json)
+        return self._data
+
+    @property
+    def prev(self) -> dict[str, Any] | None:
+        if self._prev is None and self._prev_json is not None:
+            self._prev = orjson.loads(self._prev_json)
+        return self._prev
+
+    @property
+    def data_json(self) -> bytes:
+        return self._data_json
+
+    @property
+    def prev_json(self) -> bytes | None:
+        return self._prev_json
+
+    def resource(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "created_revision": self.created_revision,
+            "data": orjson.Fragment(self._data_json),
+        }
+
+    def event_json(self, type: str) -> bytes:
+        return self._framed(type, JSON)
+
+    def framed(self, type: str, framing: int) -> bytes:
+        return self._framed(type, framing)
+
+    def _framed(self, type: str, framing: int) -> bytes:
+        key = (type, framing)
+        frame = self._encoded.get(key)
+        if frame is None:
+            if framing == JSON:
+                frame = orjson.dumps({"type": type, "revision": self.revision, "object": self.resource()})
+            else:
+                frame = FRAMERS[framing](self._framed(type, JSON), self.revision)
+            self._encoded[key] = frame
+        return frame
+
+
+# Framings a transport asks a change for; each is cached on the change beside the plain JSON.
+JSON = 0
+SSE = 1
+NDJSON = 2
+
+
+def sse_frame(event_json: bytes, id: int | None) -> bytes:
+    if id is None:
+        return b"data: " + event_json + b"\n\n"
+    return b"id: %d\ndata: %s\n\n" % (id, event_json)
+
+
+def ndjson_line(event_json: bytes, _id: int | None = None) -> bytes:
+    return event_json + b"\n"
+
+
+FRAMERS = {SSE: sse_frame, NDJSON: ndjson_line}
+
+
+def bookmark_json(revision: int, initial_events_end: bool = False) -> bytes:
+    event: dict[str, Any] = {"type": BOOKMARK, "revision": revision}
+    if initial_events_end:
+        event["initial_events_end"] = True
+    return orjson.dumps(event)
+
+
+def error_json(problem: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": ERROR, "error": problem})
+
+
+def resource_json(id: str, revision: int, created_revision: int, data_json: bytes) -> bytes:
+    return orjson.dumps(
+        {
+            "id": id,
+            "revision": revision,
+            "created_revision": created_revision,
+            "data": orjson.Fragment(data_json),
+        }
+    )

@@ -1,0 +1,66 @@
+"""The two PATCH formats: RFC 7386 merge patch and RFC 6902 JSON patch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from .problems import Problem, bad_request
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+Patch = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+def merge_patch(document: Any) -> Patch:
+    if not isinstance(document, dict):
+        raise bad_request("BadPatch", "a merge patch of a resource must be a JSON object")
+    return lambda data: merge(data, document)
+
+
+def json_patch(document: Any) -> Patch:
+    if not isinstance(document, list):
+        raise bad_request("BadPatch", "a JSON patch must be an array of operations")
+    try:
+        patch = jsonpatch.JsonPatch(document)  # checks every operation's shape
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
+        raise bad_request("BadPatch", f"invalid JSON patch: {exc}") from None
+
+    def apply(data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return patch.apply(data)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise Problem(409, "Conflict", f"JSON patch test failed: {exc}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Problem(422, "BadPatch", f"JSON patch cannot be applied: {exc}") from None
+
+    return apply
+
+
+def for_media_type(media_type: str, document: Any) -> Patch:
+    if media_type == JSON_PATCH:
+        return json_patch(document)
+    if media_type in (MERGE_PATCH, "application/json"):
+        return merge_patch(document)
+    raise Problem(
+        415,
+        "UnsupportedMediaType",
+        f"PATCH takes {MERGE_PATCH} or {JSON_PATCH}, not {media_type or 'no Content-Type'}",
+    )

@@ -1,0 +1,100 @@
+"""RFC 9457 problem details: the one error shape of every route and every stream.
+
+`reason` is the stable machine code a client branches on; `title` and `detail` are for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+PROBLEM_TYPE_BASE = "https://watchroute.dev/problems/"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    428: "Precondition Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """An error that reaches the client as problem details, with nothing written."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {
+            "type": PROBLEM_TYPE_BASE + self.reason,
+            "title": _TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+            "reason": self.reason,
+        }
+        body.update(self.extra)
+        return body
+
+    def response(self) -> Response:
+        return Response(
+            orjson.dumps(self.to_dict()),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/problem+json",
+        )
+
+
+def bad_request(reason: str, detail: str, **extra: Any) -> Problem:
+    return Problem(400, reason, detail, **extra)
+
+
+def not_found(collection: str, id: str) -> Problem:
+    return Problem(404, "NotFound", f"{collection}/{id} does not exist")
+
+
+def precondition_failed(detail: str) -> Problem:
+    return Problem(412, "PreconditionFailed", detail)
+
+
+def expired(since: int, compacted: int) -> Problem:
+    return Problem(
+        410,
+        "Expired",
+        f"revision {since} is older than the history horizon (changes up to revision "
+        f"{compacted} are compacted); list again and watch from the list's revision",
+    )
+
+
+def future_revision(since: int, latest: int) -> Problem:
+    return Problem(
+        400,
+        "FutureRevision",
+        f"revision {since} is newer than the store's latest revision {latest}",
+    )

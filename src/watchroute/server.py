@@ -1,0 +1,58 @@
+"""Running the app on uvicorn, with a shutdown that ends watch streams instead of waiting on them.
+
+On SIGTERM or SIGINT the server stops accepting, tells every watch to end (an EventSource then
+reconnects, to this instance's successor, with its Last-Event-ID), gives the streams
+`shutdown_grace` seconds to finish, and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import FrameType
+
+import uvicorn
+
+from .app import create_app
+from .settings import Settings
+
+log = logging.getLogger("watchroute")
+
+
+class WatchrouteServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = self.config.loaded_app
+        runtime = getattr(getattr(app, "state", None), "runtime", None) if app else None
+        if runtime is None:
+            runtime = getattr(self.config.app, "state", None)
+            runtime = getattr(runtime, "runtime", None)
+        if runtime is not None and self.loop is not None:
+            # From the signal handler: let the loop do it, between two of its callbacks.
+            self.loop.call_soon_threadsafe(runtime.hub.close_all)
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=settings.shutdown_grace,
+        lifespan="on",
+    )
+    WatchrouteServer(config, settings).run()

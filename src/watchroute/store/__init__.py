@@ -1,0 +1,18 @@
+"""Store engines, chosen by the database URL's scheme."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import LogSlice, Page, Row, Store, WriteOp
+
+
+def open_store(settings: Settings) -> Store:
+    url = settings.database
+    if url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url, synchronous=settings.sqlite_synchronous)
+    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
+
+
+__all__ = ["LogSlice", "Page", "Row", "Store", "WriteOp", "open_store"]

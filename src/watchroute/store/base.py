@@ -1,0 +1,89 @@
+"""The store seam: one transaction writes the new state and appends the change to the log.
+
+Invariants every engine keeps:
+- one global revision, taken by every committed change, gap-free and increasing in commit order;
+- a job (one request, or one `_batch`) commits whole or not at all, on consecutive revisions;
+- `on_commit` is called with each committed job's changes in revision order, before the writer
+  hears back, so that a revision a client has been told about is already known to this instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..events import Change
+from ..filter import Filter
+
+CommitListener = Callable[[list[Change]], None]
+
+
+@dataclass(slots=True)
+class WriteOp:
+    kind: str  # "create" | "put" | "patch" | "delete"
+    collection: str
+    id: str
+    data: dict[str, Any] | None = None
+    # Applied to the current state inside the transaction; raises Problem to refuse.
+    patch: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    if_match: int | None = None
+    must_exist: bool = False  # If-Match: *
+    must_not_exist: bool = False  # If-None-Match: *, and every create
+
+
+@dataclass(slots=True)
+class Row:
+    """A resource as stored: its data stays encoded until someone needs it parsed."""
+
+    collection: str
+    id: str
+    revision: int
+    created_revision: int
+    data_json: bytes
+    _data: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            import orjson
+
+            self._data = orjson.loads(self.data_json)
+        return self._data
+
+
+@dataclass(slots=True)
+class Page:
+    rows: list[Row]
+    revision: int  # the store revision the page was read at
+    next_after_id: str | None  # the id to continue after, None on the last page
+
+
+@dataclass(slots=True)
+class LogSlice:
+    changes: list[Change]
+    scanned_to: int  # every change <= scanned_to was looked at (returned or not matching)
+
+
+class Store(Protocol):
+    revision: int  # the latest revision this instance has seen committed
+    compacted: int  # changes <= compacted are gone from the log
+
+    async def open(self, on_commit: CommitListener) -> None: ...
+    async def close(self) -> None: ...
+    async def write(self, ops: list[WriteOp]) -> list[Change]: ...
+    async def get(self, collection: str, id: str) -> Row | None: ...
+    async def list(
+        self,
+        collection: str,
+        flt: Filter | None,
+        limit: int,
+        after_id: str | None,
+        id: str | None = None,
+    ) -> Page: ...
+    async def read_log(
+        self, after: int, upto: int, collection: str, id: str | None, limit: int
+    ) -> LogSlice: ...
+    async def committed_revision(self) -> int: ...
+    async def compact(self, keep_events: int, keep_seconds: float) -> int: ...
+    async def collections(self) -> list[dict[str, Any]]: ...

@@ -1,0 +1,61 @@
+"""What one write does to one resource, the same for every engine.
+
+The engine reads the current row inside its transaction, calls `apply`, and writes what comes
+back; every refusal is a Problem raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from ..events import ADDED, DELETED, MODIFIED, Change
+from ..problems import Problem, not_found, precondition_failed
+from .base import Row, WriteOp
+
+
+def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
+    """The change `op` makes at `revision`, given the resource's current row."""
+    if current is None:
+        if op.kind in ("patch", "delete"):
+            raise not_found(op.collection, op.id)
+        if op.if_match is not None or op.must_exist:
+            raise precondition_failed(f"{op.collection}/{op.id} does not exist")
+        data = op.data or {}
+        return Change(revision, ADDED, op.collection, op.id, revision, orjson.dumps(data), None, ts, data)
+
+    if op.must_not_exist:
+        raise precondition_failed(f"{op.collection}/{op.id} already exists")
+    if op.if_match is not None and op.if_match != current.revision:
+        raise precondition_failed(
+            f"{op.collection}/{op.id} is at revision {current.revision}, not {op.if_match}"
+        )
+    prev_json = current.data_json
+    if op.kind == "delete":
+        return Change(
+            revision,
+            DELETED,
+            op.collection,
+            op.id,
+            current.created_revision,
+            prev_json,
+            prev_json,
+            ts,
+        )
+    if op.kind == "patch":
+        assert op.patch is not None
+        data = op.patch(current.data)
+        if not isinstance(data, dict):
+            raise Problem(422, "BadPatch", "the patch would make the resource something other than an object")
+    else:
+        data = op.data or {}
+    return Change(
+        revision,
+        MODIFIED,
+        op.collection,
+        op.id,
+        current.created_revision,
+        orjson.dumps(data),
+        prev_json,
+        ts,
+        data,
+    )

@@ -1,0 +1,372 @@
+"""The embedded store: SQLite in WAL mode, one writer thread with group commit.
+
+Every write goes through one thread that owns the only writing connection. It takes all the
+jobs waiting in its queue, applies each inside a savepoint (a refused job rolls back alone and
+takes no revision) and commits them together: one fsync-worthy commit serves many requests.
+Reads use their own connections in a small pool; WAL gives each a consistent snapshot.
+
+A process killed after a commit loses nothing: the commit is in the WAL file before any
+client hears of it (synchronous=NORMAL survives a process crash; FULL survives power loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..events import Change
+from ..filter import Filter
+from ..problems import Problem
+from . import ops
+from .base import CommitListener, LogSlice, Page, Row, WriteOp
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compacted', 0);
+CREATE TABLE IF NOT EXISTS resources (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    created_revision INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    revision INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    created_revision INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    prev BLOB
+);
+CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
+"""
+
+MAX_JOBS_PER_COMMIT = 1024
+LIST_SCAN_CHUNK = 1000
+
+
+class _Job:
+    __slots__ = ("future", "ops")
+
+    def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
+        self.ops = ops
+        self.future = future
+
+
+class SQLiteStore:
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.revision = 0
+        self.compacted = 0
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="watchroute-read")
+        self._local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_commit: CommitListener | None = None
+
+    @classmethod
+    def from_url(cls, url: str, synchronous: str = "NORMAL") -> SQLiteStore:
+        # sqlite:///relative/path or sqlite:////absolute/path. ":memory:" is refused: a memory
+        # database is private to one connection, and the store has several.
+        prefix = "sqlite:///"
+        path = url[len(prefix) :] if url.startswith(prefix) else ""
+        if not path or path == ":memory:":
+            raise ValueError("sqlite needs a file path: sqlite:///./watchroute.db")
+        return cls(path, synchronous)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def open(self, on_commit: CommitListener) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        self._on_commit = on_commit
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        self.revision, self.compacted = self._read_meta(conn)
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="watchroute-writer", daemon=True
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        self._readers.shutdown(wait=True)
+
+    @staticmethod
+    def _read_meta(conn: sqlite3.Connection) -> tuple[int, int]:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        return meta["revision"], meta["compacted"]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def write(self, write_ops: list[WriteOp]) -> list[Change]:
+        assert self._loop is not None, "store is not open"
+        future: asyncio.Future[list[Change]] = self._loop.create_future()
+        self._jobs.put(_Job(write_ops, future))
+        return await future
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        revision = self.revision
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            jobs = [job]
+            stop = False
+            while len(jobs) < MAX_JOBS_PER_COMMIT:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+            revision = self._commit(conn, jobs, revision)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], revision: int) -> int:
+        """Apply and commit a group of jobs; return the revision after them."""
+        outcomes: list[list[Change] | BaseException] = []
+        start = revision
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ts = time.time()
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    changes = self._apply_job(conn, job.ops, revision, ts)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append(exc)
+                    continue
+                conn.execute("RELEASE job")
+                revision += len(changes)
+                outcomes.append(changes)
+            if revision != start:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            outcomes = [exc] * len(jobs)
+            revision = start
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, revision)
+        return revision
+
+    def _apply_job(
+        self, conn: sqlite3.Connection, write_ops: list[WriteOp], revision: int, ts: float
+    ) -> list[Change]:
+        changes = []
+        for op in write_ops:
+            revision += 1
+            current = self._get(conn, op.collection, op.id)
+            change = ops.apply(op, current, revision, ts)
+            if change.type == "DELETED":
+                conn.execute("DELETE FROM resources WHERE collection = ? AND id = ?", (op.collection, op.id))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
+                    (op.collection, op.id, revision, change.created_revision, change.data_json),
+                )
+            conn.execute(
+                "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    revision,
+                    ts,
+                    change.type,
+                    op.collection,
+                    op.id,
+                    change.created_revision,
+                    change.data_json,
+                    change.prev_json,
+                ),
+            )
+            changes.append(change)
+        return changes
+
+    def _settle(self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], revision: int) -> None:
+        # Listeners first: once a writer hears its revision, this instance already knows it.
+        committed = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
+        if committed:
+            self.revision = revision
+            assert self._on_commit is not None
+            self._on_commit(committed)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    async def _read(self, fn: Any, *args: Any) -> Any:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._readers, fn, *args)
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, collection: str, id: str) -> Row | None:
+        row = conn.execute(
+            "SELECT revision, created_revision, data FROM resources WHERE collection = ? AND id = ?",
+            (collection, id),
+        ).fetchone()
+        return None if row is None else Row(collection, id, row[0], row[1], row[2])
+
+    async def get(self, collection: str, id: str) -> Row | None:
+        return await self._read(lambda: self._get(self._reader(), collection, id))
+
+    async def list(
+        self,
+        collection: str,
+        flt: Filter | None,
+        limit: int,
+        after_id: str | None,
+        id: str | None = None,
+    ) -> Page:
+        return await self._read(self._list, collection, flt, limit, after_id, id)
+
+    def _list(
+        self, collection: str, flt: Filter | None, limit: int, after_id: str | None, id: str | None
+    ) -> Page:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+            if id is not None:
+                row = self._get(conn, collection, id)
+                rows = [row] if row is not None and (flt is None or flt.matches(row.data)) else []
+                return Page(rows, revision, None)
+            rows: list[Row] = []
+            cursor = after_id or ""
+            while True:
+                chunk = conn.execute(
+                    "SELECT id, revision, created_revision, data FROM resources "
+                    "WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                    (collection, cursor, LIST_SCAN_CHUNK),
+                ).fetchall()
+                for rid, rev, created, data in chunk:
+                    cursor = rid
+                    row = Row(collection, rid, rev, created, data)
+                    if flt is None or flt.matches(row.data):
+                        rows.append(row)
+                        if len(rows) == limit:
+                            more = conn.execute(
+                                "SELECT 1 FROM resources WHERE collection = ? AND id > ? LIMIT 1",
+                                (collection, rid),
+                            ).fetchone()
+                            return Page(rows, revision, rid if more else None)
+                if len(chunk) < LIST_SCAN_CHUNK:
+                    return Page(rows, revision, None)
+        finally:
+            conn.execute("COMMIT")
+
+    async def read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int) -> LogSlice:
+        return await self._read(self._read_log, after, upto, collection, id, limit)
+
+    def _read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int) -> LogSlice:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            _, compacted = self._read_meta(conn)
+            if after < compacted:
+                raise Problem(410, "Expired", f"revision {after} is older than the history horizon")
+            sql = (
+                "SELECT revision, ts, type, id, created_revision, data, prev FROM log "
+                "WHERE collection = ? AND revision > ? AND revision <= ?"
+            )
+            args: list[Any] = [collection, after, upto]
+            if id is not None:
+                sql += " AND id = ?"
+                args.append(id)
+            sql += " ORDER BY revision LIMIT ?"
+            args.append(limit)
+            rows = conn.execute(sql, args).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        changes = [
+            Change(rev, type, collection, rid, created, data, prev, ts)
+            for rev, ts, type, rid, created, data, prev in rows
+        ]
+        scanned_to = changes[-1].revision if len(changes) == limit else upto
+        return LogSlice(changes, scanned_to)
+
+    async def committed_revision(self) -> int:
+        def read() -> int:
+            return self._read_meta(self._reader())[0]
+
+        return await self._read(read)
+
+    async def collections(self) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            rows = self._reader().execute(
+                "SELECT collection, count(*) FROM resources GROUP BY collection ORDER BY collection"
+            )
+            return [{"name": name, "count": count} for name, count in rows]
+
+        return await self._read(read)
+
+    # -- compaction --------------------------------------------------------------------------
+
+    async def compact(self, keep_events: int, keep_seconds: float) -> int:
+        """Drop log entries beyond the history horizon; return the new compacted revision."""
+
+        def run() -> int:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                revision, compacted = self._read_meta(conn)
+                target = compacted
+                if keep_events:
+                    target = max(target, revision - keep_events)
+                if keep_seconds:
+                    row = conn.execute(
+                        "SELECT max(revision) FROM log WHERE ts < ?", (time.time() - keep_seconds,)
+                    ).fetchone()
+                    if row[0] is not None:
+                        target = max(target, row[0])
+                if target > compacted:
+                    conn.execute("DELETE FROM log WHERE revision <= ?", (target,))
+                    conn.execute("UPDATE meta SET value = ? WHERE key = 'compacted'", (target,))
+                conn.execute("COMMIT")
+                return target
+            finally:
+                conn.close()
+
+        self.compacted = await asyncio.to_thread(run)
+        return self.compacted

@@ -1,0 +1,18 @@
+"""The framing seam: what a streaming transport puts around each event."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..events import Change
+
+
+class Framing(Protocol):
+    media_type: str
+    headers: dict[str, str]
+
+    def preamble(self) -> bytes: ...
+    def change(self, kind: str, change: Change) -> bytes: ...
+    def initial(self, event_json: bytes) -> bytes: ...
+    def bookmark(self, event_json: bytes, revision: int) -> bytes: ...
+    def error(self, event_json: bytes) -> bytes: ...

@@ -1,0 +1,68 @@
+"""Opening a watch: where it starts, what it refuses, and the initial state it sends first.
+
+Every transport opens its watches here, so that `since`, `initial`, 410 and FutureRevision mean
+the same thing in SSE, NDJSON, long-poll and WebSocket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import ADDED, resource_json
+from .filter import Filter
+from .problems import bad_request, expired, future_revision
+from .runtime import Runtime
+from .store import Row
+from .watcher import Watcher
+
+# How long a watch waits for this instance to see a revision that the store has committed
+# (a list's revision read a moment before the commit reached the tailer).
+CATCH_UP_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class WatchSpec:
+    collection: str
+    id: str | None = None
+    since: int | None = None
+    filter: Filter | None = None
+    initial: bool = False
+
+
+@dataclass(slots=True)
+class OpenedWatch:
+    watcher: Watcher
+    initial: list[Row] | None  # the current state to send first, for initial=true
+    initial_revision: int  # the revision the initial state was read at
+
+
+async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
+    """Check a watch request and place its cursor; raises Problem before any streaming."""
+    store, tailer = runtime.store, runtime.tailer
+    initial: list[Row] | None = None
+    if spec.initial:
+        if spec.since is not None:
+            raise bad_request("BadParameter", "initial=true cannot be combined with since")
+        page = await store.list(spec.collection, spec.filter, 2**62, None, spec.id)
+        initial, cursor = page.rows, page.revision
+    elif spec.since is None:
+        cursor = tailer.revision
+    else:
+        cursor = spec.since
+        if cursor < store.compacted:
+            raise expired(cursor, store.compacted)
+    if cursor > tailer.revision:
+        latest = await store.committed_revision()
+        if cursor > latest:
+            raise future_revision(cursor, latest)
+        await tailer.wait_for(cursor, CATCH_UP_SECONDS)
+    watcher = Watcher(runtime.hub, runtime.window, store, spec.collection, spec.id, spec.filter, cursor)
+    return OpenedWatch(watcher, initial, cursor)
+
+
+def initial_event_json(row: Row) -> bytes:
+    return b'{"type":"%s","revision":%d,"object":%s}' % (
+        ADDED.encode(),
+        row.revision,
+        resource_json(row.id, row.revision, row.created_revision, row.data_json),
+    )

@@ -1,0 +1,150 @@
+"""A watcher is a cursor over the log, not a queue.
+
+`cursor` is the revision up to which this watcher has considered every change: it has been sent
+(or found not to concern it) everything <= cursor, and nothing after. The watcher owns no buffer:
+when its socket is slow it simply stops asking for more, and when it asks again it reads from
+the window, or from the log if the window has moved past it. A watcher whose cursor fell behind
+the history horizon gets 410 Expired instead of a silent gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .events import ADDED, DELETED, MODIFIED, Change
+from .filter import Filter
+from .hub import Hub
+from .store import Store
+from .window import Window
+
+# How many changes one pass looks at before letting other tasks run.
+SCAN_BATCH = 4096
+
+
+class Watcher:
+    __slots__ = (
+        "_wake",
+        "closed",
+        "collection",
+        "cursor",
+        "filter",
+        "hub",
+        "id",
+        "store",
+        "window",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        window: Window,
+        store: Store,
+        collection: str,
+        id: str | None,
+        flt: Filter | None,
+        cursor: int,
+    ) -> None:
+        self.hub = hub
+        self.window = window
+        self.store = store
+        self.collection = collection
+        self.id = id
+        self.filter = flt
+        self.cursor = cursor
+        self.closed = False
+        self._wake: asyncio.Future[None] | None = None
+
+    def __enter__(self) -> Watcher:
+        self.hub.add(self)
+        if self.hub.closing:
+            self.closed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.remove(self)
+
+    # -- what concerns this watcher ----------------------------------------------------------
+
+    def classify(self, change: Change) -> str | None:
+        """The event type this watcher sees for `change`, or None when it is not concerned.
+
+        With a filter, membership decides: a change that makes a resource match arrives as
+        ADDED, one that makes it stop matching as DELETED (carrying the new state).
+        """
+        if change.collection != self.collection or (self.id is not None and change.id != self.id):
+            return None
+        flt = self.filter
+        if flt is None:
+            return change.type
+        prev = change.prev
+        before = prev is not None and flt.matches(prev)
+        after = change.type != DELETED and flt.matches(change.data)
+        if after:
+            return MODIFIED if before else ADDED
+        return DELETED if before else None
+
+    def concerns(self, change: Change) -> bool:
+        return self.classify(change) is not None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+
+    async def next(self, limit: int, timeout: float) -> list[tuple[str, Change]]:
+        """The next events for this watcher (at most `limit`), waiting up to `timeout` seconds
+        for one; [] on timeout or when closed. Raises Problem(410) past the horizon."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.closed:
+            events = await self._read(limit)
+            if events:
+                return events
+            if self.cursor < self.window.revision:
+                await asyncio.sleep(0)  # a long run of changes that concern others: stay fair
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            # Caught up. Nothing can commit between the read above and parking (no await), so
+            # no wake-up is missed.
+            self._wake = loop.create_future()
+            self.hub.park(self)
+            try:
+                await asyncio.wait_for(self._wake, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._wake = None
+                self.hub.unpark(self)
+        return []
+
+    async def _read(self, limit: int) -> list[tuple[str, Change]]:
+        changes = self.window.after(self.cursor, SCAN_BATCH)
+        if changes is None:
+            # Behind the window: read the log up to where the window starts.
+            piece = await self.store.read_log(
+                self.cursor, self.window.first_revision - 1, self.collection, self.id, limit
+            )
+            events = [(t, c) for c in piece.changes if (t := self.classify(c)) is not None]
+            self.cursor = max(self.cursor, piece.scanned_to)
+            return events
+        events: list[tuple[str, Change]] = []
+        for change in changes:
+            kind = self.classify(change)
+            if kind is not None:
+                events.append((kind, change))
+                if len(events) == limit:
+                    self.cursor = change.revision
+                    return events
+        if changes:
+            self.cursor = changes[-1].revision
+        return events
+
+
+__all__ = ["ADDED", "DELETED", "MODIFIED", "Watcher"]
