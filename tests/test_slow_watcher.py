@@ -1,0 +1,95 @@
+"""A watcher that stops reading is a cursor: the server buffers nothing for it, loses nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import psutil
+import pytest
+
+EVENTS = 100_000
+BATCH = 1_000
+# What the server may grow by while one watcher sits blocked through 100,000 events: the
+# window (10,000 encoded events) and the database's page cache, not the events themselves.
+RSS_BOUND = 48 * 1024 * 1024
+
+
+def blocked_sse_watch(port: int, since: int) -> socket.socket:
+    """An SSE watch whose reader never reads: a small receive buffer fills at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /v1/slow?watch=true&since={since} HTTP/1.1\r\nHost: x\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    return sock
+
+
+def write_events(url: str, n: int) -> int:
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for start in range(0, n, BATCH):
+            ops = [
+                {"op": "put", "collection": "slow", "id": f"r{i % 5000}",
+                 "data": {"i": i, "pad": "x" * 60}}
+                for i in range(start, start + BATCH)
+            ]
+            r = c.post("/v1/_batch", json={"ops": ops})
+            r.raise_for_status()
+        return r.json()["revision"]
+
+
+def read_events(sock: socket.socket, until: int) -> tuple[list[int], dict | None]:
+    """Read SSE messages until revision `until` or an ERROR; returns (revisions, error)."""
+    sock.settimeout(30)
+    buffer = b""
+    revisions: list[int] = []
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return revisions, None
+        buffer += chunk
+        *messages, buffer = buffer.split(b"\n\n")
+        for message in messages:
+            for line in message.split(b"\n"):
+                if line.startswith(b"data: "):
+                    event = json.loads(line[6:])
+                    if event["type"] == "ERROR":
+                        return revisions, event["error"]
+                    if event["type"] != "BOOKMARK":
+                        revisions.append(event["revision"])
+                    if event["revision"] >= until:
+                        return revisions, None
+
+
+@pytest.mark.timeout(240)
+def test_blocked_watcher_costs_bounded_memory_and_gets_every_event(make_server):
+    server = make_server(history_events=EVENTS * 2)
+    process = psutil.Process(server.pid)
+    sock = blocked_sse_watch(server.port, 0)
+    rss_before = process.memory_info().rss
+    last = write_events(server.url, EVENTS)
+    grown = process.memory_info().rss - rss_before
+    assert grown < RSS_BOUND, f"server grew {grown / 2**20:.0f} MiB for a blocked watcher"
+    revisions, error = read_events(sock, last)
+    sock.close()
+    assert error is None
+    assert revisions == list(range(1, last + 1)), "every event, in order, once"
+
+
+@pytest.mark.timeout(240)
+def test_blocked_watcher_past_the_horizon_gets_410(make_server):
+    server = make_server(history_events=1_000, compaction_interval=0.2, window_events=1_000)
+    sock = blocked_sse_watch(server.port, 0)
+    last = write_events(server.url, 20_000)
+    with httpx.Client(base_url=server.url) as c:  # let compaction pass the watcher by
+        for _ in range(50):
+            r = c.get("/v1/slow", params={"watch": "true", "since": 1, "timeout": 0.1})
+            if r.status_code == 410:
+                break
+    revisions, error = read_events(sock, last)
+    sock.close()
+    assert error is not None and error["status"] == 410 and error["reason"] == "Expired"
+    assert revisions == list(range(1, len(revisions) + 1)), "no gap before the error"
