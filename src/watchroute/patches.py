@@ -32,7 +32,15 @@ def merge(target: Any, patch: Any) -> Any:
 def merge_patch(document: Any) -> Patch:
     if not isinstance(document, dict):
         raise bad_request("BadPatch", "a merge patch of a resource must be a JSON object")
-    return lambda data: merge(data, document)
+
+    def apply(data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return merge(data, document)
+        except RecursionError:
+            # JSON nests deeper (orjson reads 1024 levels) than merge() can recurse
+            raise Problem(422, "TooDeep", "the merge patch is nested too deeply") from None
+
+    return apply
 
 
 def json_patch(document: Any) -> Patch:

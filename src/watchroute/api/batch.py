@@ -78,7 +78,15 @@ async def batch(request: Request) -> Any:
         except Problem as problem:
             problem.extra["op_index"] = index
             raise
-    changes = await runtime.store.write(ops)
+    try:
+        changes = await runtime.store.write(ops)
+    except Problem as problem:
+        # A refusal inside the transaction (If-Match, absent, patch): name the op, as parsing does.
+        refused = getattr(problem, "op", None)
+        for index, op in enumerate(ops):
+            if op is refused:
+                problem.extra["op_index"] = index
+        raise
     results = b",".join(resource_json(c.id, c.revision, c.created_revision, c.data_json) for c in changes)
     body = b'{"revision":%d,"results":[%s]}' % (changes[-1].revision, results)
     return Response(body, media_type="application/json")

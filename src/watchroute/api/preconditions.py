@@ -20,7 +20,8 @@ def etag(revision: int) -> str:
 
 def parse_revision_tag(value: str, header: str) -> int:
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    # isascii too: str.isdigit() accepts "²" (latin-1 headers carry it), which int() refuses
+    if not (tag.isascii() and tag.isdigit()):
         raise bad_request(
             "BadParameter", f'{header} must be "*" or a revision ETag like "42", not {value[:40]!r}'
         )

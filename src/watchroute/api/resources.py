@@ -76,7 +76,8 @@ def last_event_id(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
+    # isascii too: str.isdigit() accepts "²" (latin-1 headers carry it), which int() refuses
+    if not (value.isascii() and value.isdigit()):
         raise bad_request(
             "BadParameter",
             f"Last-Event-ID must be a revision (an integer >= 0), not {value[:40]!r}",

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import orjson
 
-from ..events import ADDED, DELETED, MODIFIED, Change
+from ..events import ADDED, DELETED, MODIFIED, Change, encode
 from ..problems import Problem, not_found, precondition_failed
 from .base import Row, WriteOp
 
 
 def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
     """The change `op` makes at `revision`, given the resource's current row."""
+    try:
+        return _apply(op, current, revision, ts)
+    except Problem as problem:
+        # The refused op itself, so that a batch can say which of its ops it was (`op_index`).
+        problem.op = op  # type: ignore[attr-defined]
+        raise
+
+
+def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
     if current is None:
         if op.kind in ("patch", "delete"):
             raise not_found(op.collection, op.id)
         if op.if_match is not None or op.must_exist:
             raise precondition_failed(f"{op.collection}/{op.id} does not exist")
         data = op.data or {}
-        return Change(revision, ADDED, op.collection, op.id, revision, orjson.dumps(data), None, ts, data)
+        return Change(revision, ADDED, op.collection, op.id, revision, _encode(data), None, ts, data)
 
     if op.must_not_exist:
         raise precondition_failed(f"{op.collection}/{op.id} already exists")
@@ -54,8 +63,16 @@ def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
         op.collection,
         op.id,
         current.created_revision,
-        orjson.dumps(data),
+        _encode(data),
         prev_json,
         ts,
         data,
     )
+
+
+def _encode(data: dict) -> bytes:
+    try:
+        return encode(data)
+    except orjson.JSONEncodeError as exc:
+        # orjson reads 1024 levels of nesting but writes only 254: refuse what cannot be stored.
+        raise Problem(422, "TooDeep", f"the resource cannot be stored: {exc}") from None
