@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
-import os
 import re
 import resource
 import time
@@ -130,13 +130,11 @@ class ServerProbe:
     def rss(self) -> int:
         total = 0
         for p in self._procs():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 total += p.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
         return total
 
-    async def settle(self, quiet: float = 0.02, interval: float = 0.2, timeout: float = 8.0):
+    async def settle(self, quiet: float = 0.02, interval: float = 0.2, timeout: float = 5.0):
         """Wait until the server uses less than `quiet` of a core (earlier work is done)."""
         if self.root is None:
             await asyncio.sleep(interval)
@@ -151,6 +149,14 @@ class ServerProbe:
             last = now
             if calm >= 2:
                 return
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores spent on anything but idling, since boot."""
+    t = psutil.cpu_times()
+    return (
+        sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    )
 
 
 # ---------------------------------------------------------------- subscribers
@@ -487,7 +493,7 @@ async def run_burst(
         gc.disable()
         t_start = _time_ns()
         stats.arm(goal, t_start)
-        cpu0, gen0 = probe.cpu(), sum(me.cpu_times()[:2])
+        cpu0, gen0, all0 = probe.cpu(), sum(me.cpu_times()[:2]), machine_busy()
         first_ns = 0
         for seq in range(events):
             t = _time_ns()
@@ -501,7 +507,7 @@ async def run_burst(
             await asyncio.wait_for(asyncio.shield(stats.done), max(0.1, remaining))
         except TimeoutError:
             timed_out = True
-        cpu1, gen1 = probe.cpu(), sum(me.cpu_times()[:2])
+        cpu1, gen1, all1 = probe.cpu(), sum(me.cpu_times()[:2]), machine_busy()
         end_ns = stats.last_ns if not timed_out else _time_ns()
         if gc_was:
             gc.enable()
@@ -523,6 +529,8 @@ async def run_burst(
         "cpu_us_per_delivery": (cpu1 - cpu0) / delivered * 1e6 if delivered else float("nan"),
         "server_cpu_util": (cpu1 - cpu0) / wall,
         "generator_cpu_util": (gen1 - gen0) / wall,
+        # cores busy with anything else (other processes, interrupts): a noisy machine shows here
+        "other_cpu_util": max(0.0, (all1 - all0) - (cpu1 - cpu0) - (gen1 - gen0)) / wall,
     }
     res.update(latency_summary(stats.lat))
     await probe.settle()
@@ -561,7 +569,7 @@ async def run_steady(
         total = int(rate * seconds)
         interval = 1e9 / rate
         start = _time_ns() + 20_000_000
-        stats.arm(total * subscribers, start)
+        stats.arm(total * subscribers, _time_ns())  # every write is stamped later than this
         cpu0 = probe.cpu()
         late = 0
         tasks = set()

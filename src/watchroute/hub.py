@@ -1,9 +1,11 @@
 """The hub: which watchers a committed change may concern, and waking them.
 
-A watcher that has read everything in the window parks here under its collection. A commit
-wakes each parked watcher the change may concern, once, however many changes the commit
-carried; the watcher then reads all that is ready from the window itself. Watchers that are
-busy (reading, or writing to a slow socket) are not parked and so cost a commit nothing.
+A watcher that has read everything in the window parks here under its collection. For a parked
+watcher whose transport can take events on the spot (`Watcher.push`), a commit writes the events
+it concerns straight to its socket: no task wakes up per event per watcher. Any other parked
+watcher the commit concerns is woken once, however many changes the commit carried, and reads
+all that is ready from the window itself. Watchers that are busy (reading, or writing to a slow
+socket) are not parked and so cost a commit nothing.
 """
 
 from __future__ import annotations
@@ -49,7 +51,23 @@ class Hub:
                 by_collection[change.collection].append(change)
         for collection, relevant in by_collection.items():
             parked = self._parked[collection]
-            woken = [w for w in parked if any(w.concerns(c) for c in relevant)]
+            woken = []
+            for watcher in parked:
+                # Past the cursor only: a watcher that started from a snapshot newer than this
+                # commit has its changes already.
+                events = [
+                    (kind, c)
+                    for c in relevant
+                    if c.revision > watcher.cursor and (kind := watcher.classify(c)) is not None
+                ]
+                if not events:
+                    continue
+                if watcher.push is not None:
+                    # Synced: written from here, no task wake-up; they are the socket's now.
+                    watcher.cursor = events[-1][1].revision
+                    watcher.push(events)
+                else:
+                    woken.append(watcher)
             for watcher in woken:
                 parked.discard(watcher)
                 watcher.wake()

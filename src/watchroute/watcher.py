@@ -10,6 +10,7 @@ the history horizon gets 410 Expired instead of a silent gap.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .events import ADDED, DELETED, MODIFIED, Change
 from .filter import Filter
@@ -30,6 +31,7 @@ class Watcher:
         "filter",
         "hub",
         "id",
+        "push",
         "store",
         "window",
     )
@@ -53,6 +55,9 @@ class Watcher:
         self.cursor = cursor
         self.closed = False
         self._wake: asyncio.Future[None] | None = None
+        # Set by a transport that can take events straight from a commit while this watcher is
+        # parked and caught up: the hub then calls push(events) instead of waking the watcher.
+        self.push: Callable[[list[tuple[str, Change]]], None] | None = None
 
     def __enter__(self) -> Watcher:
         self.hub.add(self)
@@ -83,14 +88,11 @@ class Watcher:
             return MODIFIED if before else ADDED
         return DELETED if before else None
 
-    def concerns(self, change: Change) -> bool:
-        return self.classify(change) is not None
-
     # -- reading -----------------------------------------------------------------------------
 
     def wake(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        if self._wake is not None:
+            _set_if_pending(self._wake)
 
     def close(self) -> None:
         self.closed = True
@@ -113,13 +115,13 @@ class Watcher:
                 return []
             # Caught up. Nothing can commit between the read above and parking (no await), so
             # no wake-up is missed.
-            self._wake = loop.create_future()
+            wake = self._wake = loop.create_future()
+            timer = loop.call_later(remaining, _set_if_pending, wake)
             self.hub.park(self)
             try:
-                await asyncio.wait_for(self._wake, remaining)
-            except TimeoutError:
-                pass
+                await wake
             finally:
+                timer.cancel()
                 self._wake = None
                 self.hub.unpark(self)
         return []
@@ -147,4 +149,6 @@ class Watcher:
         return events
 
 
-__all__ = ["ADDED", "DELETED", "MODIFIED", "Watcher"]
+def _set_if_pending(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,574 @@
+"""Fan-out benchmark: watchroute side by side with its peers, in one run.
+
+Starts each server in turn (watchroute if its console script is in .venv, and the peers found in
+--peers-dir), runs the scenarios of bench/fanout.py against it, stops it, and prints a Markdown
+table. With --write-docs it also writes the table and a description of the machine to
+docs/benchmarks.md. See bench/README.md for what each figure means.
+
+    .venv/bin/python bench/run.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fanout
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+NGINX_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+@dataclass
+class Server:
+    key: str
+    label: str
+    port: int
+    sub_path: str = "/sub"
+    pub_path: str = "/pub"
+    cmd: list[str] = field(default_factory=list)
+    cwd: Path | None = None
+    health_path: str | None = None  # None: ready when the port accepts connections
+    unavailable: str | None = None  # why it cannot run here
+    prepare: Callable[[], None] | None = None
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+    def target(self) -> fanout.Target:
+        return fanout.Target(
+            name=self.key,
+            host=HOST,
+            port=self.port,
+            sub_path=self.sub_path,
+            pub_path=self.pub_path,
+            pid=self.proc.pid if self.proc else None,
+        )
+
+
+def _missing_modules(*names: str) -> list[str]:
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def servers(args, workdir: Path) -> list[Server]:
+    peers = Path(args.peers_dir).resolve()
+    py = sys.executable
+    out: list[Server] = []
+
+    exe = REPO / ".venv" / "bin" / "watchroute"
+    db = workdir / "watchroute" / "bench.db"
+    wr = Server(
+        key="watchroute",
+        label="watchroute",
+        port=args.watchroute_port,
+        sub_path="/v1/bench?watch=true",
+        pub_path="/v1/bench",
+        # an absolute path after "sqlite:///", i.e. four slashes, as SQLAlchemy URLs spell it
+        cmd=[str(exe), "serve", "--port", str(args.watchroute_port), "--database", f"sqlite:///{db}"],
+        cwd=db.parent,
+        health_path="/healthz",
+        prepare=lambda: db.parent.mkdir(parents=True, exist_ok=True),
+    )
+    if not exe.exists():
+        wr.unavailable = f"no `watchroute` console script in {exe.parent}"
+    out.append(wr)
+
+    raw = Server(
+        key="raw",
+        label="raw uvloop, encode once (peer)",
+        port=9101,
+        cmd=[py, str(peers / "raw_uvloop_limit.py"), "9101"],
+        cwd=peers,
+    )
+    sse = Server(
+        key="sse",
+        label="FastAPI + sse-starlette + broadcaster (peer)",
+        port=9102,
+        cmd=[
+            py,
+            "-m",
+            "uvicorn",
+            "sse_starlette_broadcaster:app",
+            "--app-dir",
+            str(peers),
+            "--port",
+            "9102",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ],
+        cwd=peers,
+    )
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    nchan = Server(
+        key="nchan",
+        label="nchan, nginx module in C (peer)",
+        port=9103,
+        cmd=[nginx or "nginx", "-c", str(peers / "nchan.conf")],
+        cwd=peers,
+        prepare=lambda: Path("/tmp/nchan").mkdir(parents=True, exist_ok=True),
+    )
+    if not (peers / "raw_uvloop_limit.py").exists():
+        raw.unavailable = f"{peers}/raw_uvloop_limit.py not found"
+    elif m := _missing_modules("uvloop"):
+        raw.unavailable = f"missing Python package(s): {', '.join(m)}"
+    if not (peers / "sse_starlette_broadcaster.py").exists():
+        sse.unavailable = f"{peers}/sse_starlette_broadcaster.py not found"
+    elif m := _missing_modules("fastapi", "uvicorn", "sse_starlette", "broadcaster", "httptools"):
+        sse.unavailable = f"missing Python package(s): {', '.join(m)} (pip install into .venv)"
+    if not (peers / "nchan.conf").exists():
+        nchan.unavailable = f"{peers}/nchan.conf not found"
+    elif not nginx:
+        nchan.unavailable = "nginx not installed (apt-get install nginx-light libnginx-mod-nchan)"
+    elif not NGINX_MODULE.exists():
+        nchan.unavailable = f"{NGINX_MODULE} missing (apt-get install libnginx-mod-nchan)"
+    out += [raw, sse, nchan]
+
+    if args.only:
+        keep = {k.strip() for k in args.only.split(",")}
+        out = [s for s in out if s.key in keep]
+    return out
+
+
+# ---------------------------------------------------------------- process control
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _ready(srv: Server) -> bool:
+    if srv.health_path is None:
+        return _port_busy(srv.port)
+    try:
+        url = f"http://{HOST}:{srv.port}{srv.health_path}"
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def _log_tail(srv: Server, n: int = 3) -> str:
+    try:
+        lines = [x for x in srv.log.read_text(errors="replace").splitlines() if x.strip()]
+        return " | ".join(lines[-n:])[-300:]
+    except Exception:
+        return ""
+
+
+def start(srv: Server, workdir: Path, timeout: float = 30.0):
+    if _port_busy(srv.port):
+        raise RuntimeError(f"port {srv.port} already in use")
+    if srv.prepare:
+        srv.prepare()
+    srv.log = workdir / f"{srv.key}.log"
+    with open(srv.log, "wb") as log:
+        # own session, so that stop() can signal the server and its workers by process group id
+        srv.proc = subprocess.Popen(
+            srv.cmd,
+            cwd=srv.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            raise RuntimeError(f"exited with code {srv.proc.returncode}: {_log_tail(srv)}")
+        if _ready(srv):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout:.0f}s: {_log_tail(srv)}")
+
+
+def stop(srv: Server):
+    p = srv.proc
+    if p is None or p.poll() is not None:
+        return
+    pgid = p.pid  # start_new_session: the group id is the server's own pid
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+async def measure(srv: Server, args) -> dict:
+    t = srv.target()
+    res: dict = {}
+    try:
+        await fanout.warmup(t)
+    except Exception as e:
+        res["error"] = f"warm-up failed: {e!r}"[:300]
+        return res
+    # Idle first: memory an allocator took for the burst is seldom given back, and would hide
+    # the cost of the streams.
+    scenarios = [
+        ("idle", lambda: fanout.run_idle(t, args.idle_streams)),
+        (
+            "burst",
+            lambda: fanout.run_burst(t, args.subscribers, args.events, args.burst_timeout, args.record_every),
+        ),
+        (
+            "steady",
+            lambda: fanout.run_steady(
+                t, args.steady_subscribers, args.steady_rate, args.steady_seconds, record_every=1
+            ),
+        ),
+    ]
+    for name, run in scenarios:
+        if srv.proc.poll() is not None:
+            res[name] = {"error": f"server exited ({srv.proc.returncode}): {_log_tail(srv)}"}
+            continue
+        t0 = time.monotonic()
+        try:
+            res[name] = await run()
+        except Exception as e:
+            res[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+        res[name]["wall_s"] = time.monotonic() - t0
+        print(f"  {name}: {_brief(res[name])}", flush=True)
+    return res
+
+
+def _brief(r: dict) -> str:
+    keys = (
+        "error",
+        "deliveries_per_s",
+        "cpu_us_per_delivery",
+        "p50_ms",
+        "p99_ms",
+        "rss_per_stream_kb",
+        "delivered",
+        "expected",
+        "generator_cpu_util",
+        "wall_s",
+    )
+    return ", ".join(f"{k}={r[k]:.3g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if k in r)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _ms(x: float) -> str:
+    if x != x:  # nan
+        return "-"
+    return f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
+
+def _cells(r: dict) -> list[str]:
+    if "error" in r:
+        return [f"error: {r['error']}", "", "", "", ""]
+    b, i, s = r.get("burst", {}), r.get("idle", {}), r.get("steady", {})
+    cells = []
+    if "error" in b:
+        cells += [f"error: {b['error']}", "", ""]
+    else:
+        short = (
+            ""
+            if b["delivered"] >= b["expected"]
+            else (f" (timed out: {b['delivered'] / b['expected']:.0%} delivered)")
+        )
+        cells += [
+            _num(b["deliveries_per_s"]) + short,
+            f"{b['cpu_us_per_delivery']:.1f} us",
+            f"{_ms(b['p50_ms'])} / {_ms(b['p99_ms'])} ms",
+        ]
+    cells.append(f"error: {i['error']}" if "error" in i else f"{i['rss_per_stream_kb']:.1f} KB")
+    if "error" in s:
+        cells.append(f"error: {s['error']}")
+    else:
+        note = ""
+        if s["delivered"] < s["expected"]:
+            note = f" (fell behind: {s['delivered'] / s['expected']:.0%} delivered)"
+        elif s["achieved_rate"] < 0.95 * s["rate"]:
+            note = f" (only {s['achieved_rate']:.0f} writes/s)"
+        cells.append(f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} ms{note}")
+    return cells
+
+
+def table(rows: list[tuple[Server, dict | None]], args) -> str:
+    head = [
+        "server",
+        "deliveries/s",
+        "server CPU per delivery",
+        "latency p50 / p99 (burst)",
+        "idle RSS per open stream",
+        f"latency p50 / p99 (steady, {args.steady_rate:g} writes/s x {args.steady_subscribers} streams)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for srv, r in rows:
+        cells = [f"not available: {srv.unavailable}", "", "", "", ""] if r is None else _cells(r)
+        cells = [c.replace("|", "\\|").replace("\n", " ") for c in cells]
+        lines.append("| " + " | ".join([srv.label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def details(rows: list[tuple[Server, dict | None]]) -> str:
+    head = [
+        "server",
+        "burst: delivered / expected",
+        "burst: seconds",
+        "burst: publishes/s",
+        "burst: server CPU busy",
+        "burst: generator CPU busy",
+        "burst: other CPU busy",
+        "idle: RSS before → with streams",
+        "steady: writes/s achieved",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for srv, r in rows:
+        if not r or "error" in r:
+            continue
+        b, i, s = r.get("burst", {}), r.get("idle", {}), r.get("steady", {})
+        c = [srv.label]
+        if "error" in b:
+            c += ["-"] * 6
+        else:
+            c += [
+                f"{b['delivered']:,} / {b['expected']:,}",
+                f"{b['seconds']:.1f}",
+                f"{b['publishes_per_s']:.0f}",
+                f"{b['server_cpu_util']:.0%}",
+                f"{b['generator_cpu_util']:.0%}",
+                f"{b['other_cpu_util']:.0%}",
+            ]
+        c.append(
+            "-"
+            if "error" in i
+            else f"{i['rss_before_mb']:.1f} → {i['rss_open_mb']:.1f} MB ({i['idle_streams']:,} streams)"
+        )
+        c.append("-" if "error" in s else f"{s['achieved_rate']:.0f} of {s['rate']:g}")
+        lines.append("| " + " | ".join(c) + " |")
+    return "\n".join(lines)
+
+
+def warnings(rows) -> list[str]:
+    out = []
+    for srv, r in rows:
+        b = (r or {}).get("burst", {})
+        if b.get("generator_cpu_util", 0) > 0.85:
+            out.append(
+                f"{srv.label}: the load generator was {b['generator_cpu_util']:.0%} busy during "
+                "the burst, so its deliveries/s may be capped by the generator; CPU per delivery "
+                "is the server's own and still holds."
+            )
+        if b.get("other_cpu_util", 0) > 0.25:
+            out.append(
+                f"{srv.label}: other processes kept {b['other_cpu_util']:.0%} of a core busy "
+                "during the burst; on 2 cores that skews every figure of this row: run again "
+                "on a quiet machine."
+            )
+    return out
+
+
+def machine() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "\n".join(
+        [
+            f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"- cores (nproc): {os.cpu_count()}",
+            f"- CPU: {model}",
+            f"- memory: {mem}",
+            f"- kernel: {platform.system()} {platform.release()}",
+            f"- Python: {platform.python_version()} ({platform.python_implementation()})",
+            "- load generator: bench/fanout.py on the same machine, one process (uvloop)",
+        ]
+    )
+
+
+def report(rows, args, argv: list[str]) -> str:
+    sizes = (
+        f"burst: {args.subscribers:,} streams x {args.events:,} events of ~100 bytes; "
+        f"idle: {args.idle_streams:,} streams; steady: {args.steady_rate:g} writes/s for "
+        f"{args.steady_seconds:g} s to {args.steady_subscribers:,} streams"
+    )
+    warn = warnings(rows)
+    parts = [
+        "# Fan-out benchmarks",
+        "",
+        "watchroute and its peers (`shared/peers/`), measured in one run by `bench/run.py`; "
+        "what each figure means is in `bench/README.md`.",
+        "",
+        "Command: `.venv/bin/python bench/run.py " + " ".join(argv) + "`",
+        "",
+        "## Machine",
+        machine(),
+        "",
+        "## Results",
+        sizes,
+        "",
+        table(rows, args),
+        "",
+        "### Details",
+        details(rows),
+    ]
+    if warn:
+        parts += ["", "### Warnings", *[f"- {w}" for w in warn]]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def wait_for_quiet(limit: float, threshold: float = 0.25):
+    """Wait (up to `limit` s) until other processes use less than `threshold` of a core.
+
+    On a 2-core machine one busy neighbour takes the core the server or the generator needs.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        b0 = fanout.machine_busy()
+        time.sleep(1.0)
+        busy = fanout.machine_busy() - b0
+        if busy < threshold or time.monotonic() >= deadline:
+            break
+        print(f"  machine busy ({busy:.2f} cores used by other processes), waiting", flush=True)
+    if busy >= threshold:
+        print(f"  measuring anyway: {busy:.2f} cores busy elsewhere", flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Fan-out benchmark of watchroute against its peers.")
+    ap.add_argument(
+        "--peers-dir",
+        default=str(REPO / ".." / "shared" / "peers"),
+        help="folder with the peer servers (default: ../shared/peers from the repo root)",
+    )
+    ap.add_argument("--subscribers", type=int, help="burst: open streams (default 1000)")
+    ap.add_argument("--events", type=int, help="burst: events published (default 1000; quick 200)")
+    ap.add_argument("--idle-streams", type=int, help="idle RSS: streams held open (default 1000)")
+    ap.add_argument("--steady-rate", type=float, default=200.0, help="steady: writes/s (200)")
+    ap.add_argument("--steady-seconds", type=float, help="steady: duration (default 10; quick 5)")
+    ap.add_argument("--steady-subscribers", type=int, default=100, help="steady: open streams (default 100)")
+    ap.add_argument("--burst-timeout", type=float, help="burst: give up after (default 120 s; quick 60)")
+    ap.add_argument(
+        "--record-every",
+        type=int,
+        default=10,
+        help="burst: latency kept from every Kth stream (1 = all; default 10)",
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller run: 200 events, 5 s steady")
+    ap.add_argument("--only", help="comma list of servers: watchroute,raw,sse,nchan")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each server, wait up to this many seconds for other processes to go quiet",
+    )
+    ap.add_argument("--watchroute-port", type=int, default=9100)
+    ap.add_argument("--json", help="also write the raw results as JSON to this file")
+    ap.add_argument("--write-docs", action="store_true", help="write the report to --docs-path")
+    ap.add_argument("--docs-path", default=str(REPO / "docs" / "benchmarks.md"))
+    a = ap.parse_args(argv)
+    a.subscribers = a.subscribers or 1000
+    a.events = a.events or (200 if a.quick else 1000)
+    a.idle_streams = a.idle_streams or 1000
+    a.steady_seconds = a.steady_seconds or (5.0 if a.quick else 10.0)
+    a.burst_timeout = a.burst_timeout or (60.0 if a.quick else 120.0)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    need = max(args.subscribers, args.idle_streams, args.steady_subscribers) + 2000
+    have = fanout.raise_nofile(need)  # before any server starts: they inherit it
+    if have < need:
+        print(f"warning: open-file limit {have} < {need}; large runs may fail", file=sys.stderr)
+    workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-"))
+    rows: list[tuple[Server, dict | None]] = []
+    t_all = time.monotonic()
+    loop = fanout.new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        for srv in servers(args, workdir):
+            print(f"== {srv.label}", flush=True)
+            if srv.unavailable:
+                print(f"  not available: {srv.unavailable}", flush=True)
+                rows.append((srv, None))
+                continue
+            wait_for_quiet(args.quiet_wait)
+            try:
+                try:
+                    start(srv, workdir)
+                except Exception as e:
+                    srv.unavailable = f"did not start: {e}"
+                    print(f"  not available: {srv.unavailable}", flush=True)
+                    rows.append((srv, None))
+                    continue
+                rows.append((srv, loop.run_until_complete(measure(srv, args))))
+            finally:
+                stop(srv)
+    finally:
+        loop.close()
+        for srv, _ in rows:
+            stop(srv)
+    out = report(rows, args, argv)
+    print()
+    print(out)
+    shutil.rmtree(workdir / "watchroute", ignore_errors=True)  # the database; logs are kept
+    print(f"(total {time.monotonic() - t_all:.0f} s; server logs in {workdir})")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {s.key: (r if r is not None else {"unavailable": s.unavailable}) for s, r in rows},
+                indent=2,
+                default=str,
+            )
+        )
+    if args.write_docs:
+        Path(args.docs_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.docs_path).write_text(out)
+        print(f"wrote {args.docs_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
