@@ -25,6 +25,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	command -v nginx >/dev/null || (apt-get update -q && apt-get install -y -q nginx-light libnginx-mod-nchan) || true
 	$(BIN)/python bench/run.py --write-docs
 
 clean:
