@@ -43,9 +43,10 @@ async def storm(url: str, coll: str, acked: dict[int, dict], stop: asyncio.Event
 
 async def watch_all(url: str, coll: str, since: int, until: int) -> list[dict]:
     events = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c, c.stream(
-        "GET", f"/v1/{coll}", params={"watch": "true", "since": since, "timeout": 20}
-    ) as r:
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=30) as c,
+        c.stream("GET", f"/v1/{coll}", params={"watch": "true", "since": since, "timeout": 20}) as r,
+    ):
         async for line in r.aiter_lines():
             if line:
                 event = json.loads(line)
@@ -63,9 +64,10 @@ async def test_kill_9_during_a_write_storm_loses_no_acknowledged_write(server: S
 
     async def watcher() -> None:
         try:
-            async with httpx.AsyncClient(base_url=server.url, timeout=5) as c, c.stream(
-                "GET", "/v1/crash", params={"watch": "true", "since": 0}
-            ) as r:
+            async with (
+                httpx.AsyncClient(base_url=server.url, timeout=5) as c,
+                c.stream("GET", "/v1/crash", params={"watch": "true", "since": 0}) as r,
+            ):
                 async for line in r.aiter_lines():
                     if line:
                         seen_before_crash.append(json.loads(line))
@@ -104,10 +106,15 @@ async def test_sigterm_ends_every_stream_and_exits_quickly(server: ServerProcess
 
     async def sse_until_end() -> list[str]:
         lines = []
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c, c.stream(
-            "GET", "/v1/t", params={"watch": "true", "since": 0},
-            headers={"Accept": "text/event-stream"},
-        ) as r:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30) as c,
+            c.stream(
+                "GET",
+                "/v1/t",
+                params={"watch": "true", "since": 0},
+                headers={"Accept": "text/event-stream"},
+            ) as r,
+        ):
             async for line in r.aiter_lines():  # ends without error only on a clean end
                 lines.append(line)
         return lines

@@ -62,7 +62,8 @@ async def write(c: httpx.AsyncClient, coll: str, op: tuple, acks: list[Ack]) -> 
         r = await c.put(f"/v1/{coll}/{id}", json={"tag": tag, "n": n})
     elif kind == "patch":
         r = await c.patch(
-            f"/v1/{coll}/{id}", json={"tag": tag, "n": n},
+            f"/v1/{coll}/{id}",
+            json={"tag": tag, "n": n},
             headers={"Content-Type": "application/merge-patch+json"},
         )
         if r.status_code == 404:
@@ -120,7 +121,9 @@ async def run_watch(c: httpx.AsyncClient, coll: str, w: Watch, stop_at: asyncio.
         budget = cuts.pop(0) if cuts else None
         seen = 0
         if spec["transport"] == "longpoll":
-            r = await c.get(f"/v1/{coll}", params={**params, "watch": "longpoll", "since": resume, "timeout": 2})
+            r = await c.get(
+                f"/v1/{coll}", params={**params, "watch": "longpoll", "since": resume, "timeout": 2}
+            )
             r.raise_for_status()
             body = r.json()
             for event in body["events"]:
@@ -132,7 +135,8 @@ async def run_watch(c: httpx.AsyncClient, coll: str, w: Watch, stop_at: asyncio.
         if spec["transport"] == "sse":
             # An EventSource keeps its first URL and resumes with Last-Event-ID.
             request = c.stream(
-                "GET", f"/v1/{coll}",
+                "GET",
+                f"/v1/{coll}",
                 params={**params, "watch": "true", "since": w.since},
                 headers={"Accept": "text/event-stream", "Last-Event-ID": str(resume)},
             )
@@ -177,7 +181,9 @@ async def scenario(url: str, ops: list[tuple], writers: int, watches: list[dict]
             await asyncio.sleep(0.01)
             items, token, first = {}, None, None
             while True:
-                page = (await c.get(f"/v1/{coll}", params={"limit": 2, **({"continue": token} if token else {})})).json()
+                page = (
+                    await c.get(f"/v1/{coll}", params={"limit": 2, **({"continue": token} if token else {})})
+                ).json()
                 first = page["revision"] if first is None else first
                 items.update({i["id"]: i["data"] for i in page["items"]})
                 token = page["continue"]

@@ -26,9 +26,10 @@ async def collect(aclient, path, params, n, last_event_id=None):
 
 
 async def test_headers_and_retry(server):
-    async with httpx.AsyncClient(base_url=server.url) as c, c.stream(
-        "GET", "/v1/s?watch=true&timeout=1", headers={"Accept": "text/event-stream"}
-    ) as r:
+    async with (
+        httpx.AsyncClient(base_url=server.url) as c,
+        c.stream("GET", "/v1/s?watch=true&timeout=1", headers={"Accept": "text/event-stream"}) as r,
+    ):
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["cache-control"] == "no-cache"
         assert r.headers["x-accel-buffering"] == "no"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from watchroute import events
 from watchroute.events import ADDED, DELETED, MODIFIED, SSE, Change, encode
@@ -57,9 +59,7 @@ async def test_each_event_is_encoded_once_for_all_watchers(monkeypatch):
     watchers = []
     for i in range(50):
         w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-        w.push = lambda evs, i=i: pushed.setdefault(i, []).extend(
-            c.framed(k, SSE) for k, c in evs
-        )
+        w.push = lambda evs, i=i: pushed.setdefault(i, []).extend(c.framed(k, SSE) for k, c in evs)
         hub.add(w)
         hub.park(w)
         watchers.append(w)
@@ -96,3 +96,42 @@ async def test_a_watcher_ahead_of_the_window_gets_nothing_twice():
     window.append(batch)
     hub.publish(batch)
     assert pushed == [3]
+
+
+def test_equality_filters_are_indexed_not_tested_one_by_one():
+    hub = Hub()
+    window = Window(64, 0)
+    watchers = [
+        Watcher(hub, window, None, "c", None, compile_filter(f"symbol=S{i}"), 0)  # type: ignore[arg-type]
+        for i in range(1000)
+    ]
+    for w in watchers:
+        hub.park(w)
+    parked = hub._parked["c"]
+    moved = change(1, data={"symbol": "S7"}, prev={"symbol": "S3"})
+    assert set(parked.candidates([moved])) == {watchers[7], watchers[3]}
+    assert parked.candidates([change(2, data={"symbol": "nobody"})]) == []
+
+
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2), st.floats(-2, 2), st.sampled_from(["a", "1"])
+)
+documents = st.dictionaries(st.sampled_from(["k", "n"]), values, max_size=2)
+filters = st.sampled_from(["k=1", "k=true", "k=a", "k=null", "k=1.0", "n!=1", "k=1,n=2", "k", ""])
+
+
+@given(st.lists(st.tuples(filters, st.booleans()), min_size=1, max_size=8), documents, documents)
+def test_index_candidates_include_every_concerned_watcher(specs, before, after):
+    hub, window = Hub(), Window(64, 0)
+    watchers = []
+    for text, single in specs:
+        flt = compile_filter(text) if text else None
+        w = Watcher(hub, window, None, "c", "a" if single else None, flt, 0)  # type: ignore[arg-type]
+        hub.park(w)
+        watchers.append(w)
+    c = change(1, data=after, prev=before)
+    candidates = set(hub._parked["c"].candidates([c]))
+    assert {w for w in watchers if w.classify(c) is not None} <= candidates
+    for w in watchers:
+        hub.unpark(w)
+    assert "c" not in hub._parked
