@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,23 @@ def make_server(tmp_path: Path) -> Iterator:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """One server for a module (starting one takes most of a second); tests use own collections."""
+    proc = ServerProcess(tmp_path_factory.mktemp("api")).start()
+    try:
+        with httpx.Client(base_url=proc.url, timeout=10) as c:
+            yield c
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def coll() -> str:
+    """A collection of the test's own."""
+    return "c" + uuid.uuid4().hex[:12]
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -13,45 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .server import ServerProcess
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
-JSON_PATCH = {"Content-Type": "application/json-patch+json"}
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """One server for the module (starting one takes most of a second); tests use own collections."""
-    proc = ServerProcess(tmp_path_factory.mktemp("errors")).start()
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as c:
-            yield c
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def coll() -> str:
-    return "e" + uuid.uuid4().hex[:12]
-
-
-def store_revision(c: httpx.Client) -> int:
-    r = c.get("/v1/anything")
-    assert r.status_code == 200, r.text
-    return r.json()["revision"]
-
-
-def assert_problem(r: httpx.Response, status: int, reason: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert {"type", "title", "status", "detail", "reason"} <= body.keys()
-    assert body["status"] == status
-    assert body["reason"] == reason
-    assert body["type"].endswith(reason)
-    assert isinstance(body["title"], str) and body["title"]
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
+from .rest import JSON_PATCH, MERGE, assert_problem, store_revision
 
 
 def body_writes(c: httpx.Client, coll: str) -> list[tuple[str, str, dict[str, str]]]:

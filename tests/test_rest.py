@@ -2,52 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import pytest
-
-from .server import ServerProcess
-
-MERGE = {"Content-Type": "application/merge-patch+json"}
-JSON_PATCH = {"Content-Type": "application/json-patch+json"}
-UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """One server for the module (starting one takes most of a second); tests use own collections."""
-    proc = ServerProcess(tmp_path_factory.mktemp("rest")).start()
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as c:
-            yield c
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def coll() -> str:
-    return "c" + uuid.uuid4().hex[:12]
-
-
-def store_revision(c: httpx.Client) -> int:
-    r = c.get("/v1/anything")
-    assert r.status_code == 200, r.text
-    return r.json()["revision"]
-
-
-def assert_problem(r: httpx.Response, status: int, reason: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert {"type", "title", "status", "detail", "reason"} <= body.keys()
-    assert body["status"] == status
-    assert body["reason"] == reason
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
+from .rest import JSON_PATCH, MERGE, UUID7, assert_problem, store_revision
 
 
 def etag(revision: int) -> str:
