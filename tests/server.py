@@ -30,7 +30,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "tls_cert" in self.settings else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = dict(os.environ)
@@ -49,7 +50,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # A TLS test server's certificate is the test's own: only liveness is checked here.
+                if httpx.get(self.url + "/healthz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -13,10 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
-from .api import batch, resources, system
+from .api import batch, resources, system, ws
 from .api.models import BatchOp, BatchRequest
 from .problems import Problem
 from .runtime import Runtime
+from .security.install import install as install_security
 from .settings import Settings
 
 
@@ -41,9 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(system.router)
     app.include_router(batch.router)
+    app.include_router(ws.router)
     app.include_router(resources.router)
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)
+    install_security(app, runtime.security)
     return app
 
 

@@ -1,15 +1,36 @@
-"""The `watchroute` command."""
+"""The `watchroute` command: `serve`, and a client of a running server (`get`, `list`, `put`,
+`patch`, `delete`, `watch`) for people at a terminal and for scripts.
+
+Output is made for whoever reads it: rich text on a terminal, JSON (NDJSON for `watch`) when
+piped or with `--output json`. Exit codes say what went wrong, so scripts can branch on them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import orjson
 import typer
-from pydantic import ValidationError
 
-from .settings import Settings
+from .security.commands import app as apikey_app
+
+if TYPE_CHECKING:
+    from .client import Client, Resource, WatchEvent
+
+# Exit codes (2 is a usage error, as click makes it).
+EXIT_REFUSED = 1  # the server refused the request (another 4xx, or a 5xx)
+EXIT_NOT_FOUND = 3
+EXIT_PRECONDITION = 4  # 409 Conflict or 412 Precondition Failed
+EXIT_UNREACHABLE = 5
+EXIT_EXPIRED = 6  # watch: the resume point is older than the history horizon
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(help="watchroute: REST resources with a watch route.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
 
 
 @app.callback()
@@ -33,11 +54,33 @@ def serve(
         int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="[WATCHROUTE_LOG_LEVEL]")] = None,
+    # Security (docs/security.md); the limits, rules and CORS settings are WATCHROUTE_* only.
+    auth: Annotated[str | None, typer.Option(help="none, apikey or jwt [WATCHROUTE_AUTH]")] = None,
+    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret [WATCHROUTE_JWT_SECRET]")] = None,
+    jwt_public_key: Annotated[
+        str | None, typer.Option(help="PEM file: RS256/ES256/EdDSA [WATCHROUTE_JWT_PUBLIC_KEY]")
+    ] = None,
+    jwks_url: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWKS_URL]")] = None,
+    jwt_issuer: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWT_ISSUER]")] = None,
+    jwt_audience: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWT_AUDIENCE]")] = None,
+    rules: Annotated[
+        str | None, typer.Option(help='JSON {"notes": "owner=$sub"} or @FILE [WATCHROUTE_RULES]')
+    ] = None,
+    cors_origins: Annotated[
+        str | None, typer.Option(help="Allowed origins, comma-separated [WATCHROUTE_CORS_ORIGINS]")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Shared rate limits [WATCHROUTE_REDIS_URL]")] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="PEM certificate [WATCHROUTE_TLS_CERT]")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM private key [WATCHROUTE_TLS_KEY]")] = None,
 ) -> None:
     """Run the server."""
     given = {
         k: v for k, v in locals().items() if v is not None and k not in ("run", "Settings", "ValidationError")
     }
+    from pydantic import ValidationError
+
+    from .settings import Settings
+
     try:
         settings = Settings(**given)
     except ValidationError as exc:
@@ -45,6 +88,259 @@ def serve(
     from .server import serve as run  # uvicorn is only needed to serve
 
     run(settings)
+
+
+# -- the client commands -----------------------------------------------------------------------
+
+
+class Output(StrEnum):
+    auto = "auto"
+    text = "text"
+    json = "json"
+
+
+class Transport(StrEnum):
+    sse = "sse"
+    ws = "ws"
+    ndjson = "ndjson"
+    longpoll = "longpoll"
+
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="WATCHROUTE_URL", help="The server [WATCHROUTE_URL]", show_default=True),
+]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text on a terminal, json when piped (auto), or either")
+]
+Collection = Annotated[str, typer.Argument(help="The collection, e.g. stocks")]
+Id = Annotated[str, typer.Argument(help="The resource id, e.g. AAPL")]
+IfMatch = Annotated[
+    int | None, typer.Option("--if-match", help="Only if the resource is at this revision (else exit 4)")
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _as_json(output: Output) -> bool:
+    return output is Output.json or (output is Output.auto and not sys.stdout.isatty())
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _client(url: str) -> Iterator[Client]:
+    """A client whose errors become a message on stderr and an exit code."""
+    from .client import APIError, Client, ConnectionFailed, Expired, NotFound
+
+    client = Client(url)
+    try:
+        yield client
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ConnectionFailed as exc:
+        _fail(f"cannot reach the server at {url} ({exc.__cause__ or exc})", EXIT_UNREACHABLE)
+    except NotFound as exc:
+        _fail(exc.detail, EXIT_NOT_FOUND)
+    except Expired as exc:
+        _fail(f"{exc.detail} (use --relist to list again by itself)", EXIT_EXPIRED)
+    except APIError as exc:
+        code = EXIT_PRECONDITION if exc.status in (409, 412) else EXIT_REFUSED
+        _fail(f"{exc.status} {exc.reason}: {exc.detail}", code)
+    finally:
+        client.close()
+
+
+def _read_json(text: str | None, what: str) -> Any:
+    """DATA as given: JSON text, @FILE, or - / nothing for standard input."""
+    if text is None or text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            with open(text[1:], "rb") as f:
+                text = f.read().decode()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {text[1:]}: {exc.strerror}", param_hint=what) from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=what) from None
+
+
+def _print_resource(resource: Resource, collection: str, output: Output, verb: str = "") -> None:
+    if _as_json(output):
+        sys.stdout.write(orjson.dumps(resource.to_json()).decode() + "\n")
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{collection}/{resource.id}[/] {verb}[dim]revision {resource.revision}[/]")
+    console.print_json(orjson.dumps(resource.data).decode())
+
+
+@app.command()
+def get(collection: Collection, id: Id, url: Url = DEFAULT_URL, output: OutputOpt = Output.auto) -> None:
+    """Read a resource."""
+    with _client(url) as client:
+        _print_resource(client.get(collection, id), collection, output)
+
+
+@app.command("list")
+def list_(
+    collection: Collection,
+    filter: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "price>100,sector=tech"')] = None,
+    limit: Annotated[int | None, typer.Option(help="One page of at most this many (default: all)")] = None,
+    url: Url = DEFAULT_URL,
+    output: OutputOpt = Output.auto,
+) -> None:
+    """List a collection."""
+    with _client(url) as client:
+        page = client.list(collection, filter=filter, limit=limit)
+    if _as_json(output):
+        sys.stdout.write(orjson.dumps(page.to_json()).decode() + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "id", "revision", "data", title=f"{collection} at revision {page.revision}", title_justify="left"
+    )
+    for r in page.items:
+        table.add_row(r.id, str(r.revision), orjson.dumps(r.data).decode())
+    Console().print(table)
+    if page.continue_:
+        Console(stderr=True).print(f"[dim]more: --limit with continue token {page.continue_}[/]")
+
+
+@app.command()
+def put(
+    collection: Collection,
+    id: Id,
+    data: Annotated[str | None, typer.Argument(help="A JSON object, @FILE, or - for stdin")] = None,
+    if_match: IfMatch = None,
+    create_only: Annotated[bool, typer.Option(help="Only create; exit 4 when it exists")] = False,
+    url: Url = DEFAULT_URL,
+    output: OutputOpt = Output.auto,
+) -> None:
+    """Create or replace a resource."""
+    document = _read_json(data, "DATA")
+    if not isinstance(document, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="DATA")
+    with _client(url) as client:
+        resource = client.put(collection, id, document, if_match=if_match, create_only=create_only)
+    _print_resource(resource, collection, output, "written at ")
+
+
+@app.command()
+def patch(
+    collection: Collection,
+    id: Id,
+    patch: Annotated[
+        str | None,
+        typer.Argument(help="A merge patch (object) or JSON patch (array), @FILE, or - for stdin"),
+    ] = None,
+    if_match: IfMatch = None,
+    url: Url = DEFAULT_URL,
+    output: OutputOpt = Output.auto,
+) -> None:
+    """Patch a resource: a JSON object is a merge patch (RFC 7386), an array a JSON patch (RFC 6902)."""
+    document = _read_json(patch, "PATCH")
+    if not isinstance(document, dict | list):
+        raise typer.BadParameter("must be a JSON object or array", param_hint="PATCH")
+    with _client(url) as client:
+        resource = client.patch(collection, id, document, if_match=if_match)
+    _print_resource(resource, collection, output, "patched at ")
+
+
+@app.command()
+def delete(
+    collection: Collection,
+    id: Id,
+    if_match: IfMatch = None,
+    url: Url = DEFAULT_URL,
+    output: OutputOpt = Output.auto,
+) -> None:
+    """Delete a resource; prints its last state."""
+    with _client(url) as client:
+        resource = client.delete(collection, id, if_match=if_match)
+    _print_resource(resource, collection, output, "deleted at ")
+
+
+@app.command()
+def watch(
+    collection: Collection,
+    id: Annotated[str | None, typer.Argument(help="Watch only this resource")] = None,
+    since: Annotated[int | None, typer.Option(help="Start after this revision (default: now)")] = None,
+    filter: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "price>100"')] = None,
+    initial: Annotated[bool, typer.Option(help="First print the current state")] = False,
+    transport: Annotated[Transport, typer.Option(help="How events travel")] = Transport.sse,
+    count: Annotated[int | None, typer.Option(help="Exit after this many changes")] = None,
+    relist: Annotated[bool, typer.Option(help="On 410 Expired, list again instead of exiting 6")] = False,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between server heartbeats")] = 15.0,
+    url: Url = DEFAULT_URL,
+    output: OutputOpt = Output.auto,
+) -> None:
+    """Print changes as they commit; reconnects and resumes by itself. Ctrl-C to stop."""
+    show = _json_event if _as_json(output) else _text_event(collection)
+    with _client(url) as client:
+        if since is None and not initial:
+            # Start from a revision now, so that an unreachable server fails fast (exit 5).
+            since = client.list(collection, limit=1).revision
+        changes = 0
+        events = client.watch(
+            collection,
+            id,
+            since=since,
+            filter=filter,
+            initial=initial,
+            transport=transport.value,
+            on_expired="relist" if relist else "raise",
+            heartbeat=heartbeat,
+        )
+        with events:
+            for event in events:
+                show(event)
+                if event.object is not None:
+                    changes += 1
+                    if count is not None and changes >= count:
+                        return
+
+
+def _json_event(event: WatchEvent) -> None:
+    sys.stdout.write(orjson.dumps(event.to_json()).decode() + "\n")
+    sys.stdout.flush()
+
+
+_STYLES = {"ADDED": "green", "MODIFIED": "yellow", "DELETED": "red", "RESYNC": "magenta"}
+
+
+def _text_event(collection: str) -> Callable[[WatchEvent], None]:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+
+    def show(event: WatchEvent) -> None:
+        if event.type == "BOOKMARK":
+            if event.initial_events_end:
+                console.print(
+                    f"[dim]-- current state above, live changes below (revision {event.revision})[/]"
+                )
+            return  # a heartbeat
+        if event.object is None:
+            console.print(f"[{_STYLES.get(event.type, 'white')}]{event.type}[/] [dim]listing again[/]")
+            return
+        style = _STYLES.get(event.type, "white")
+        rev = f"rev {event.revision}" if not event.initial else f"at {event.object.revision}"
+        data = orjson.dumps(event.object.data).decode()
+        console.print(
+            f"[{style}]{event.type:<8}[/] [bold]{collection}/{event.object.id}[/] [dim]{rev}[/] {data}"
+        )
+
+    return show
 
 
 def main() -> None:

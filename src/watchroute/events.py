@@ -15,6 +15,9 @@ import orjson
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
+# Never on the wire: a DELETED for a watcher whose rule hides the change's new state. It carries
+# the state before the change (the last one that watcher could see) instead (security/guarded.py).
+WITHDRAWN = "WITHDRAWN"
 BOOKMARK = "BOOKMARK"
 ERROR = "ERROR"
 
@@ -91,12 +94,12 @@ class Change:
     def prev_json(self) -> bytes | None:
         return self._prev_json
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self, data_json: bytes | None = None) -> dict[str, Any]:
         return {
             "id": self.id,
             "revision": self.revision,
             "created_revision": self.created_revision,
-            "data": orjson.Fragment(self._data_json),
+            "data": orjson.Fragment(data_json or self._data_json),
         }
 
     def event_json(self, type: str) -> bytes:
@@ -107,7 +110,10 @@ class Change:
         key = (type, framing)
         frame = self._encoded.get(key)
         if frame is None:
-            if framing == JSON:
+            if framing == JSON and type == WITHDRAWN:
+                resource = self.resource(self._prev_json)
+                frame = encode({"type": DELETED, "revision": self.revision, "object": resource})
+            elif framing == JSON:
                 frame = encode({"type": type, "revision": self.revision, "object": self.resource()})
             else:
                 frame = FRAMERS[framing](self.framed(type, JSON), self.revision)

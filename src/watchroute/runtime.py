@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from .hub import Hub
+from .security.policy import Security
 from .settings import Settings
 from .store import Store, open_store
 from .tailer import Tailer
@@ -22,9 +23,11 @@ class Runtime:
         self.hub = Hub()
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
+        self.security = Security(settings)
         self._compactor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.security.start()
         await self.store.open(self.tailer.committed)
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
@@ -37,6 +40,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compactor
         await self.store.close()
+        await self.security.stop()
 
     async def _compaction_loop(self) -> None:
         """Keep the log within the history horizon."""

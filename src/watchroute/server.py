@@ -54,5 +54,12 @@ def serve(settings: Settings) -> None:
         backlog=4096,
         timeout_graceful_shutdown=settings.shutdown_grace,
         lifespan="on",
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval or None,
+        ws_ping_timeout=settings.ws_ping_interval or None,
+        ws_per_message_deflate=settings.ws_compression,
+        timeout_keep_alive=settings.idle_timeout,
+        ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
+        ssl_keyfile=settings.tls_key,
     )
     WatchrouteServer(config, settings).run()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from .security.config import SecuritySettings
 
 
-class Settings(BaseSettings):
+class Settings(SecuritySettings):  # the security settings are in security/config.py
     model_config = SettingsConfigDict(env_prefix="WATCHROUTE_", extra="ignore")
 
     host: str = "127.0.0.1"
@@ -31,3 +33,14 @@ class Settings(BaseSettings):
     # Seconds a stopping server gives open streams to end before it closes their sockets.
     shutdown_grace: float = Field(3.0, ge=0)
     log_level: str = "info"
+
+    # WebSocket. The largest message a client may send (the server refuses bigger frames with
+    # close code 1009); subscriptions one `/v1/_watch` connection may hold.
+    ws_max_frame_bytes: int = Field(1 << 20, ge=1024)
+    ws_max_subscriptions: int = Field(1000, ge=1)
+    # Seconds between protocol ping frames (a peer that misses the pong is dropped); 0 turns off.
+    ws_ping_interval: float = Field(20.0, ge=0)
+    # Seconds a `/v1/_watch` connection may hold no subscription before the server closes it; 0 never.
+    ws_idle_timeout: float = Field(60.0, ge=0)
+    # permessage-deflate costs tens of KB of zlib state per connection: off unless asked for.
+    ws_compression: bool = False

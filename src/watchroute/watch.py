@@ -7,6 +7,7 @@ the same thing in SSE, NDJSON, long-poll and WebSocket.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .events import ADDED, resource_json
 from .filter import Filter
@@ -27,6 +28,8 @@ class WatchSpec:
     since: int | None = None
     filter: Filter | None = None
     initial: bool = False
+    # Who asks (security.Identity, from the request's scope): its grant, rule and limits apply.
+    identity: Any = None
 
 
 @dataclass(slots=True)
@@ -34,16 +37,22 @@ class OpenedWatch:
     watcher: Watcher
     initial: list[Row] | None  # the current state to send first, for initial=true
     initial_revision: int  # the revision the initial state was read at
+    # When the caller's credential expires (Unix time): the watcher then raises 401 TokenExpired.
+    expires_at: float | None = None
 
 
 async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     """Check a watch request and place its cursor; raises Problem before any streaming."""
     store, tailer = runtime.store, runtime.tailer
+    # Grant, rate and caps first: a refused watch costs no read. The rule narrows the filter,
+    # so the initial state, live events and membership all see only what the caller may see.
+    admission = await runtime.security.admit_watch(spec.identity, spec.collection)
+    flt = admission.restrict(spec.filter)
     initial: list[Row] | None = None
     if spec.initial:
         if spec.since is not None:
             raise bad_request("BadParameter", "initial=true cannot be combined with since")
-        page = await store.list(spec.collection, spec.filter, 2**62, None, spec.id)
+        page = await store.list(spec.collection, flt, 2**62, None, spec.id)
         initial, cursor = page.rows, page.revision
     elif spec.since is None:
         cursor = tailer.revision
@@ -56,8 +65,10 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
         if cursor > latest:
             raise future_revision(cursor, latest)
         await tailer.wait_for(cursor, CATCH_UP_SECONDS)
-    watcher = Watcher(runtime.hub, runtime.window, store, spec.collection, spec.id, spec.filter, cursor)
-    return OpenedWatch(watcher, initial, cursor)
+    watcher: Watcher = admission.watcher(
+        runtime.hub, runtime.window, store, spec.collection, spec.id, flt, cursor
+    )
+    return OpenedWatch(watcher, initial, cursor, admission.expires_at)
 
 
 def initial_event_json(row: Row) -> bytes:

@@ -11,6 +11,7 @@ from ..events import resource_json
 from ..names import check_collection, check_id, new_id
 from ..patches import json_patch, merge_patch
 from ..problems import Problem, bad_request
+from ..security.identity import identity_of
 from ..store import WriteOp
 from .bodies import json_kind, read_object
 from .models import PROBLEMS, BatchResult
@@ -72,9 +73,13 @@ async def batch(request: Request) -> Any:
     if len(raw_ops) > MAX_BATCH_OPS:
         raise bad_request("BadBatch", f"a batch takes at most {MAX_BATCH_OPS} ops")
     ops = []
+    identity = identity_of(request)
     for index, raw in enumerate(raw_ops):
         try:
-            ops.append(parse_op(index, raw))
+            op = parse_op(index, raw)
+            # Each op is checked as the same write on its own route would be (grant and rule).
+            op.guard = runtime.security.write_guard(identity, op.kind, op.collection, op.id)
+            ops.append(op)
         except Problem as problem:
             problem.extra["op_index"] = index
             raise

@@ -15,6 +15,9 @@ from ..names import check_collection, check_id, new_id
 from ..patches import for_media_type
 from ..problems import bad_request, future_revision, not_found
 from ..runtime import Runtime
+from ..security.identity import identity_of
+from ..security.policy import WriteGuard
+from ..security.rules import restrict
 from ..store import Row, WriteOp
 from ..transports.longpoll import poll
 from ..transports.ndjson import NDJSONFraming
@@ -44,11 +47,11 @@ def resource_response(row_json: bytes, revision: int, status: int = 200, **heade
     )
 
 
-def parse_filter(text: str | None) -> Filter | None:
+def parse_filter(text: str | None, max_length: int = 4096, max_clauses: int = 64) -> Filter | None:
     if text is None or text == "":
         return None
     try:
-        return compile_filter(text)
+        return compile_filter(text, max_length=max_length, max_clauses=max_clauses)
     except FilterError as exc:
         raise bad_request("BadFilter", f"bad filter: {exc}", position=exc.position) from None
 
@@ -119,7 +122,12 @@ async def _watch(
     runtime = runtime_of(request)
     resumed = last_event_id(last_event)
     spec = WatchSpec(
-        collection, id, resumed if resumed is not None else since, flt, initial and resumed is None
+        collection,
+        id,
+        resumed if resumed is not None else since,
+        flt,
+        initial and resumed is None,
+        identity_of(request),
     )
     settings = runtime.settings
     if watch == "longpoll":
@@ -145,6 +153,21 @@ def _watching(watch: str | None) -> bool:
     return watch in ("true", "1", "longpoll")
 
 
+def _filter(request: Request, text: str | None) -> Filter | None:
+    s = runtime_of(request).settings
+    return parse_filter(text, s.max_filter_length, s.max_filter_clauses)
+
+
+def _read_rule(request: Request, collection: str) -> Any:
+    """The rule the caller reads `collection` through (None: all of it); 401/403 otherwise."""
+    return runtime_of(request).security.authorize(identity_of(request), "read", collection)
+
+
+def _write_guard(request: Request, kind: str, collection: str, id: str) -> WriteGuard | None:
+    """Checked before the body is read: a refused writer costs no upload."""
+    return runtime_of(request).security.write_guard(identity_of(request), kind, collection, id)
+
+
 @router.get(
     "/{collection}",
     response_model=ListPage,
@@ -168,7 +191,7 @@ async def list_or_watch_collection(
     last_event: LastEventID = None,
 ) -> Any:
     check_collection(collection)
-    flt = parse_filter(filter)
+    flt = _filter(request, filter)
     if _watching(watch):
         return await _watch(
             request,
@@ -190,7 +213,8 @@ async def list_or_watch_collection(
     after_id, first_revision = None, None
     if continue_:
         after_id, first_revision = decode_continue(continue_, filter)
-    page = await runtime.store.list(collection, flt, limit, after_id)
+    rule = _read_rule(request, collection)
+    page = await runtime.store.list(collection, restrict(rule, flt), limit, after_id)
     # Every page of one listing reports its first page's revision: watching from there
     # replays whatever changed while the pages were read, so nothing is missed.
     list_revision = first_revision if first_revision is not None else page.revision
@@ -225,7 +249,7 @@ async def get_or_watch_resource(
 ) -> Any:
     check_collection(collection)
     check_id(id)
-    flt = parse_filter(filter)
+    flt = _filter(request, filter)
     if _watching(watch):
         return await _watch(
             request,
@@ -239,9 +263,10 @@ async def get_or_watch_resource(
             heartbeat,
             timeout,
         )
+    rule = _read_rule(request, collection)
     row = await runtime_of(request).store.get(collection, id)
-    if row is None:
-        raise not_found(collection, id)
+    if row is None or (rule is not None and not rule.matches(row.data)):
+        raise not_found(collection, id)  # a document the rule hides is, to the caller, absent
     if if_none_match is not None and preconditions.etag(row.revision) in if_none_match:
         return Response(status_code=304, headers={"ETag": preconditions.etag(row.revision)})
     return resource_response(_row_json(row), row.revision)
@@ -274,8 +299,11 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
 )
 async def create_resource(request: Request, collection: str) -> Any:
     check_collection(collection)
+    id = new_id()
+    guard = _write_guard(request, "create", collection, id)
     data = await read_object(request, runtime_of(request).settings.max_body_bytes)
-    return await _write_one(request, WriteOp("create", collection, new_id(), data=data, must_not_exist=True))
+    op = WriteOp("create", collection, id, data=data, must_not_exist=True, guard=guard)
+    return await _write_one(request, op)
 
 
 @router.put(
@@ -294,6 +322,7 @@ async def put_resource(
     check_collection(collection)
     check_id(id)
     pre = preconditions.parse(if_match, if_none_match)
+    guard = _write_guard(request, "put", collection, id)
     data = await read_object(request, runtime_of(request).settings.max_body_bytes)
     op = WriteOp(
         "put",
@@ -303,6 +332,7 @@ async def put_resource(
         if_match=pre.if_match,
         must_exist=pre.must_exist,
         must_not_exist=pre.must_not_exist,
+        guard=guard,
     )
     return await _write_one(request, op)
 
@@ -317,10 +347,13 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
     check_collection(collection)
     check_id(id)
     pre = preconditions.parse(if_match, None)
+    guard = _write_guard(request, "patch", collection, id)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     document = await read_json(request, runtime_of(request).settings.max_body_bytes)
     patch = for_media_type(media_type, document)
-    op = WriteOp("patch", collection, id, patch=patch, if_match=pre.if_match, must_exist=pre.must_exist)
+    op = WriteOp(
+        "patch", collection, id, patch=patch, if_match=pre.if_match, must_exist=pre.must_exist, guard=guard
+    )
     return await _write_one(request, op)
 
 
@@ -334,5 +367,6 @@ async def delete_resource(request: Request, collection: str, id: str, if_match: 
     check_collection(collection)
     check_id(id)
     pre = preconditions.parse(if_match, None)
-    op = WriteOp("delete", collection, id, if_match=pre.if_match, must_exist=pre.must_exist)
+    guard = _write_guard(request, "delete", collection, id)
+    op = WriteOp("delete", collection, id, if_match=pre.if_match, must_exist=pre.must_exist, guard=guard)
     return await _write_one(request, op)

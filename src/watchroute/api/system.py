@@ -7,6 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from ..problems import Problem
+from ..security.identity import identity_of
+
 router = APIRouter(tags=["system"])
 
 
@@ -33,4 +36,13 @@ async def readyz(request: Request) -> Any:
 @router.get("/v1/_collections", summary="The collections and how many resources each holds")
 async def collections(request: Request) -> Any:
     runtime = request.app.state.runtime
-    return {"items": await runtime.store.collections(), "revision": runtime.tailer.revision}
+    # Only the collections the caller may read; a count would tell how many documents a
+    # per-document rule hides, so a rule-restricted collection is listed without one.
+    items = []
+    for item in await runtime.store.collections():
+        try:
+            rule = runtime.security.authorize(identity_of(request), "read", item["name"], audited=False)
+        except Problem:
+            continue
+        items.append(item if rule is None else {"name": item["name"]})
+    return {"items": items, "revision": runtime.tailer.revision}

@@ -30,6 +30,13 @@ class WriteOp:
     if_match: int | None = None
     must_exist: bool = False  # If-Match: *
     must_not_exist: bool = False  # If-None-Match: *, and every create
+    # Checked inside the transaction on the states before and after (security.WriteGuard).
+    guard: WriteGuard | None = None
+
+
+class WriteGuard(Protocol):
+    def current(self, data: dict[str, Any]) -> None: ...  # raises Problem: may not touch it
+    def new(self, data: dict[str, Any]) -> None: ...  # raises Problem: may not leave it so
 
 
 @dataclass(slots=True)

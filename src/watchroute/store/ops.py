@@ -24,12 +24,17 @@ def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
 
 
 def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
+    guard = op.guard
+    if guard is not None and current is not None:
+        guard.current(current.data)  # first: a hidden resource's revision must not leak (412)
     if current is None:
         if op.kind in ("patch", "delete"):
             raise not_found(op.collection, op.id)
         if op.if_match is not None or op.must_exist:
             raise precondition_failed(f"{op.collection}/{op.id} does not exist")
         data = op.data or {}
+        if guard is not None:
+            guard.new(data)
         return Change(revision, ADDED, op.collection, op.id, revision, _encode(data), None, ts, data)
 
     if op.must_not_exist:
@@ -57,6 +62,8 @@ def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change
             raise Problem(422, "BadPatch", "the patch would make the resource something other than an object")
     else:
         data = op.data or {}
+    if guard is not None:
+        guard.new(data)
     return Change(
         revision,
         MODIFIED,

@@ -1,0 +1,159 @@
+"""WebSocket routes: an upgrade on a watch URL (`/v1/{c}`, `/v1/{c}/{id}`, with the query
+parameters of the HTTP watch), and the multiplexed `/v1/_watch`.
+
+Errors found before streaming cannot be an HTTP status a browser could read, so the socket is
+accepted, gets one ERROR event and is closed with 4000 + status (see transports/websocket.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from ..names import check_collection, check_id
+from ..problems import Problem, bad_request
+from ..runtime import Runtime
+from ..security.identity import identity_of
+from ..security.session import WatchSession
+from ..transports.websocket import Multiplexer, Outbox, serve_watch
+from ..watch import OpenedWatch, WatchSpec, open_watch
+from .resources import last_event_id, parse_filter
+
+router = APIRouter(prefix="/v1")
+
+DEFAULT_HEARTBEAT = 15.0
+
+
+def _runtime(ws: WebSocket) -> Runtime:
+    return ws.app.state.runtime
+
+
+# -- parameters, from a query string or a subscribe message ----------------------------------
+
+
+def _int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise bad_request("BadParameter", f"{name} must be a revision (an integer >= 0), not {value!r:.40}")
+
+
+def _seconds(name: str, value: Any, low: float, high: float, default: float | None) -> float | None:
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+        if isinstance(value, bool) or not low <= seconds <= high:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise bad_request(
+            "BadParameter", f"{name} must be a number of seconds in {low:g}..{high:g}"
+        ) from None
+    return seconds
+
+
+def _bool(name: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1", "false", "0"):
+        return value in ("true", "1")
+    raise bad_request("BadParameter", f"{name} must be true or false")
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_request("BadParameter", f"{name} must be a string")
+
+
+async def _open(
+    runtime: Runtime, collection: Any, id: Any, since: int | None, params: dict[str, Any], identity: Any
+) -> tuple[OpenedWatch, float]:
+    if not isinstance(collection, str):
+        raise bad_request("BadParameter", "collection must be a string")
+    check_collection(collection)
+    if id is not None:
+        check_id(id)
+    filter_text = _optional_str("filter", params.get("filter"))
+    if filter_text is not None and len(filter_text) > 4096:
+        raise bad_request("BadParameter", "filter may be at most 4096 characters")
+    flt = parse_filter(filter_text, runtime.settings.max_filter_length, runtime.settings.max_filter_clauses)
+    initial = _bool("initial", params.get("initial"))
+    heartbeat = _seconds("heartbeat", params.get("heartbeat"), 1, 300, DEFAULT_HEARTBEAT)
+    assert heartbeat is not None
+    opened = await open_watch(runtime, WatchSpec(collection, id, since, flt, initial, identity))
+    return opened, heartbeat
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@router.websocket("/_watch")
+async def watch_many(websocket: WebSocket) -> None:
+    """Many subscriptions on one socket: subscribe / unsubscribe / auth / ping."""
+    runtime = _runtime(websocket)
+    settings = runtime.settings
+    await websocket.accept()
+    # The connection's identity; {"op": "auth"} replaces it and checks every subscription again.
+    client = websocket.client
+    session = WatchSession(runtime.security, identity_of(websocket), client.host if client else None)
+
+    async def open_subscription(op: dict[str, Any]) -> tuple[OpenedWatch, float]:
+        since = _int("since", op.get("since"))
+        opened, heartbeat = await _open(
+            runtime, op.get("collection"), op.get("id"), since, op, session.identity
+        )
+        session.track(op.get("sub"), opened.watcher)
+        return opened, heartbeat
+
+    await Multiplexer(
+        websocket,
+        open_subscription,
+        max_subscriptions=settings.ws_max_subscriptions,
+        max_message_bytes=settings.ws_max_frame_bytes,
+        idle_timeout=settings.ws_idle_timeout,
+        max_events_per_write=settings.max_events_per_write,
+        on_auth=session.refresh,
+    ).run()
+
+
+@router.websocket("/{collection}")
+async def watch_collection(websocket: WebSocket, collection: str) -> None:
+    await _watch_one(websocket, collection, None)
+
+
+@router.websocket("/{collection}/{id}")
+async def watch_resource(websocket: WebSocket, collection: str, id: str) -> None:
+    await _watch_one(websocket, collection, id)
+
+
+async def _watch_one(websocket: WebSocket, collection: str, id: str | None) -> None:
+    runtime = _runtime(websocket)
+    await websocket.accept()
+    params = websocket.query_params
+    try:
+        # Last-Event-ID means what it means for SSE (and wins over `since`), for clients that
+        # can set headers on the upgrade.
+        resumed = last_event_id(websocket.headers.get("last-event-id"))
+        since = resumed if resumed is not None else _int("since", params.get("since"))
+        timeout = _seconds("timeout", params.get("timeout"), 0.001, 86400, None)
+        query = dict(params)
+        if resumed is not None:
+            query.pop("initial", None)
+        opened, heartbeat = await _open(runtime, collection, id, since, query, identity_of(websocket))
+    except Problem as problem:
+        await Outbox(websocket).fail(problem)
+        return
+    await serve_watch(
+        websocket,
+        opened,
+        heartbeat=heartbeat,
+        timeout=timeout,
+        max_events_per_write=runtime.settings.max_events_per_write,
+    )

@@ -1,0 +1,69 @@
+"""The Python client of watchroute: `AsyncClient` and `Client` (the same API, blocking), watches
+that resume by themselves over SSE, WebSocket, NDJSON or long-poll, and `LiveCollection`, a local
+copy of a collection kept current.
+
+    from watchroute.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        client.put("stocks", "AAPL", {"price": 1})
+        for event in client.watch("stocks", initial=True):
+            print(event.type, event.revision, event.object)
+"""
+
+from ._async import AsyncClient
+from ._sync import Client, Watch
+from ._watch import AsyncWatch
+from .backoff import Backoff
+from .errors import (
+    APIError,
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    Expired,
+    NotFound,
+    PreconditionFailed,
+    ServerError,
+    TooLarge,
+    WatchrouteError,
+)
+from .events import (
+    ADDED,
+    BOOKMARK,
+    DELETED,
+    MODIFIED,
+    RESYNC,
+    BatchResult,
+    Resource,
+    ResourceList,
+    WatchEvent,
+)
+from .live import BlockingLiveCollection, LiveCollection
+
+__all__ = [
+    "ADDED",
+    "BOOKMARK",
+    "DELETED",
+    "MODIFIED",
+    "RESYNC",
+    "APIError",
+    "AsyncClient",
+    "AsyncWatch",
+    "Backoff",
+    "BadRequest",
+    "BatchResult",
+    "BlockingLiveCollection",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "Expired",
+    "LiveCollection",
+    "NotFound",
+    "PreconditionFailed",
+    "Resource",
+    "ResourceList",
+    "ServerError",
+    "TooLarge",
+    "Watch",
+    "WatchEvent",
+    "WatchrouteError",
+]

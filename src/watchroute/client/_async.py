@@ -1,0 +1,216 @@
+"""`AsyncClient`: the REST routes and the watch route of a watchroute server, for asyncio."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from ._transports import resource_path
+from ._watch import AsyncWatch, OnExpired, Transport
+from .backoff import Backoff
+from .errors import ConnectionFailed, error_from_problem
+from .events import BatchResult, Resource, ResourceList
+
+if TYPE_CHECKING:
+    from .live import LiveCollection
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# The server's largest page: listing everything takes as few round trips as it can.
+MAX_PAGE = 10_000
+
+
+def if_match_header(if_match: int | str | None) -> dict[str, str]:
+    if if_match is None:
+        return {}
+    return {"If-Match": "*" if if_match == "*" else f'"{int(if_match)}"'}
+
+
+class AsyncClient:
+    """A client of one watchroute server.
+
+    Reads and writes raise `APIError` subclasses (`NotFound`, `PreconditionFailed`, ...) for the
+    server's problem details and `ConnectionFailed` when the server cannot be reached; they are
+    not retried (a write may have committed). Watches retry by themselves.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        # Like the CLI: the URL given, else WATCHROUTE_URL, else the local default.
+        self.url = (url or os.environ.get("WATCHROUTE_URL") or DEFAULT_URL).rstrip("/")
+        # No cap on connections: every open watch holds one.
+        self.http = http or httpx.AsyncClient(
+            base_url=self.url,
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            try:
+                problem = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                problem = response.text
+            raise error_from_problem(response.status_code, problem)
+        return response
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, collection: str, id: str) -> Resource:
+        response = await self._request("GET", resource_path(collection, id))
+        return Resource.from_json(orjson.loads(response.content))
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        filter: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> ResourceList:
+        """One page when `limit` is given (follow `continue_`), else every page of the listing.
+
+        Either way `revision` is the listing's revision: watching with `since=revision` misses
+        nothing that changed while the pages were read."""
+        params: dict[str, Any] = {"limit": limit or MAX_PAGE}
+        if filter:
+            params["filter"] = filter
+        items: list[Resource] = []
+        while True:
+            if continue_:
+                params["continue"] = continue_
+            response = await self._request("GET", resource_path(collection), params=params)
+            page = orjson.loads(response.content)
+            items += [Resource.from_json(r) for r in page["items"]]
+            continue_ = page["continue"]
+            if limit is not None or not continue_:
+                return ResourceList(items, page["revision"], continue_)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(self, collection: str, data: dict[str, Any]) -> Resource:
+        """Create a resource with an id the server assigns."""
+        response = await self._request(
+            "POST", resource_path(collection), content=orjson.dumps(data), headers=_JSON
+        )
+        return Resource.from_json(orjson.loads(response.content))
+
+    async def put(
+        self,
+        collection: str,
+        id: str,
+        data: dict[str, Any],
+        *,
+        if_match: int | str | None = None,
+        create_only: bool = False,
+    ) -> Resource:
+        """Create or replace. `if_match=<revision>` replaces only that revision (else
+        `PreconditionFailed`); `if_match="*"` only an existing resource; `create_only` only
+        creates."""
+        headers = {**_JSON, **if_match_header(if_match)}
+        if create_only:
+            headers["If-None-Match"] = "*"
+        response = await self._request(
+            "PUT", resource_path(collection, id), content=orjson.dumps(data), headers=headers
+        )
+        return Resource.from_json(orjson.loads(response.content))
+
+    async def patch(
+        self,
+        collection: str,
+        id: str,
+        patch: dict[str, Any] | list[dict[str, Any]],
+        *,
+        if_match: int | str | None = None,
+    ) -> Resource:
+        """A JSON merge patch (a dict, RFC 7386) or a JSON patch (a list of ops, RFC 6902)."""
+        media_type = (
+            "application/json-patch+json" if isinstance(patch, list) else "application/merge-patch+json"
+        )
+        headers = {"Content-Type": media_type, **if_match_header(if_match)}
+        response = await self._request(
+            "PATCH", resource_path(collection, id), content=orjson.dumps(patch), headers=headers
+        )
+        return Resource.from_json(orjson.loads(response.content))
+
+    async def delete(self, collection: str, id: str, *, if_match: int | str | None = None) -> Resource:
+        """Delete; returns the last state, whose `revision` is the deletion's."""
+        response = await self._request(
+            "DELETE", resource_path(collection, id), headers=if_match_header(if_match)
+        )
+        return Resource.from_json(orjson.loads(response.content))
+
+    async def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
+        """Several writes, all or nothing: `{"op": "put"|"create"|"patch"|"delete",
+        "collection", "id", "data"|"patch", "if_match"?}` each."""
+        response = await self._request(
+            "POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON
+        )
+        body = orjson.loads(response.content)
+        return BatchResult(body["revision"], [Resource.from_json(r) for r in body["results"]])
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def watch(
+        self,
+        collection: str,
+        id: str | None = None,
+        *,
+        since: int | None = None,
+        filter: str | None = None,
+        initial: bool = False,
+        transport: Transport = "sse",
+        on_expired: OnExpired = "raise",
+        heartbeat: float = 15.0,
+        backoff: Backoff | None = None,
+    ) -> AsyncWatch:
+        """Watch a collection (or one resource): `async for event in client.watch(...)`.
+
+        Starts after `since` (absent: now) or, with `initial=True`, with the current state as
+        ADDED events ended by a BOOKMARK with `initial_events_end`. Reconnects by itself and
+        resumes from the last revision it handed out. A connection silent for two heartbeats
+        is taken for dead. On 410 raises `Expired`, or with `on_expired="relist"` lists again
+        (a RESYNC event, then the current state, then changes)."""
+        return AsyncWatch(
+            self,
+            collection,
+            id,
+            since=since,
+            filter=filter,
+            initial=initial,
+            transport=transport,
+            on_expired=on_expired,
+            heartbeat=heartbeat,
+            backoff=backoff,
+        )
+
+    def live(self, collection: str, **options: Any) -> LiveCollection:
+        """A `LiveCollection` of this client (see its arguments)."""
+        from .live import LiveCollection
+
+        return LiveCollection(self, collection, **options)
+
+
+_JSON = {"Content-Type": "application/json"}

@@ -1,0 +1,182 @@
+"""A watch that outlives its connections.
+
+`revision` is the resume point: every change with a revision <= it has been handed to the
+caller (or was not for this watch, as a BOOKMARK says). Whatever happens to a connection, the
+next one asks for `since=revision`, so the caller sees each change once, in revision order, as
+long as the server still has the history; a change at or below the resume point is never
+handed out twice. When the history is gone (410) the watch raises `Expired`, or, with
+`on_expired="relist"`, lists again through the watch itself (`initial=true`), marking the new
+listing with a RESYNC event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from websockets.exceptions import WebSocketException
+
+from ._transports import READERS, TRANSPORTS, Connection, Retry, resource_path
+from .backoff import Backoff
+from .errors import ConnectionFailed, Expired, ServerError, error_from_problem
+from .events import ADDED, BOOKMARK, CHANGE_TYPES, RESYNC, Resource, WatchEvent
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient
+
+log = logging.getLogger("watchroute.client")
+
+Transport = Literal["sse", "ws", "ndjson", "longpoll"]
+OnExpired = Literal["raise", "relist"]
+# Network failures that end a connection, not the watch.
+RETRIABLE = (Retry, ConnectionFailed, httpx.TransportError, OSError, WebSocketException, ServerError)
+
+
+class AsyncWatch:
+    """An async iterator of `WatchEvent`s; reconnects and resumes by itself until closed."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        collection: str,
+        id: str | None = None,
+        *,
+        since: int | None = None,
+        filter: str | None = None,
+        initial: bool = False,
+        transport: Transport = "sse",
+        on_expired: OnExpired = "raise",
+        heartbeat: float = 15.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        if on_expired not in ("raise", "relist"):
+            raise ValueError('on_expired must be "raise" or "relist"')
+        if initial and since is not None:
+            raise ValueError("initial=True lists the current state; it cannot start at since")
+        self.client = client
+        self.collection = collection
+        self.id = id
+        self.filter = filter
+        self.transport = transport
+        self.on_expired = on_expired
+        self.heartbeat = heartbeat
+        self.backoff = backoff or Backoff()
+        self.revision: int | None = since  # the resume point
+        self.reconnects = 0  # connections lost and opened again
+        self.server_retry = 0.0  # the SSE `retry:` the server asked for, in seconds
+        self._listing_wanted = initial  # the next connection lists first (initial=true)
+        self._listing = False  # this connection is still sending the initial state
+        self._resync = False  # the next listing replaces state the caller has: say so first
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def url(self) -> str:
+        return resource_path(self.collection, self.id)
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"heartbeat": self.heartbeat}
+        if self.filter:
+            params["filter"] = self.filter
+        if self._listing_wanted:
+            params["initial"] = "true"
+        elif self.revision is not None:
+            params["since"] = self.revision
+        return params
+
+    async def _run(self) -> AsyncIterator[WatchEvent]:
+        reader = READERS[self.transport]
+        while True:
+            hint = 0.0
+            try:
+                if self.revision is None and not self._listing_wanted:
+                    # Start from a known revision, so that a connection lost before its first
+                    # event does not make the next one start later and skip changes.
+                    self.revision = (await self.client.list(self.collection, limit=1)).revision
+                self._listing = self._listing_wanted
+                if self._listing:
+                    if self._resync:
+                        yield WatchEvent(RESYNC, None)
+                    # Should this listing be cut short, the next one starts over.
+                    self._resync = True
+                connection = Connection(
+                    http=self.client.http,
+                    url=self.url,
+                    params=self._params(),
+                    heartbeat=self.heartbeat,
+                    dead_after=self.heartbeat * 2 + 1,
+                    connected=self.backoff.reset,
+                    retry_hint=self._set_retry,
+                )
+                # aclosing: when the caller stops iterating, the connection closes now, not
+                # whenever the garbage collector finds the reader.
+                async with contextlib.aclosing(reader(connection)) as raws:
+                    async for raw in raws:
+                        event = self._accept(raw)
+                        if event is not None:
+                            yield event
+                why = "the server ended the stream"
+            except Expired:
+                if self.on_expired == "raise":
+                    raise
+                log.info("watch %s: history expired at %s; listing again", self.url, self.revision)
+                self._listing_wanted = self._resync = True
+                continue
+            except RETRIABLE as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                hint = exc.after if isinstance(exc, Retry) else 0.0
+            floor = max(hint, self.server_retry if self.transport == "sse" else 0.0)
+            delay = self.backoff.next_delay(floor)
+            self.reconnects += 1
+            log.info("watch %s: %s; reconnecting in %.2fs from %s", self.url, why, delay, self.revision)
+            await asyncio.sleep(delay)
+
+    def _set_retry(self, seconds: float) -> None:
+        self.server_retry = seconds
+
+    def _accept(self, raw: dict[str, Any]) -> WatchEvent | None:
+        """The event to hand out for one server event, or None for one already handed out."""
+        kind = raw.get("type")
+        revision = raw.get("revision")
+        if kind == "ERROR":
+            error = raw.get("error") or {}
+            raise error_from_problem(error.get("status") if isinstance(error, dict) else None, error)
+        if kind == BOOKMARK:
+            if raw.get("initial_events_end"):
+                self._listing = self._listing_wanted = False
+                self.revision = revision
+                return WatchEvent(BOOKMARK, revision, initial_events_end=True, raw=raw)
+            if self._listing or (self.revision is not None and revision < self.revision):
+                return None
+            self.revision = revision
+            return WatchEvent(BOOKMARK, revision, raw=raw)
+        if kind not in CHANGE_TYPES:
+            log.warning("watch %s: ignoring an event of unknown type %r", self.url, kind)
+            return None
+        resource = Resource.from_json(raw["object"])
+        if self._listing:
+            return WatchEvent(ADDED, revision, resource, initial=True, raw=raw)
+        if self.revision is not None and revision <= self.revision:
+            return None  # already handed out by an earlier connection
+        self.revision = revision
+        return WatchEvent(kind, revision, resource, raw=raw)

@@ -1,0 +1,79 @@
+"""What the client hands back: resources, list pages, batch results and watch events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ADDED = "ADDED"
+MODIFIED = "MODIFIED"
+DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+# Client-side only: the events up to the next BOOKMARK with `initial_events_end` are the whole
+# current state again (a relist after 410, or an initial listing that was cut and restarted).
+# Whoever keeps state should replace it with that listing rather than add to it.
+RESYNC = "RESYNC"
+CHANGE_TYPES = (ADDED, MODIFIED, DELETED)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    id: str
+    revision: int  # the revision of its last change
+    created_revision: int
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Resource:
+        return cls(raw["id"], raw["revision"], raw["created_revision"], raw["data"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "created_revision": self.created_revision,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceList:
+    items: list[Resource]
+    revision: int  # watching with since=revision misses nothing
+    continue_: str | None = None  # the token of the next page; None on the last one
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [r.to_json() for r in self.items],
+            "revision": self.revision,
+            "continue": self.continue_,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    revision: int
+    results: list[Resource]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One event of a watch. `revision` is the change's revision (for ADDED/MODIFIED/DELETED),
+    the watch's resume point (BOOKMARK), or None (RESYNC)."""
+
+    type: str
+    revision: int | None
+    object: Resource | None = None
+    # Part of an initial listing (initial=True, or a relist): the current state, not a change.
+    initial: bool = False
+    # The BOOKMARK that ends an initial listing.
+    initial_events_end: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": self.type, "revision": self.revision}
+        if self.object is not None:
+            event["object"] = self.object.to_json()
+        if self.initial_events_end:
+            event["initial_events_end"] = True
+        return event

@@ -1,0 +1,268 @@
+"""LiveCollection: a local copy of a collection kept current by list + watch (an informer).
+
+The copy is a mapping id -> Resource at `revision`: it holds exactly the server's state at that
+revision (for the filter given). It lists, then watches from the list's revision; the watch
+survives restarts by resuming. When the server's history no longer reaches back to `revision`
+(410), it lists again and reports the true differences between what it had and the new list:
+`on_deleted` for what is gone, `on_added` for what is new, `on_modified` for what changed, and
+nothing for what did not; a reset that reports everything again would make every consumer do
+its work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .backoff import Backoff
+from .errors import ConnectionFailed, Expired, ServerError
+from .events import BOOKMARK, DELETED, Resource, WatchEvent
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient
+    from ._sync import Client
+    from ._watch import Transport
+
+log = logging.getLogger("watchroute.client")
+
+# on_added(resource), on_modified(old, new), on_deleted(last_state): plain or async.
+Callback = Callable[..., Any]
+
+
+class LiveCollection(Mapping[str, Resource]):
+    def __init__(
+        self,
+        client: AsyncClient,
+        collection: str,
+        *,
+        filter: str | None = None,
+        transport: Transport = "sse",
+        heartbeat: float = 15.0,
+        on_added: Callback | None = None,
+        on_modified: Callback | None = None,
+        on_deleted: Callback | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.client = client
+        self.collection = collection
+        self.filter = filter
+        self.transport = transport
+        self.heartbeat = heartbeat
+        self.on_added = on_added
+        self.on_modified = on_modified
+        self.on_deleted = on_deleted
+        self.backoff = backoff or Backoff()
+        self.items: dict[str, Resource] = {}
+        self.revision: int | None = None  # `items` is the server's state at this revision
+        self.relists = 0  # listings after the first (each after a 410)
+        self.error: Exception | None = None  # what stopped it, when not stop()
+        self._synced = asyncio.Event()
+        self._advanced = asyncio.Event()  # set and replaced whenever `revision` moves
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the mapping -------------------------------------------------------------------------
+
+    def __getitem__(self, id: str) -> Resource:
+        return self.items[id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def synced(self) -> bool:
+        """True once the first listing is in."""
+        return self._synced.is_set()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self) -> LiveCollection:
+        """Start listing and watching in the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"live-{self.collection}")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> LiveCollection:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_synced(self, timeout: float | None = None) -> bool:
+        """Wait for the first listing; False on timeout. Raises what stopped the collection."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until(lambda: self.synced), timeout)
+        self._raise_error()
+        return self.synced
+
+    async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:
+        """Wait until the copy is at `revision` or later (e.g. a write's); False on timeout."""
+        reached = lambda: self.revision is not None and self.revision >= revision  # noqa: E731
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until(reached), timeout)
+        self._raise_error()
+        return reached()
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition() and self.error is None:
+            await self._advanced.wait()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _advance(self, revision: int) -> None:
+        self.revision = revision
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    page = await self.client.list(self.collection, filter=self.filter)
+                except (ConnectionFailed, ServerError) as exc:
+                    delay = self.backoff.next_delay()
+                    log.info("live %s: listing failed (%s); again in %.2fs", self.collection, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self.backoff.reset()
+                await self._replace(page.items, page.revision)
+                watch = self.client.watch(
+                    self.collection,
+                    since=page.revision,
+                    filter=self.filter,
+                    transport=self.transport,
+                    heartbeat=self.heartbeat,
+                    backoff=self.backoff,
+                )
+                try:
+                    async with watch:
+                        async for event in watch:
+                            await self._apply(event)
+                except Expired:
+                    self.relists += 1
+                    log.info("live %s: history expired at %s; listing again", self.collection, self.revision)
+        except Exception as exc:  # a refusal that retrying cannot fix (a bad filter...)
+            log.error("live %s stopped: %s", self.collection, exc)
+            self.error = exc
+            self._advanced.set()
+
+    async def _replace(self, listed: list[Resource], revision: int) -> None:
+        """Take a listing; report what differs from the copy (nothing, the first time, but
+        additions)."""
+        fresh = {r.id: r for r in listed}
+        for id in [id for id in self.items if id not in fresh]:
+            await self._emit(self.on_deleted, self.items.pop(id))
+        for id, resource in fresh.items():
+            old = self.items.get(id)
+            self.items[id] = resource
+            if old is None:
+                await self._emit(self.on_added, resource)
+            elif old.revision != resource.revision:
+                await self._emit(self.on_modified, old, resource)
+        self._advance(revision)
+        self._synced.set()
+
+    async def _apply(self, event: WatchEvent) -> None:
+        resource = event.object
+        if event.type == BOOKMARK or resource is None:
+            if event.revision is not None:
+                self._advance(event.revision)
+            return
+        if event.type == DELETED:
+            old = self.items.pop(resource.id, None)
+            self._advance(event.revision or resource.revision)
+            if old is not None:
+                await self._emit(self.on_deleted, resource)
+            return
+        old = self.items.get(resource.id)
+        self.items[resource.id] = resource
+        self._advance(event.revision or resource.revision)
+        if old is None:
+            await self._emit(self.on_added, resource)
+        else:
+            await self._emit(self.on_modified, old, resource)
+
+    async def _emit(self, callback: Callback | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # one consumer's bug must not stop the copy
+            log.exception("live %s: callback %r failed", self.collection, callback)
+
+
+class BlockingLiveCollection(Mapping[str, Resource]):
+    """A LiveCollection for the blocking `Client`: it runs on the client's event loop thread,
+    where its callbacks are called too."""
+
+    def __init__(self, client: Client, collection: str, **options: Any) -> None:
+        self._client = client
+
+        async def make() -> LiveCollection:
+            return LiveCollection(client.aclient, collection, **options)
+
+        self.live = client.run(make())
+
+    def start(self) -> BlockingLiveCollection:
+        async def start() -> None:
+            self.live.start()
+
+        self._client.run(start())
+        return self
+
+    def stop(self) -> None:
+        self._client.run(self.live.stop())
+
+    def __enter__(self) -> BlockingLiveCollection:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._client.run(self.live.wait_synced(timeout))
+
+    def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:
+        return self._client.run(self.live.wait_for_revision(revision, timeout))
+
+    @property
+    def revision(self) -> int | None:
+        return self.live.revision
+
+    @property
+    def synced(self) -> bool:
+        return self.live.synced
+
+    def snapshot(self) -> dict[str, Resource]:
+        """A copy of the mapping, taken on the loop thread (consistent at one revision)."""
+
+        async def copy() -> dict[str, Resource]:
+            return dict(self.live.items)
+
+        return self._client.run(copy())
+
+    def __getitem__(self, id: str) -> Resource:
+        return self.live.items[id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.snapshot())
+
+    def __len__(self) -> int:
+        return len(self.live.items)

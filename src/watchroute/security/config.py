@@ -1,0 +1,91 @@
+"""Security settings: authentication, rules, limits, browser safety and TLS.
+
+They are part of `watchroute.Settings` (which inherits them), so each is a `watchroute serve`
+flag or a WATCHROUTE_* variable like every other setting. Limits default to off: a local
+development server should not surprise its one user; docs/security.md gives production values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# HS256 with a short secret can be brute-forced offline from one token (RFC 7518 3.2 asks for
+# a key at least as long as the hash output).
+MIN_SECRET_BYTES = 32
+
+
+class SecuritySettings(BaseSettings):
+    # Errors never echo their input: it may hold --jwt-secret.
+    model_config = SettingsConfigDict(env_prefix="WATCHROUTE_", extra="ignore", hide_input_in_errors=True)
+
+    # -- authentication ------------------------------------------------------------------------
+    auth: Literal["none", "apikey", "jwt"] = "none"
+    jwt_secret: str | None = Field(None, repr=False)  # HS256
+    jwt_public_key: str | None = None  # a PEM file: RS256, ES256 or EdDSA by the key's type
+    jwks_url: str | None = None  # keys fetched, cached and refreshed
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Algorithms accepted at all; each key is only ever used with its own family's algorithm.
+    jwt_algorithms: str = "HS256,RS256,ES256,EdDSA"
+    jwt_leeway: float = Field(30.0, ge=0, le=300)  # seconds of clock skew tolerated
+    jwks_cache_seconds: float = Field(300.0, gt=0)
+    # EventSource cannot set headers: a token may also come in this cookie or ?access_token=.
+    auth_cookie: str = "access_token"
+    # An API key lookup is remembered this long (a revocation takes effect within it).
+    apikey_cache_seconds: float = Field(1.0, ge=0)
+
+    # -- authorization ---------------------------------------------------------------------------
+    # Per-document rules: a JSON object {"collection-or-pattern": "filter with $claims"}, or
+    # @FILE holding one. Example: {"notes": "owner=$sub"}.
+    rules: str = ""
+
+    # -- limits ("N/s", "N/m", "N/h" or "N/10s": a bucket of N tokens refilled over the period)
+    rate_limit_ip: str = ""  # requests per client address
+    rate_limit_identity: str = ""  # requests per authenticated identity
+    watch_rate_limit_ip: str = ""  # watches opened per client address
+    watch_rate_limit_identity: str = ""  # watches opened per identity
+    max_watches: int = Field(0, ge=0)  # concurrent watches on this instance; 0: no cap
+    max_watches_per_identity: int = Field(0, ge=0)
+    max_filter_length: int = Field(4096, ge=16, le=4096)
+    max_filter_clauses: int = Field(64, ge=1, le=1024)
+    # Seconds an idle keep-alive HTTP connection is kept open.
+    idle_timeout: float = Field(5.0, gt=0)
+    # redis://host:port/db: rate limits are then shared by every instance using it.
+    redis_url: str | None = None
+    redis_prefix: str = "watchroute:"
+
+    # -- browsers --------------------------------------------------------------------------------
+    # Origins allowed by CORS and for WebSocket upgrades, comma-separated (exact origins).
+    cors_origins: str = ""
+
+    # -- TLS ---------------------------------------------------------------------------------------
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecuritySettings:
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key or self.jwks_url):
+            raise ValueError("auth=jwt needs --jwt-secret, --jwt-public-key or --jwks-url")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"--jwt-secret must be at least {MIN_SECRET_BYTES} bytes for HS256")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        from .limits import parse_rate
+        from .rules import Rules
+
+        for name in (
+            "rate_limit_ip",
+            "rate_limit_identity",
+            "watch_rate_limit_ip",
+            "watch_rate_limit_identity",
+        ):
+            parse_rate(getattr(self, name))  # a malformed rate stops the server at start, not at load
+        Rules.parse(self.rules, self.max_filter_length, self.max_filter_clauses)
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]

@@ -1,0 +1,165 @@
+"""Limits: token buckets for requests and for opening watches, and caps on concurrent watches.
+
+A rate is written `N/PERIOD` (`20/s`, `600/m`, `100/10s`): a bucket holds N tokens and refills
+at N per PERIOD, so a client may burst N at once and then keeps to the average. Buckets live in
+this process, or in Redis when `redis_url` is set, so that every instance behind a balancer
+counts against the same bucket. If Redis stops answering, this instance counts alone (logged
+once) rather than refusing everyone: a limiter must not become the outage.
+
+Concurrent watches are counted per instance: a count has to drop when a watch ends, and a count
+kept in Redis would keep the watches of a crashed instance forever. N instances hold at most N
+times the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("watchroute")
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*(s|m|h)?\s*")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# Buckets that are full again are forgotten (a full bucket is the same as no bucket), checked
+# whenever this many have been added since the last sweep.
+SWEEP_EVERY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    capacity: float
+    per_second: float
+
+    def __str__(self) -> str:
+        return f"{self.capacity:g} per {self.capacity / self.per_second:g}s"
+
+
+def parse_rate(text: str) -> Rate | None:
+    """`N/PERIOD` as a Rate; "" or "0" is no limit. Raises ValueError when malformed."""
+    if not text.strip() or text.strip() == "0":
+        return None
+    m = _RATE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"a rate is N/PERIOD like 20/s, 600/m or 100/10s, not {text!r}")
+    count, amount, unit = int(m.group(1)), m.group(2), m.group(3)
+    if amount and unit is None:
+        unit = "s"
+    period = (float(amount) if amount else 1.0) * _UNITS[unit]
+    if count <= 0 or period <= 0:
+        raise ValueError(f"a rate needs a positive count and period, not {text!r}")
+    return Rate(float(count), count / period)
+
+
+class LocalBuckets:
+    def __init__(self) -> None:
+        self._buckets: dict[str, list[float]] = {}
+        self._added = 0
+
+    def take(self, key: str, rate: Rate) -> float:
+        """Take a token: 0.0 when allowed, else the seconds until one is there."""
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [rate.capacity, now]
+            self._added += 1
+            if self._added >= SWEEP_EVERY:
+                self._sweep(now, rate)
+        tokens = min(rate.capacity, bucket[0] + (now - bucket[1]) * rate.per_second)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return 0.0
+        bucket[0] = tokens
+        return (1.0 - tokens) / rate.per_second
+
+    def _sweep(self, now: float, rate: Rate) -> None:
+        self._added = 0
+        full_after = rate.capacity / rate.per_second
+        for key in [k for k, (_, at) in self._buckets.items() if now - at >= full_after]:
+            del self._buckets[key]
+
+
+# One round trip: refill, take, and remember, atomically; Redis's clock is every instance's.
+TAKE_SCRIPT = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or capacity
+local at = tonumber(b[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisBuckets:
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as redis
+
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.prefix = prefix + "rate:"
+        self.script = self.client.register_script(TAKE_SCRIPT)
+        self.local = LocalBuckets()
+        self._failing = False
+
+    async def take(self, key: str, rate: Rate) -> float:
+        try:
+            wait = float(await self.script(keys=[self.prefix + key], args=[rate.capacity, rate.per_second]))
+        except Exception as exc:
+            if not self._failing:
+                log.warning("rate limits: Redis does not answer (%s); counting on this instance", exc)
+                self._failing = True
+            return self.local.take(key, rate)
+        if self._failing:
+            log.warning("rate limits: Redis answers again; counting across instances")
+            self._failing = False
+        return wait
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class WatchCounts:
+    """Concurrent watches on this instance, in total and per identity."""
+
+    def __init__(self, max_total: int, max_per_identity: int) -> None:
+        self.max_total = max_total or math.inf
+        self.max_per_identity = max_per_identity or math.inf
+        self.total = 0
+        self.by_identity: defaultdict[str, int] = defaultdict(int)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_total != math.inf or self.max_per_identity != math.inf
+
+    def refusal(self, key: str | None) -> str | None:
+        """Why one more watch is refused, or None."""
+        if self.total >= self.max_total:
+            return f"the server holds its most concurrent watches ({self.max_total})"
+        if key is not None and self.by_identity[key] >= self.max_per_identity:
+            return f"an identity may hold at most {self.max_per_identity} concurrent watches"
+        return None
+
+    def add(self, key: str | None) -> None:
+        self.total += 1
+        if key is not None:
+            self.by_identity[key] += 1
+
+    def remove(self, key: str | None) -> None:
+        self.total -= 1
+        if key is not None:
+            left = self.by_identity[key] - 1
+            if left > 0:
+                self.by_identity[key] = left
+            else:
+                del self.by_identity[key]

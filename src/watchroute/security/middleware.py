@@ -1,0 +1,201 @@
+"""The door: every HTTP request and WebSocket upgrade passes here before any route.
+
+In order: the client address's request bucket; for `/v1/...`, the credential (Authorization:
+Bearer, X-API-Key, `?access_token=` on GET and upgrades, or the auth cookie) resolved to an
+Identity, once, into `scope["state"]["identity"]`; browser checks (a cookie, being ambient
+authority, only counts from an allowed origin; a WebSocket from a foreign origin is refused
+unless it carries its own token); then the identity's request bucket. System routes (health,
+readiness, metrics, the API documents) are public.
+
+`access_token` is taken out of the query string before the request goes further, so no route,
+error message or log line downstream ever sees it.
+
+Refusals are problem details (401, 403, 429 with Retry-After). A refused WebSocket upgrade
+is accepted, sent one ERROR event and closed with 4000 + status, as api/ws.py does for every
+refusal, because a browser cannot read the status of a refused handshake; a foreign origin and
+a flood are refused at the handshake itself (403 / 429), which costs the server the least.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..events import error_json
+from ..problems import Problem
+from . import audit
+from .identity import UNAUTHENTICATED, Identity
+from .policy import Security
+from .refusals import forbidden, rate_limited, unauthorized
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def route_path(scope: Scope) -> str:
+    """The path below where the app is mounted."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def strip_access_token(query: bytes) -> bytes:
+    if b"access_token" not in query:
+        return query
+    return b"&".join(p for p in query.split(b"&") if not p.startswith(b"access_token="))
+
+
+def access_token(query: bytes) -> str | None:
+    from urllib.parse import unquote_plus
+
+    for part in query.split(b"&"):
+        if part.startswith(b"access_token="):
+            return unquote_plus(part[len(b"access_token=") :].decode("latin-1")) or None
+    return None
+
+
+class SecurityMiddleware:
+    def __init__(self, app: ASGIApp, security: Security) -> None:
+        self.app = app
+        self.security = security
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        security = self.security
+        client = scope.get("client")
+        address = client[0] if client else None
+        method = scope.get("method", "GET") if kind == "http" else "WS"
+        path = route_path(scope)
+        where = f"{method} {path}"
+
+        wait = await security.take("rate_limit_ip", address)
+        if wait:
+            audit.record(audit.RATE_LIMITED, "rate_limit_ip", address=address, method=method, path=path)
+            await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
+            return
+        if not (path == "/v1" or path.startswith("/v1/")):  # system routes and documents are public
+            await self.app(scope, receive, send)
+            return
+
+        headers = Headers(scope=scope)
+        query = scope.get("query_string", b"")
+        credential, source = self._credential(headers, query, method)
+        if credential is None and security.mode != "none":
+            if kind == "websocket" and path == "/v1/_watch":
+                identity = UNAUTHENTICATED.at(address)  # may still send {"op": "auth"}
+            else:
+                audit.record(audit.AUTH_FAILED, "no credential", address=address, method=method, path=path)
+                problem = unauthorized(
+                    "missing credentials: send Authorization: Bearer <token> (or ?access_token= on a watch)"
+                )
+                await self._refuse(scope, receive, send, problem)
+                return
+        else:
+            try:
+                identity = await security.authenticate(credential or "", address, source or "none", where)
+            except Problem as problem:
+                await self._refuse(scope, receive, send, problem)
+                return
+
+        refusal = self._browser_refusal(headers, identity, kind, method)
+        if refusal is not None:
+            audit.record(
+                audit.DENIED, refusal, subject=identity.subject, address=address, method=method, path=path
+            )
+            await self._refuse(scope, receive, send, forbidden(refusal, "ForeignOrigin"), True)
+            return
+
+        wait = await security.take("rate_limit_identity", identity.key)
+        if wait:
+            audit.record(
+                audit.RATE_LIMITED,
+                "rate_limit_identity",
+                subject=identity.subject,
+                address=address,
+                method=method,
+                path=path,
+            )
+            await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
+            return
+
+        scope = dict(scope)
+        scope["state"] = {**scope.get("state", {}), "identity": identity}
+        if source == "query":
+            scope["query_string"] = strip_access_token(query)
+        await self.app(scope, receive, send)
+
+    def _credential(self, headers: Headers, query: bytes, method: str) -> tuple[str | None, str | None]:
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return value.strip(), "header"
+        api_key = headers.get("x-api-key")
+        if api_key:
+            return api_key.strip(), "header"
+        if method in ("GET", "HEAD", "WS"):
+            token = access_token(query)
+            if token:
+                return token, "query"
+        cookie = headers.get("cookie")
+        if cookie:
+            value = cookie_parser(cookie).get(self.security.settings.auth_cookie)
+            if value:
+                return value, "cookie"
+        return None, None
+
+    def _browser_refusal(self, headers: Headers, identity: Identity, kind: str, method: str) -> str | None:
+        """Why a browser's request from another site is refused, or None.
+
+        A credential the page itself supplied (a header, the query) proves the page holds it; a
+        cookie, or no credential at all (auth=none trusts the network), would let any site the
+        user visits act as the user, so those count only from the same or an allowed origin.
+        """
+        origin = headers.get("origin")
+        if origin is None or identity.source in ("header", "query"):
+            return None
+        if kind == "http" and method in SAFE_METHODS:
+            return None  # CORS keeps another site from reading the answer
+        if self._same_origin(origin, headers) or origin.rstrip("/") in self.security.allowed_origins:
+            return None
+        what = "WebSocket" if kind == "websocket" else f"{method} request"
+        return f"a {what} from origin {origin[:100]} must bring its own token (not a cookie)"
+
+    @staticmethod
+    def _same_origin(origin: str, headers: Headers) -> bool:
+        host = headers.get("host")
+        try:
+            return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+        except ValueError:
+            return False
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, problem: Problem, at_handshake: bool = False
+    ) -> None:
+        if scope["type"] == "http":
+            await problem.response()(scope, receive, send)
+            return
+        message = await receive()  # websocket.connect
+        if message["type"] != "websocket.connect":
+            return
+        if at_handshake:
+            if "websocket.http.response" in scope.get("extensions", {}):
+                response = problem.response()
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": problem.status,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": response.body})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": error_json(problem.to_dict()).decode()})
+        await send({"type": "websocket.close", "code": 4000 + problem.status, "reason": problem.reason})

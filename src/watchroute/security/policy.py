@@ -1,0 +1,251 @@
+"""One instance's security: who a credential is, what it may do, and how much of it.
+
+Routes and `watch.open_watch` ask three questions, each answered here or refused with a Problem:
+- `authorize(identity, action, collection)`: may it? The answer is the per-document rule (a
+  filter, with the identity's claims put in) or None when no rule applies;
+- `admit_watch(identity, collection)`: may it open one more watch now? (grant, rule, rate of
+  opening, concurrent caps), and the watcher that keeps those promises while it runs;
+- `write_guard(identity, kind, collection, id)`: the rule a write is checked against, inside
+  the store's transaction, on the state before and after.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..problems import Problem, not_found
+from . import audit
+from .apikeys import APIKeyStore, APIKeyVerifier
+from .config import SecuritySettings
+from .grants import allows
+from .guarded import GuardedWatcher, RuleWatcher
+from .identity import ANONYMOUS, Identity
+from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate
+from .refusals import forbidden, rate_limited, unauthorized
+from .rules import NothingFilter, Rules, restrict
+from .tokens import JWTVerifier, TokenError
+
+log = logging.getLogger("watchroute")
+
+RATE_SETTINGS = ("rate_limit_ip", "rate_limit_identity", "watch_rate_limit_ip", "watch_rate_limit_identity")
+
+
+class Security:
+    def __init__(self, settings: Any) -> None:
+        s: SecuritySettings = settings
+        self.settings = s
+        self.mode = s.auth
+        self.rules = Rules.parse(s.rules, s.max_filter_length, s.max_filter_clauses)
+        self.jwt = JWTVerifier(s) if s.auth == "jwt" else None
+        self.apikeys = (
+            APIKeyVerifier(APIKeyStore(settings.database), s.apikey_cache_seconds)
+            if s.auth == "apikey"
+            else None
+        )
+        self.rates: dict[str, Rate | None] = {name: parse_rate(getattr(s, name)) for name in RATE_SETTINGS}
+        self.buckets: LocalBuckets | RedisBuckets = LocalBuckets()
+        self.watches = WatchCounts(s.max_watches, s.max_watches_per_identity)
+        self.allowed_origins = frozenset(s.cors_origin_list)
+
+    async def start(self) -> None:
+        if self.settings.redis_url and any(self.rates.values()):
+            self.buckets = RedisBuckets(self.settings.redis_url, self.settings.redis_prefix)
+
+    async def stop(self) -> None:
+        if isinstance(self.buckets, RedisBuckets):
+            await self.buckets.close()
+
+    # -- who ---------------------------------------------------------------------------------
+
+    async def authenticate(self, credential: str, address: str | None, source: str, where: str) -> Identity:
+        """The identity a credential stands for; 401 (audited) when it stands for none."""
+        if self.mode == "none":
+            return ANONYMOUS.at(address, source)
+        try:
+            if self.jwt is not None:
+                identity = await self.jwt.verify(credential)
+            else:
+                assert self.apikeys is not None
+                found, why = await self.apikeys.verify(credential)
+                if found is None:
+                    detail = (
+                        "the API key is malformed" if why == "malformed" else "unknown or revoked API key"
+                    )
+                    raise TokenError(unauthorized(detail), f"api key {why}")
+                identity = found
+        except TokenError as exc:
+            method, _, path = where.partition(" ")
+            audit.record(audit.AUTH_FAILED, exc.why, address=address, method=method, path=path, via=source)
+            raise exc.problem from None
+        return identity.at(address, source)
+
+    # -- what --------------------------------------------------------------------------------
+
+    def authorize(self, identity: Identity | None, action: str, collection: str, audited: bool = True) -> Any:
+        """The rule `identity` sees `collection` through (None: everything); raises 401/403."""
+        if identity is None:  # a route nobody resolved an identity for: only auth=none may pass
+            if self.mode != "none":
+                raise unauthorized("missing credentials")
+            identity = ANONYMOUS
+        if not identity.authenticated:
+            audit.record(
+                audit.DENIED, "not authenticated", address=identity.address, what=f"{action}:{collection}"
+            )
+            raise unauthorized("missing credentials: authenticate first")
+        if not allows(identity.scopes, action, collection):
+            if not audited:
+                raise forbidden(f"no grant {action}:{collection} for this credential")
+            audit.record(
+                audit.DENIED,
+                "no grant",
+                subject=identity.subject,
+                address=identity.address,
+                what=f"{action}:{collection}",
+            )
+            raise forbidden(f"no grant {action}:{collection} for this credential")
+        if not self.rules or allows(identity.scopes, "bypass", collection):
+            return None
+        return self.rules.for_identity(collection, identity.claims)
+
+    def write_guard(
+        self, identity: Identity | None, kind: str, collection: str, id: str
+    ) -> WriteGuard | None:
+        rule = self.authorize(identity, "write", collection)
+        return None if rule is None else WriteGuard(rule, kind, collection, id, identity)
+
+    # -- how much ------------------------------------------------------------------------------
+
+    async def take(self, limit: str, key: str | None) -> float:
+        """Take a token from `key`'s bucket of `limit`: 0.0, or the seconds to wait."""
+        rate = self.rates[limit]
+        if rate is None or key is None:
+            return 0.0
+        bucket = f"{limit}:{key}"
+        if isinstance(self.buckets, RedisBuckets):
+            return await self.buckets.take(bucket, rate)
+        return self.buckets.take(bucket, rate)
+
+    async def admit_watch(self, identity: Identity | None, collection: str) -> WatchAdmission:
+        rule = self.authorize(identity, "watch", collection)
+        identity = identity or ANONYMOUS
+        for limit, key in (
+            ("watch_rate_limit_ip", identity.address),
+            ("watch_rate_limit_identity", identity.key),
+        ):
+            wait = await self.take(limit, key)
+            if wait:
+                audit.record(
+                    audit.RATE_LIMITED,
+                    limit,
+                    subject=identity.subject,
+                    address=identity.address,
+                    what=f"watch:{collection}",
+                )
+                raise rate_limited("too many watches opened; slow down", wait)
+        self._check_count(identity, collection)
+        return WatchAdmission(self, identity, rule)
+
+    def _check_count(self, identity: Identity, collection: str) -> None:
+        why = self.watches.refusal(identity.key)
+        if why is not None:
+            audit.record(
+                audit.RATE_LIMITED,
+                why,
+                subject=identity.subject,
+                address=identity.address,
+                what=f"watch:{collection}",
+            )
+            raise Problem(429, "TooManyWatches", why, headers={"Retry-After": "5"}, retry_after=5)
+
+
+def rule_text(rule: Any) -> str | None:
+    return None if rule is None else rule.text
+
+
+@dataclass(slots=True)
+class WatchAdmission:
+    """A watch that may open: the filter it runs with and the watcher that keeps its promises."""
+
+    security: Security
+    identity: Identity
+    rule: Any
+
+    @property
+    def expires_at(self) -> float | None:
+        return self.identity.expires_at
+
+    def restrict(self, user_filter: Any) -> Any:
+        return restrict(self.rule, user_filter)
+
+    def watcher(self, *args: Any) -> Any:
+        """A Watcher(hub, window, store, collection, id, filter, cursor), guarded when needed."""
+        from ..watcher import Watcher
+
+        counts = self.security.watches
+        identity = self.identity
+        if (
+            self.rule is None
+            and identity.expires_at is None
+            and not counts.enabled
+            and identity.method == "none"
+        ):
+            return Watcher(*args)
+        release: Callable[[], None] | None = None
+        if counts.enabled:
+            self.security._check_count(identity, args[3])
+            key = identity.key
+            counts.add(key)
+            release = lambda: counts.remove(key)  # noqa: E731
+        kwargs: dict[str, Any] = {
+            "expires_at": identity.expires_at,
+            "release": release,
+            "rule_text": rule_text(self.rule),
+        }
+        if self.rule is not None:
+            return RuleWatcher(*args, rule=self.rule, **kwargs)
+        return GuardedWatcher(*args, **kwargs)
+
+
+class WriteGuard:
+    """A write's rule, checked inside the store's transaction (store/ops.py)."""
+
+    __slots__ = ("collection", "id", "identity", "kind", "rule")
+
+    def __init__(self, rule: Any, kind: str, collection: str, id: str, identity: Identity | None) -> None:
+        self.rule = rule
+        self.kind = kind
+        self.collection = collection
+        self.id = id
+        self.identity = identity
+
+    def current(self, data: dict[str, Any]) -> None:
+        """The state the write replaces must be one the writer can see."""
+        if self.rule.matches(data):
+            return
+        self._audit("current state hidden by rule")
+        if self.kind in ("put", "create"):
+            raise forbidden(f"you may not write {self.collection}/{self.id}")
+        raise not_found(self.collection, self.id)  # as if absent: a hidden document is not there
+
+    def new(self, data: dict[str, Any]) -> None:
+        """The state the write leaves must be one the writer can still see."""
+        if self.rule.matches(data):
+            return
+        self._audit("new state hidden by rule")
+        detail = "the rule of this collection would hide the written state from you"
+        if isinstance(self.rule, NothingFilter):
+            detail = "the rule of this collection hides every document from this credential"
+        raise forbidden(detail, "RuleViolation")
+
+    def _audit(self, why: str) -> None:
+        identity = self.identity
+        audit.record(
+            audit.DENIED,
+            why,
+            subject=identity.subject if identity else None,
+            address=identity.address if identity else None,
+            what=f"write:{self.collection}/{self.id}",
+        )

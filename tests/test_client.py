@@ -1,0 +1,351 @@
+"""The Python client against real server processes: the REST calls, and watches that survive
+restarts (SIGTERM and SIGKILL), dead connections and an expired history, over each transport."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from watchroute.client import (
+    RESYNC,
+    AsyncClient,
+    AsyncWatch,
+    Backoff,
+    BadRequest,
+    Client,
+    Expired,
+    NotFound,
+    PreconditionFailed,
+    WatchEvent,
+)
+from watchroute.client._transports import retry_after
+
+from .server import ServerProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+TRANSPORTS = ["sse", "ws", "ndjson", "longpoll"]
+QUICK = {"sse_retry_ms": 100, "shutdown_grace": 0.5}
+
+
+def quick_backoff() -> Backoff:
+    return Backoff(initial=0.05, maximum=0.3)
+
+
+class Collector:
+    """Consumes a watch in a task, keeping every event it hands out."""
+
+    def __init__(self, watch: AsyncWatch) -> None:
+        self.watch = watch
+        self.events: list[WatchEvent] = []
+        self._seen = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.watch:
+            self.events.append(event)
+            self._seen.set()
+
+    @property
+    def changes(self) -> list[WatchEvent]:
+        return [e for e in self.events if e.object is not None and not e.initial]
+
+    async def until(self, condition: Any, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                if self.task.done():
+                    self.task.result()  # raises what ended it
+                    raise AssertionError("the watch ended")
+                self._seen.clear()
+                await self._seen.wait()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.watch.aclose()
+
+
+async def compacted_past(client: AsyncClient, revision: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                async for _ in client.watch("stocks", since=revision, transport="longpoll", heartbeat=1):
+                    break
+            except Expired:
+                return
+            await asyncio.sleep(0.1)
+
+
+# -- reads and writes --------------------------------------------------------------------------
+
+
+def test_reads_writes_and_preconditions(server):
+    with Client(server.url) as client:
+        created = client.put("stocks", "AAPL", {"price": 1, "tags": ["a"]})
+        assert (created.id, created.data) == ("AAPL", {"price": 1, "tags": ["a"]})
+        assert client.get("stocks", "AAPL") == created
+        with pytest.raises(PreconditionFailed):
+            client.put("stocks", "AAPL", {"price": 2}, create_only=True)
+        with pytest.raises(PreconditionFailed):
+            client.put("stocks", "AAPL", {"price": 2}, if_match=created.revision + 5)
+        replaced = client.put("stocks", "AAPL", {"price": 2}, if_match=created.revision)
+        merged = client.patch("stocks", "AAPL", {"volume": 10})
+        assert merged.data == {"price": 2, "volume": 10}
+        patched = client.patch("stocks", "AAPL", [{"op": "replace", "path": "/price", "value": 3}])
+        assert patched.data["price"] == 3 and patched.revision > merged.revision > replaced.revision
+        assigned = client.create("stocks", {"price": 9})
+        assert assigned.id and client.get("stocks", assigned.id).data == {"price": 9}
+
+        page = client.list("stocks", limit=1)
+        assert len(page.items) == 1 and page.continue_
+        everything = client.list("stocks")
+        assert {r.id for r in everything.items} == {"AAPL", assigned.id}
+        assert everything.revision == patched.revision + 1
+        assert [r.id for r in client.list("stocks", filter="price>5").items] == [assigned.id]
+        with pytest.raises(BadRequest) as bad:
+            client.list("stocks", filter="price>")
+        assert bad.value.reason == "BadFilter"
+
+        # A batch is all or nothing: a failing if_match leaves everything as it was.
+        with pytest.raises(PreconditionFailed):
+            client.batch(
+                [
+                    {"op": "put", "collection": "stocks", "id": "MSFT", "data": {"price": 5}},
+                    {"op": "delete", "collection": "stocks", "id": "AAPL", "if_match": created.revision},
+                ]
+            )
+        with pytest.raises(NotFound):
+            client.get("stocks", "MSFT")
+        result = client.batch(
+            [
+                {"op": "put", "collection": "stocks", "id": "MSFT", "data": {"price": 5}},
+                {"op": "delete", "collection": "stocks", "id": "AAPL", "if_match": patched.revision},
+            ]
+        )
+        assert [r.revision for r in result.results] == [result.revision - 1, result.revision]
+        deleted = client.delete("stocks", "MSFT")
+        assert deleted.revision == result.revision + 1 and deleted.data == {"price": 5}
+        with pytest.raises(NotFound):
+            client.delete("stocks", "MSFT")
+
+
+async def test_async_client_has_the_same_api(server):
+    async with AsyncClient(server.url) as client:
+        put = await client.put("stocks", "AAPL", {"price": 1})
+        assert (await client.get("stocks", "AAPL")) == put
+        assert (await client.list("stocks")).items == [put]
+        with pytest.raises(NotFound):
+            await client.patch("stocks", "NOPE", {"price": 1})
+
+
+# -- watching ----------------------------------------------------------------------------------
+
+
+async def test_watch_resumes_across_sigterm_and_sigkill_without_loss_or_repeat(make_server):
+    """One watch per transport, all through the same restarts."""
+    server: ServerProcess = make_server(**QUICK)
+    async with AsyncClient(server.url) as client:
+        collectors = {
+            t: Collector(client.watch("stocks", transport=t, heartbeat=1, backoff=quick_backoff()))
+            for t in TRANSPORTS
+        }
+        written: list[int] = []
+
+        async def write(n: int) -> None:
+            for _ in range(n):
+                id = f"s{random.randrange(5)}"
+                written.append((await client.put("stocks", id, {"n": len(written)})).revision)
+                await client.put("other", id, {})  # not for these watches: skipped, never a gap
+
+        async def all_have(n: int) -> None:
+            for c in collectors.values():
+                await c.until(lambda c=c: len(c.changes) >= n)
+
+        try:
+            for c in collectors.values():
+                await c.until(lambda c=c: c.watch.revision is not None)
+            await write(10)
+            await all_have(10)
+            await asyncio.to_thread(server.stop)  # SIGTERM: streams end cleanly
+            await asyncio.to_thread(server.start)
+            await write(10)  # most likely before the clients are back: they must catch up
+            await all_have(15)
+            await asyncio.to_thread(server.kill)  # SIGKILL: connections just break
+            await asyncio.to_thread(server.start)
+            await write(10)
+            await all_have(30)
+            for transport, c in collectors.items():
+                assert [e.revision for e in c.changes] == written, transport
+                assert c.watch.reconnects >= 2, transport
+            assert collectors["sse"].watch.server_retry == 0.1  # the server's `retry:` is honoured
+        finally:
+            for c in collectors.values():
+                await c.close()
+
+
+async def test_expired_history_raises_or_relists(make_server):
+    server = make_server(history_events=5, compaction_interval=0.2)
+    async with AsyncClient(server.url) as client:
+        for i in range(20):
+            await client.put("stocks", f"s{i % 4}", {"i": i})
+        gone = await client.put("stocks", "gone", {})
+        await client.delete("stocks", "gone")
+        await compacted_past(client, 1)
+
+        for transport in TRANSPORTS:
+            with pytest.raises(Expired) as info:
+                async for _ in client.watch("stocks", since=1, transport=transport):
+                    pass
+            assert info.value.status == 410 and "list again" in info.value.detail, transport
+
+        since = gone.revision - 20
+        collectors = {
+            t: Collector(client.watch("stocks", since=since, transport=t, on_expired="relist"))
+            for t in TRANSPORTS
+        }
+        try:
+            now = (await client.list("stocks")).revision
+            for transport, c in collectors.items():
+                await c.until(lambda c=c: any(e.initial_events_end for e in c.events))
+                listing = c.events
+                assert listing[0].type == RESYNC, transport
+                assert sorted(e.object.id for e in listing[1:-1]) == ["s0", "s1", "s2", "s3"], transport
+                assert all(e.initial for e in listing[1:-1]), transport
+                assert listing[-1].revision == now, transport
+            rev = (await client.put("stocks", "s9", {})).revision
+            for transport, c in collectors.items():
+                await c.until(lambda c=c: any(e.revision == rev for e in c.changes))
+                assert [e.revision for e in c.changes] == [rev], transport
+        finally:
+            for c in collectors.values():
+                await c.close()
+
+
+async def test_bookmarks_move_a_filtered_watch_resume_point(server):
+    async with AsyncClient(server.url) as client:
+        watch = client.watch("stocks", filter="price>100", transport="ws", heartbeat=1)
+        collector = Collector(watch)
+        try:
+            await collector.until(lambda: watch.revision is not None)
+            dear = await client.put("stocks", "A", {"price": 150})
+            for i in range(5):
+                cheap = await client.put("stocks", f"c{i}", {"price": 1})
+            await collector.until(lambda: watch.revision == cheap.revision, timeout=5)
+            assert [e.revision for e in collector.changes] == [dear.revision]
+            assert collector.events[-1].type == "BOOKMARK"
+        finally:
+            await collector.close()
+
+
+async def test_dead_connection_is_noticed_by_missed_heartbeats(server):
+    """A frozen server (SIGSTOP) keeps its sockets open but says nothing: the client must give
+    the connection up after two missed heartbeats, not wait on it for ever."""
+    transports = ["sse", "ws"]  # an HTTP read timeout, and a WebSocket receive timeout
+    async with AsyncClient(server.url) as client:
+        collectors = [
+            Collector(client.watch("stocks", transport=t, heartbeat=1, backoff=quick_backoff()))
+            for t in transports
+        ]
+        try:
+            for c in collectors:
+                await c.until(lambda c=c: c.watch.revision is not None)
+            first = await client.put("stocks", "A", {})
+            for c in collectors:
+                await c.until(lambda c=c: len(c.changes) == 1)
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                frozen = time.monotonic()
+                async with asyncio.timeout(8):
+                    while any(c.watch.reconnects == 0 for c in collectors):
+                        await asyncio.sleep(0.1)
+                assert 2 <= time.monotonic() - frozen < 8
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            second = await client.put("stocks", "A", {"n": 2})
+            for transport, c in zip(transports, collectors, strict=True):
+                await c.until(lambda c=c: len(c.changes) == 2)
+                assert [e.revision for e in c.changes] == [first.revision, second.revision], transport
+        finally:
+            for c in collectors:
+                await c.close()
+
+
+def test_blocking_watch_and_live_collection(server):
+    with Client(server.url) as client:
+        client.put("stocks", "A", {"price": 1})
+        with client.watch("stocks", initial=True, transport="ws") as events:
+            first = next(events)
+            assert (first.type, first.initial, first.object.id) == ("ADDED", True, "A")
+            assert next(events).initial_events_end
+            rev = client.put("stocks", "B", {"price": 2}).revision
+            assert next(events).revision == rev
+        with client.live("stocks", transport="longpoll", heartbeat=1) as live:
+            assert live.wait_synced(5)
+            rev = client.delete("stocks", "A").revision
+            assert live.wait_for_revision(rev, 5)
+            assert live.snapshot() == {r.id: r for r in client.list("stocks").items}
+
+
+def test_backoff_is_full_jitter_capped_and_under_server_hints():
+    backoff = Backoff(initial=0.1, maximum=1.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(200)]
+    assert all(0 <= d <= 1.0 for d in delays)
+    assert max(delays[:1]) <= 0.1 and max(delays[10:]) > 0.5  # grows, up to the cap
+    assert len(set(delays)) == len(delays)  # jittered, not in lock-step
+    assert backoff.next_delay(floor=3.0) == 3.0  # a server hint is a floor
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
+    assert retry_after("7") == 7.0
+    assert 55 < retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))) <= 60
+    assert retry_after("soon") == 0.0
+
+
+def test_watch_arguments_are_checked_before_connecting():
+    client = AsyncClient("http://127.0.0.1:1")
+    with pytest.raises(ValueError):
+        client.watch("stocks", transport="pigeon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        client.watch("stocks", since=3, initial=True)
+
+
+def test_docs_examples_run(server):
+    """Every python and sh block of docs/client.md and of the README's client section, in
+    order, against one server."""
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Python client and CLI") :]
+    section = section[: section.index("\n## ", 1)]
+    doc = section + (root / "docs" / "client.md").read_text()
+    blocks = re.findall(r"^```(python|sh)\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    assert len(blocks) >= 8
+    env = dict(os.environ, WATCHROUTE_URL=server.url)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # Consecutive blocks of one language run in one process (each python block in a namespace
+    # of its own, as a script), in the page's order.
+    for language, group in itertools.groupby(blocks, key=lambda block: block[0]):
+        codes = [code for _, code in group]
+        if language == "python":
+            command = [sys.executable, "-c", DOCS_RUNNER, orjson.dumps(codes).decode()]
+        else:
+            command = ["bash", "-e", "-c", "\n".join(codes)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{codes}\n{done.stdout}\n{done.stderr}"
+
+
+DOCS_RUNNER = """
+import json, sys
+for code in json.loads(sys.argv[1]):
+    exec(compile(code, "<docs>", "exec"), {"__name__": "__main__"})
+"""
