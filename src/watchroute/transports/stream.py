@@ -15,6 +15,9 @@ from ..watcher import Watcher
 from .delivery import Delivery
 from .framing import Framing
 
+# The scope key under which the app leaves the server's own `send` (app.py explains why).
+SERVER_SEND = "watchroute.server_send"
+
 
 class WatchStream(Response):
     """An ASGI response that runs one watch until the client leaves, the watch's `timeout`
@@ -43,9 +46,12 @@ class WatchStream(Response):
         headers = [(b"content-type", framing.media_type.encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in framing.headers.items()]
 
+        # Body chunks skip the middleware layers, which only watch the start message.
+        send_body = scope.get(SERVER_SEND, send)
+
         async def write(frames: list[bytes]) -> None:
             body = frames[0] if len(frames) == 1 else b"".join(frames)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send_body({"type": "http.response.body", "body": body, "more_body": True})
 
         with watcher:
             listener = asyncio.create_task(_close_on_disconnect(receive, watcher))
@@ -63,7 +69,7 @@ class WatchStream(Response):
                     )
                 except Problem as problem:
                     await delivery.write([framing.error(error_json(problem.to_dict()))])
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send_body({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 listener.cancel()
 
