@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
 from ..events import resource_json
@@ -107,31 +108,39 @@ TimeoutParam = Annotated[
 LastEventID = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
+@dataclass
+class WatchQuery:
+    """The watch route's parameters, the same on a collection and on a resource."""
+
+    watch: WatchParam = None
+    since: SinceParam = None
+    filter: FilterParam = None
+    initial: bool = False
+    heartbeat: HeartbeatParam = 15
+    timeout: TimeoutParam = None
+    last_event: LastEventID = None
+
+    @property
+    def watching(self) -> bool:
+        return self.watch in ("true", "1", "longpoll")
+
+
 async def _watch(
-    request: Request,
-    collection: str,
-    id: str | None,
-    watch: str,
-    since: int | None,
-    last_event: str | None,
-    flt: Filter | None,
-    initial: bool,
-    heartbeat: float,
-    timeout: float | None,
+    request: Request, collection: str, id: str | None, q: WatchQuery, flt: Filter | None
 ) -> Response:
     runtime = runtime_of(request)
-    resumed = last_event_id(last_event)
+    resumed = last_event_id(q.last_event)
     spec = WatchSpec(
         collection,
         id,
-        resumed if resumed is not None else since,
+        resumed if resumed is not None else q.since,
         flt,
-        initial and resumed is None,
+        q.initial and resumed is None,
         identity_of(request),
     )
     settings = runtime.settings
-    if watch == "longpoll":
-        wait = min(timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
+    if q.watch == "longpoll":
+        wait = min(q.timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
         opened = await open_watch(runtime, spec)
         return await poll(opened, wait, settings.max_events_per_write)
     framing = (
@@ -143,14 +152,10 @@ async def _watch(
     return WatchStream(
         opened,
         framing,
-        heartbeat=heartbeat,
-        timeout=timeout,
+        heartbeat=q.heartbeat,
+        timeout=q.timeout,
         max_events_per_write=settings.max_events_per_write,
     )
-
-
-def _watching(watch: str | None) -> bool:
-    return watch in ("true", "1", "longpoll")
 
 
 def _filter(request: Request, text: str | None) -> Filter | None:
@@ -177,34 +182,17 @@ def _write_guard(request: Request, kind: str, collection: str, id: str) -> Write
 async def list_or_watch_collection(
     request: Request,
     collection: str,
-    watch: WatchParam = None,
-    since: SinceParam = None,
-    filter: FilterParam = None,
-    initial: bool = False,
-    heartbeat: HeartbeatParam = 15,
-    timeout: TimeoutParam = None,
+    q: Annotated[WatchQuery, Depends()],
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
     continue_: Annotated[str | None, Query(alias="continue")] = None,
     revision: Annotated[
         int | None, Query(ge=0, description="Serve a state at least as new as this revision.")
     ] = None,
-    last_event: LastEventID = None,
 ) -> Any:
     check_collection(collection)
-    flt = _filter(request, filter)
-    if _watching(watch):
-        return await _watch(
-            request,
-            collection,
-            None,
-            watch or "",
-            since,
-            last_event,
-            flt,
-            initial,
-            heartbeat,
-            timeout,
-        )
+    flt = _filter(request, q.filter)
+    if q.watching:
+        return await _watch(request, collection, None, q, flt)
     runtime = runtime_of(request)
     if revision is not None and revision > runtime.store.revision:
         latest = await runtime.store.committed_revision()
@@ -212,13 +200,13 @@ async def list_or_watch_collection(
             raise future_revision(revision, latest)
     after_id, first_revision = None, None
     if continue_:
-        after_id, first_revision = decode_continue(continue_, filter)
+        after_id, first_revision = decode_continue(continue_, q.filter)
     rule = _read_rule(request, collection)
     page = await runtime.store.list(collection, restrict(rule, flt), limit, after_id)
     # Every page of one listing reports its first page's revision: watching from there
     # replays whatever changed while the pages were read, so nothing is missed.
     list_revision = first_revision if first_revision is not None else page.revision
-    token = encode_continue(page.next_after_id, list_revision, filter) if page.next_after_id else None
+    token = encode_continue(page.next_after_id, list_revision, q.filter) if page.next_after_id else None
     items = b",".join(resource_json(r.id, r.revision, r.created_revision, r.data_json) for r in page.rows)
     body = b'{"items":[%s],"revision":%d,"continue":%s}' % (
         items,
@@ -238,31 +226,14 @@ async def get_or_watch_resource(
     request: Request,
     collection: str,
     id: str,
-    watch: WatchParam = None,
-    since: SinceParam = None,
-    filter: FilterParam = None,
-    initial: bool = False,
-    heartbeat: HeartbeatParam = 15,
-    timeout: TimeoutParam = None,
-    last_event: LastEventID = None,
+    q: Annotated[WatchQuery, Depends()],
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:
     check_collection(collection)
     check_id(id)
-    flt = _filter(request, filter)
-    if _watching(watch):
-        return await _watch(
-            request,
-            collection,
-            id,
-            watch or "",
-            since,
-            last_event,
-            flt,
-            initial,
-            heartbeat,
-            timeout,
-        )
+    flt = _filter(request, q.filter)
+    if q.watching:
+        return await _watch(request, collection, id, q, flt)
     rule = _read_rule(request, collection)
     row = await runtime_of(request).store.get(collection, id)
     if row is None or (rule is not None and not rule.matches(row.data)):
