@@ -15,7 +15,8 @@ from starlette.responses import Response
 from . import __version__
 from .api import batch, resources, system, ws
 from .api.models import BatchOp, BatchRequest
-from .problems import Problem
+from .api.watch_front import StreamingWatchFront
+from .problems import Problem, invalid_parameters
 from .runtime import Runtime
 from .security.install import install as install_security
 from .settings import Settings
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(resources.router)
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)
+    # Added before security, so inside it: streaming watches see the caller's identity.
+    app.add_middleware(StreamingWatchFront)
     install_security(app, runtime.security)
     _expose_server_send(app)
     return app
@@ -82,11 +85,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "query")
-            parts.append(f"{where}: {error.get('msg')}")
-        return Problem(400, "BadParameter", "; ".join(parts) or "bad request").response()
+        return invalid_parameters(exc.errors()).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -98,3 +98,12 @@ def future_revision(since: int, latest: int) -> Problem:
         "FutureRevision",
         f"revision {since} is newer than the store's latest revision {latest}",
     )
+
+
+def invalid_parameters(errors: list[Any]) -> Problem:
+    """400 for request parameters that fail their declared constraints (pydantic's errors)."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "query")
+        parts.append(f"{where}: {error.get('msg')}")
+    return Problem(400, "BadParameter", "; ".join(parts) or "bad request")
