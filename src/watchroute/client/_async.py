@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
 import orjson
 
 from ._transports import resource_path
-from ._watch import AsyncWatch, OnExpired, Transport
-from .backoff import Backoff
-from .errors import ConnectionFailed, error_from_problem
+from ._watch import AsyncWatch, WatchOptions
+from .errors import ConnectionFailed, error_from_body
 from .events import BatchResult, Resource, ResourceList
 
 if TYPE_CHECKING:
@@ -63,24 +62,25 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; the JSON it answers. A refusal raises the server's `APIError`, a network
+        failure `ConnectionFailed`."""
         try:
             response = await self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
         if response.status_code >= 400:
-            try:
-                problem = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                problem = response.text
-            raise error_from_problem(response.status_code, problem)
-        return response
+            raise error_from_body(response.status_code, response.content)
+        return orjson.loads(response.content)
+
+    async def _resource(self, method: str, path: str, **kwargs: Any) -> Resource:
+        """A request answered with one resource: every read or write of a single resource."""
+        return Resource.from_json(await self._request(method, path, **kwargs))
 
     # -- reads -------------------------------------------------------------------------------
 
     async def get(self, collection: str, id: str) -> Resource:
-        response = await self._request("GET", resource_path(collection, id))
-        return Resource.from_json(orjson.loads(response.content))
+        return await self._resource("GET", resource_path(collection, id))
 
     async def list(
         self,
@@ -101,8 +101,7 @@ class AsyncClient:
         while True:
             if continue_:
                 params["continue"] = continue_
-            response = await self._request("GET", resource_path(collection), params=params)
-            page = orjson.loads(response.content)
+            page = await self._request("GET", resource_path(collection), params=params)
             items += [Resource.from_json(r) for r in page["items"]]
             continue_ = page["continue"]
             if limit is not None or not continue_:
@@ -112,10 +111,9 @@ class AsyncClient:
 
     async def create(self, collection: str, data: dict[str, Any]) -> Resource:
         """Create a resource with an id the server assigns."""
-        response = await self._request(
+        return await self._resource(
             "POST", resource_path(collection), content=orjson.dumps(data), headers=_JSON
         )
-        return Resource.from_json(orjson.loads(response.content))
 
     async def put(
         self,
@@ -132,10 +130,9 @@ class AsyncClient:
         headers = {**_JSON, **if_match_header(if_match)}
         if create_only:
             headers["If-None-Match"] = "*"
-        response = await self._request(
+        return await self._resource(
             "PUT", resource_path(collection, id), content=orjson.dumps(data), headers=headers
         )
-        return Resource.from_json(orjson.loads(response.content))
 
     async def patch(
         self,
@@ -150,61 +147,34 @@ class AsyncClient:
             "application/json-patch+json" if isinstance(patch, list) else "application/merge-patch+json"
         )
         headers = {"Content-Type": media_type, **if_match_header(if_match)}
-        response = await self._request(
+        return await self._resource(
             "PATCH", resource_path(collection, id), content=orjson.dumps(patch), headers=headers
         )
-        return Resource.from_json(orjson.loads(response.content))
 
     async def delete(self, collection: str, id: str, *, if_match: int | str | None = None) -> Resource:
         """Delete; returns the last state, whose `revision` is the deletion's."""
-        response = await self._request(
+        return await self._resource(
             "DELETE", resource_path(collection, id), headers=if_match_header(if_match)
         )
-        return Resource.from_json(orjson.loads(response.content))
 
     async def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
         """Several writes, all or nothing: `{"op": "put"|"create"|"patch"|"delete",
         "collection", "id", "data"|"patch", "if_match"?}` each."""
-        response = await self._request(
-            "POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON
-        )
-        body = orjson.loads(response.content)
+        body = await self._request("POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON)
         return BatchResult(body["revision"], [Resource.from_json(r) for r in body["results"]])
 
     # -- watching ----------------------------------------------------------------------------
 
-    def watch(
-        self,
-        collection: str,
-        id: str | None = None,
-        *,
-        since: int | None = None,
-        filter: str | None = None,
-        initial: bool = False,
-        transport: Transport = "sse",
-        on_expired: OnExpired = "raise",
-        heartbeat: float = 15.0,
-        backoff: Backoff | None = None,
-    ) -> AsyncWatch:
+    def watch(self, collection: str, id: str | None = None, **options: Unpack[WatchOptions]) -> AsyncWatch:
         """Watch a collection (or one resource): `async for event in client.watch(...)`.
 
         Starts after `since` (absent: now) or, with `initial=True`, with the current state as
         ADDED events ended by a BOOKMARK with `initial_events_end`. Reconnects by itself and
         resumes from the last revision it handed out. A connection silent for two heartbeats
         is taken for dead. On 410 raises `Expired`, or with `on_expired="relist"` lists again
-        (a RESYNC event, then the current state, then changes)."""
-        return AsyncWatch(
-            self,
-            collection,
-            id,
-            since=since,
-            filter=filter,
-            initial=initial,
-            transport=transport,
-            on_expired=on_expired,
-            heartbeat=heartbeat,
-            backoff=backoff,
-        )
+        (a RESYNC event, then the current state, then changes). The keywords and their
+        defaults are `AsyncWatch`'s."""
+        return AsyncWatch(self, collection, id, **options)
 
     def live(self, collection: str, **options: Any) -> LiveCollection:
         """A `LiveCollection` of this client (see its arguments)."""

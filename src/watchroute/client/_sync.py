@@ -10,17 +10,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from ._async import AsyncClient
-from ._watch import AsyncWatch, OnExpired, Transport
-from .backoff import Backoff
-from .events import BatchResult, Resource, ResourceList, WatchEvent
+from ._watch import AsyncWatch, WatchOptions
+from .events import WatchEvent
 from .live import BlockingLiveCollection
 
+P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Client, P], T]:
+    """`Client`'s version of an `AsyncClient` method: the same signature and docstring (so they
+    are written once), run on the client's loop."""
+
+    @functools.wraps(method)
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run(method(self.aclient, *args, **kwargs))
+
+    return call
 
 
 class Client:
@@ -36,11 +50,7 @@ class Client:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="watchroute-client", daemon=True)
         self._thread.start()
-
-        async def make() -> AsyncClient:
-            return AsyncClient(url, timeout=timeout, headers=headers)
-
-        self.aclient = self.run(make())
+        self.aclient = self._call(AsyncClient, url, timeout=timeout, headers=headers)
         self.url = self.aclient.url
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -51,6 +61,15 @@ class Client:
         except (KeyboardInterrupt, concurrent.futures.CancelledError):
             future.cancel()
             raise
+
+    def _call(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call a plain function on the client's loop thread and wait for its result: what
+        belongs to the loop is made and touched there only."""
+
+        async def call() -> T:
+            return function(*args, **kwargs)
+
+        return self.run(call())
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -77,75 +96,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get(self, collection: str, id: str) -> Resource:
-        return self.run(self.aclient.get(collection, id))
+    get = _blocking(AsyncClient.get)
+    list = _blocking(AsyncClient.list)
+    create = _blocking(AsyncClient.create)
+    put = _blocking(AsyncClient.put)
+    patch = _blocking(AsyncClient.patch)
+    delete = _blocking(AsyncClient.delete)
+    batch = _blocking(AsyncClient.batch)
 
-    def list(
-        self,
-        collection: str,
-        *,
-        filter: str | None = None,
-        limit: int | None = None,
-        continue_: str | None = None,
-    ) -> ResourceList:
-        return self.run(self.aclient.list(collection, filter=filter, limit=limit, continue_=continue_))
-
-    def create(self, collection: str, data: dict[str, Any]) -> Resource:
-        return self.run(self.aclient.create(collection, data))
-
-    def put(
-        self,
-        collection: str,
-        id: str,
-        data: dict[str, Any],
-        *,
-        if_match: int | str | None = None,
-        create_only: bool = False,
-    ) -> Resource:
-        return self.run(self.aclient.put(collection, id, data, if_match=if_match, create_only=create_only))
-
-    def patch(
-        self,
-        collection: str,
-        id: str,
-        patch: dict[str, Any] | list[dict[str, Any]],
-        *,
-        if_match: int | str | None = None,
-    ) -> Resource:
-        return self.run(self.aclient.patch(collection, id, patch, if_match=if_match))
-
-    def delete(self, collection: str, id: str, *, if_match: int | str | None = None) -> Resource:
-        return self.run(self.aclient.delete(collection, id, if_match=if_match))
-
-    def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
-        return self.run(self.aclient.batch(ops))
-
-    def watch(
-        self,
-        collection: str,
-        id: str | None = None,
-        *,
-        since: int | None = None,
-        filter: str | None = None,
-        initial: bool = False,
-        transport: Transport = "sse",
-        on_expired: OnExpired = "raise",
-        heartbeat: float = 15.0,
-        backoff: Backoff | None = None,
-    ) -> Watch:
+    def watch(self, collection: str, id: str | None = None, **options: Unpack[WatchOptions]) -> Watch:
         """`for event in client.watch(...)`: see `AsyncClient.watch`."""
-        awatch = self.aclient.watch(
-            collection,
-            id,
-            since=since,
-            filter=filter,
-            initial=initial,
-            transport=transport,
-            on_expired=on_expired,
-            heartbeat=heartbeat,
-            backoff=backoff,
-        )
-        return Watch(self, awatch)
+        return Watch(self, self.aclient.watch(collection, id, **options))
 
     def live(self, collection: str, **options: Any) -> BlockingLiveCollection:
         """A LiveCollection run on this client's loop thread (see `LiveCollection`)."""

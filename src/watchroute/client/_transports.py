@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 import httpx
@@ -23,9 +23,10 @@ from httpx_sse import EventSource
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .errors import APIError, error_from_problem
+from .errors import APIError, error_from_body
 
-TRANSPORTS = ("sse", "ws", "ndjson", "longpoll")
+Transport = Literal["sse", "ws", "ndjson", "longpoll"]
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -68,53 +69,53 @@ def retry_after(value: str | None) -> float:
         return 0.0
 
 
-async def refusal(response: httpx.Response) -> Exception:
-    """The exception for a non-200 answer to a watch request."""
-    body = await response.aread()
-    if response.status_code in RETRY_STATUSES:
-        return Retry(f"HTTP {response.status_code}", retry_after(response.headers.get("retry-after")))
-    try:
-        problem = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        problem = body.decode(errors="replace")
-    return error_from_problem(response.status_code, problem)
+def refusal(status: int, headers: Mapping[str, str], body: bytes) -> Exception:
+    """The exception for a refused watch request, over HTTP or at a WebSocket handshake: `Retry`
+    for a status that says "later", else the server's `APIError`."""
+    if status in RETRY_STATUSES:
+        return Retry(f"HTTP {status}", retry_after(headers.get("retry-after")))
+    return error_from_body(status, body)
 
 
-def _stream_timeout(conn: Connection) -> httpx.Timeout:
+async def _accepted(conn: Connection, response: httpx.Response) -> None:
+    """Raise the refusal unless the server answered 200; then the connection counts as up."""
+    if response.status_code != 200:
+        raise refusal(response.status_code, response.headers, await response.aread())
+    conn.connected()
+
+
+@contextlib.asynccontextmanager
+async def _stream(conn: Connection, headers: dict[str, str]) -> AsyncIterator[httpx.Response]:
+    """An accepted `watch=true` response, to read as it streams (SSE and NDJSON)."""
+    params = {**conn.params, "watch": "true"}
     # The read timeout is the heartbeat check: the server writes at least every `heartbeat`.
-    return httpx.Timeout(10.0, read=conn.dead_after)
+    timeout = httpx.Timeout(10.0, read=conn.dead_after)
+    async with conn.http.stream("GET", conn.url, params=params, headers=headers, timeout=timeout) as response:
+        await _accepted(conn, response)
+        yield response
 
 
 async def read_sse(conn: Connection) -> AsyncIterator[dict[str, Any]]:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-    params = {**conn.params, "watch": "true"}
-    async with conn.http.stream(
-        "GET", conn.url, params=params, headers=headers, timeout=_stream_timeout(conn)
-    ) as response:
-        if response.status_code != 200:
-            raise await refusal(response)
-        conn.connected()
-        async with contextlib.aclosing(EventSource(response).aiter_sse()) as messages:
-            async for message in messages:
-                if message.retry is not None:
-                    conn.retry_hint(message.retry / 1000)
-                if message.data:
-                    yield orjson.loads(message.data)
+    async with (
+        _stream(conn, headers) as response,
+        contextlib.aclosing(EventSource(response).aiter_sse()) as messages,
+    ):
+        async for message in messages:
+            if message.retry is not None:
+                conn.retry_hint(message.retry / 1000)
+            if message.data:
+                yield orjson.loads(message.data)
 
 
 async def read_ndjson(conn: Connection) -> AsyncIterator[dict[str, Any]]:
-    params = {**conn.params, "watch": "true"}
-    headers = {"Accept": "application/x-ndjson"}
-    async with conn.http.stream(
-        "GET", conn.url, params=params, headers=headers, timeout=_stream_timeout(conn)
-    ) as response:
-        if response.status_code != 200:
-            raise await refusal(response)
-        conn.connected()
-        async with contextlib.aclosing(response.aiter_lines()) as lines:
-            async for line in lines:
-                if line.strip():
-                    yield orjson.loads(line)
+    async with (
+        _stream(conn, {"Accept": "application/x-ndjson"}) as response,
+        contextlib.aclosing(response.aiter_lines()) as lines,
+    ):
+        async for line in lines:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
@@ -126,14 +127,8 @@ async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
             str(url), open_timeout=10, close_timeout=2, additional_headers=headers, max_size=None
         )
     except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in RETRY_STATUSES:
-            raise Retry(f"HTTP {status}", retry_after(exc.response.headers.get("Retry-After"))) from None
-        try:
-            problem = orjson.loads(exc.response.body or b"")
-        except orjson.JSONDecodeError:
-            problem = (exc.response.body or b"").decode(errors="replace")
-        raise error_from_problem(status, problem) from None
+        refused = exc.response
+        raise refusal(refused.status_code, refused.headers, refused.body or b"") from None
     async with socket:
         first = True
         while True:
@@ -161,9 +156,7 @@ async def read_longpoll(conn: Connection) -> AsyncIterator[dict[str, Any]]:
     timeout = httpx.Timeout(10.0, read=conn.dead_after + conn.heartbeat)
     while True:
         response = await conn.http.get(conn.url, params=params, timeout=timeout)
-        if response.status_code != 200:
-            raise await refusal(response)
-        conn.connected()
+        await _accepted(conn, response)
         body = response.json()
         events = body["events"]
         for event in events:
@@ -175,11 +168,11 @@ async def read_longpoll(conn: Connection) -> AsyncIterator[dict[str, Any]]:
         params["since"] = revision
 
 
-READERS: dict[str, Callable[[Connection], AsyncIterator[dict[str, Any]]]] = {
+READERS: dict[Transport, Callable[[Connection], AsyncIterator[dict[str, Any]]]] = {
     "sse": read_sse,
     "ws": read_ws,
     "ndjson": read_ndjson,
     "longpoll": read_longpoll,
 }
 
-__all__ = ["READERS", "TRANSPORTS", "APIError", "Connection", "Retry"]
+__all__ = ["READERS", "TRANSPORTS", "APIError", "Connection", "Retry", "Transport"]

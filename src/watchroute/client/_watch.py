@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 import httpx
 from websockets.exceptions import WebSocketException
 
-from ._transports import READERS, TRANSPORTS, Connection, Retry, resource_path
+from ._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
 from .backoff import Backoff
 from .errors import ConnectionFailed, Expired, ServerError, error_from_problem
 from .events import ADDED, BOOKMARK, CHANGE_TYPES, RESYNC, Resource, WatchEvent
@@ -30,10 +30,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("watchroute.client")
 
-Transport = Literal["sse", "ws", "ndjson", "longpoll"]
 OnExpired = Literal["raise", "relist"]
 # Network failures that end a connection, not the watch.
 RETRIABLE = (Retry, ConnectionFailed, httpx.TransportError, OSError, WebSocketException, ServerError)
+
+
+class WatchOptions(TypedDict, total=False):
+    """The keyword arguments of `AsyncClient.watch` and `Client.watch`, passed on as they are to
+    `AsyncWatch`: its signature has the defaults and its checks, so that they live once."""
+
+    since: int | None
+    filter: str | None
+    initial: bool
+    transport: Transport
+    on_expired: OnExpired
+    heartbeat: float
+    backoff: Backoff | None
 
 
 class AsyncWatch:
@@ -55,7 +67,7 @@ class AsyncWatch:
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
-        if on_expired not in ("raise", "relist"):
+        if on_expired not in get_args(OnExpired):
             raise ValueError('on_expired must be "raise" or "relist"')
         if initial and since is not None:
             raise ValueError("initial=True lists the current state; it cannot start at since")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 
 class WatchrouteError(Exception):
     """Anything the client raises on purpose."""
@@ -72,3 +74,13 @@ def error_from_problem(status: int | None, problem: Any) -> APIError:
     status = int(status or problem.get("status") or 500)
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIError)
     return kind(status, problem)
+
+
+def error_from_body(status: int, body: bytes) -> APIError:
+    """The error for a refused request, from the body of the refusal: problem details, or the
+    text of whatever answered instead of watchroute (a proxy's error page, say)."""
+    try:
+        problem = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        problem = body.decode(errors="replace")
+    return error_from_problem(status, problem)

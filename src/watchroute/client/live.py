@@ -214,17 +214,10 @@ class BlockingLiveCollection(Mapping[str, Resource]):
 
     def __init__(self, client: Client, collection: str, **options: Any) -> None:
         self._client = client
-
-        async def make() -> LiveCollection:
-            return LiveCollection(client.aclient, collection, **options)
-
-        self.live = client.run(make())
+        self.live = client._call(LiveCollection, client.aclient, collection, **options)
 
     def start(self) -> BlockingLiveCollection:
-        async def start() -> None:
-            self.live.start()
-
-        self._client.run(start())
+        self._client._call(self.live.start)
         return self
 
     def stop(self) -> None:
@@ -252,11 +245,7 @@ class BlockingLiveCollection(Mapping[str, Resource]):
 
     def snapshot(self) -> dict[str, Resource]:
         """A copy of the mapping, taken on the loop thread (consistent at one revision)."""
-
-        async def copy() -> dict[str, Resource]:
-            return dict(self.live.items)
-
-        return self._client.run(copy())
+        return self._client._call(dict, self.live.items)
 
     def __getitem__(self, id: str) -> Resource:
         return self.live.items[id]
