@@ -9,30 +9,38 @@ import os
 import random
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from watchroute.client import (
+    BOOKMARK,
     RESYNC,
+    APIError,
     AsyncClient,
     AsyncWatch,
     Backoff,
     BadRequest,
     Client,
     Expired,
+    LiveCollection,
     NotFound,
     PreconditionFailed,
+    ProtocolError,
     WatchEvent,
 )
 from watchroute.client._transports import retry_after
 
+from .security_keys import create_apikey
 from .server import ServerProcess
+from .test_security_tls import throwaway_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,6 +326,87 @@ def test_watch_arguments_are_checked_before_connecting():
         client.watch("stocks", transport="pigeon")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         client.watch("stocks", since=3, initial=True)
+
+
+async def test_ws_watch_sends_the_clients_headers(make_server):
+    """An API key given as a header opens WebSocket watches too, not only HTTP ones."""
+    server = make_server(auth="apikey")
+    _, key = create_apikey(server.database, "read:*", "write:*", "watch:*")
+    async with AsyncClient(server.url, headers={"X-API-Key": key}) as client:
+        put = await client.put("stocks", "A", {})
+        async with asyncio.timeout(5), client.watch("stocks", initial=True, transport="ws") as watch:
+            first = await anext(watch)
+        assert (first.object.id, first.object.revision) == ("A", put.revision)
+
+
+async def test_wss_watch_honours_the_clients_tls_settings(make_server, tmp_path):
+    cert, key = throwaway_certificate(tmp_path)
+    server = make_server(tls_cert=cert, tls_key=key)
+    trust = ssl.create_default_context(cafile=str(cert))  # trusts this certificate only
+    async with (
+        httpx.AsyncClient(base_url=server.url, verify=trust) as http,
+        AsyncClient(server.url, http=http) as client,
+    ):
+        await client.put("stocks", "A", {})
+        async with asyncio.timeout(5), client.watch("stocks", initial=True, transport="ws") as watch:
+            first = await anext(watch)
+            assert (first.type, watch.reconnects) == ("ADDED", 0) and first.object.id == "A"
+    with (
+        Client(server.url, verify=trust) as blocking,
+        blocking.watch("stocks", initial=True, transport="ws") as w,
+    ):
+        assert next(w).object.id == "A"
+
+
+async def test_a_rate_limited_listing_is_retried_after_retry_after(make_server):
+    """429 from the listing a watch starts with, or a LiveCollection's, means "later"."""
+    server = make_server(rate_limit_ip="10/2s")  # Retry-After: 1 once the 10 tokens are spent
+
+    async def exhaust(client: AsyncClient) -> None:
+        with pytest.raises(APIError) as limited:
+            for _ in range(50):
+                await client.list("stocks", limit=1)
+        assert limited.value.status == 429
+
+    async with AsyncClient(server.url) as client:
+        await exhaust(client)
+        started = time.monotonic()
+        async with asyncio.timeout(8), client.watch("stocks", heartbeat=1, backoff=quick_backoff()) as watch:
+            assert (await anext(watch)).type == BOOKMARK
+        assert time.monotonic() - started >= 1  # not before the Retry-After
+        await exhaust(client)
+        async with LiveCollection(client, "stocks", backoff=quick_backoff()) as live:
+            assert await live.wait_synced(8)
+
+
+def test_a_malformed_event_is_a_protocol_error():
+    watch = AsyncClient("http://127.0.0.1:1").watch("stocks", since=5)
+    resource = {"id": "A", "revision": 6, "created_revision": 6, "data": {}}
+    assert watch._accept({"type": "MODIFIED", "revision": 6, "object": resource}).revision == 6
+    for raw in (
+        {"type": "MODIFIED", "object": resource},
+        {"type": "ADDED", "revision": "7", "object": resource},
+        {"type": "BOOKMARK"},
+        {"type": "DELETED", "revision": 8},
+        {"type": "DELETED", "revision": 8, "object": {"id": "A"}},
+        ["not", "an", "object"],
+    ):
+        with pytest.raises(ProtocolError):
+            watch._accept(raw)  # type: ignore[arg-type]
+    assert watch.revision == 6
+
+
+async def test_aclose_closes_only_its_own_http_client_and_limit_0_is_sent(server):
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        async with AsyncClient(server.url, http=http) as client:
+            await client.put("stocks", "A", {})
+            with pytest.raises(BadRequest):
+                await client.list("stocks", limit=0)  # sent as it is; the server refuses it
+        assert not http.is_closed
+        assert (await http.get("/v1/stocks/A")).status_code == 200
+    owned = AsyncClient(server.url)
+    await owned.aclose()
+    assert owned.http.is_closed
 
 
 def test_docs_examples_run(server):

@@ -13,6 +13,7 @@ from watchroute.client import (
     AsyncClient,
     Backoff,
     BadRequest,
+    Client,
     ConnectionFailed,
     Expired,
     LiveCollection,
@@ -199,3 +200,33 @@ async def test_a_refused_watch_stops_the_collection_with_its_error(server):
             assert info.value.reason == "BadFilter"
         finally:
             await live.stop()
+
+
+async def test_live_collection_is_a_read_only_mapping(server):
+    async with AsyncClient(server.url) as client:
+        a = await client.put("stocks", "A", {"n": 1})
+        b = await client.put("stocks", "B", {"n": 2})
+        async with LiveCollection(client, "stocks", heartbeat=1) as live:
+            assert await live.wait_synced(5)
+            assert dict(live.items()) == {"A": a, "B": b}
+            assert sorted(live.keys()) == ["A", "B"] and sorted(r.id for r in live.values()) == ["A", "B"]
+            assert live.get("A") == a and live.get("Z") is None and "B" in live and "Z" not in live
+            assert len(live) == 2 and sorted(live) == ["A", "B"]
+            with pytest.raises(TypeError):
+                live["C"] = a  # type: ignore[index]
+
+
+def test_blocking_views_are_snapshots_of_one_revision(server):
+    """ids and entries read together: an entry deleted while a view is iterated is no KeyError."""
+    with Client(server.url) as client:
+        client.put("stocks", "A", {})
+        client.put("stocks", "B", {})
+        with client.live("stocks", heartbeat=1) as live:
+            assert live.wait_synced(5)
+            items, values = iter(live.items()), iter(live.values())
+            first, _ = next(items)
+            assert next(values).id == first
+            other = ({"A", "B"} - {first}).pop()
+            assert live.wait_for_revision(client.delete("stocks", other).revision, 5)
+            assert next(items)[0] == other and next(values).id == other
+            assert other not in live and dict(live.items()) == {first: live[first]}

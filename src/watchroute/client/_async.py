@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from typing import TYPE_CHECKING, Any, Unpack
 
 import httpx
@@ -41,20 +42,29 @@ class AsyncClient:
         *,
         timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        """`headers` go with every request and every watch (WebSocket handshakes included);
+        `verify` is httpx's: an `ssl.SSLContext` (e.g. trusting a private CA) or False, for
+        HTTPS and WSS alike. With `http=`, a client of the caller's own, `timeout`, `headers`
+        and `verify` are that client's business, and `aclose` leaves it open."""
         # Like the CLI: the URL given, else WATCHROUTE_URL, else the local default.
         self.url = (url or os.environ.get("WATCHROUTE_URL") or DEFAULT_URL).rstrip("/")
+        self._owns_http = http is None
         # No cap on connections: every open watch holds one.
         self.http = http or httpx.AsyncClient(
             base_url=self.url,
             timeout=timeout,
             headers=headers,
+            verify=verify,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         )
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        """Close the HTTP client if this client made it (not one passed as `http=`)."""
+        if self._owns_http:
+            await self.http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -70,7 +80,7 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
         if response.status_code >= 400:
-            raise error_from_body(response.status_code, response.content)
+            raise error_from_body(response.status_code, response.content, response.headers)
         return orjson.loads(response.content)
 
     async def _resource(self, method: str, path: str, **kwargs: Any) -> Resource:
@@ -91,10 +101,11 @@ class AsyncClient:
         continue_: str | None = None,
     ) -> ResourceList:
         """One page when `limit` is given (follow `continue_`), else every page of the listing.
+        `limit` is sent as it is: one outside the server's 1..10000 is refused (`BadRequest`).
 
         Either way `revision` is the listing's revision: watching with `since=revision` misses
         nothing that changed while the pages were read."""
-        params: dict[str, Any] = {"limit": limit or MAX_PAGE}
+        params: dict[str, Any] = {"limit": MAX_PAGE if limit is None else limit}
         if filter:
             params["filter"] = filter
         items: list[Resource] = []

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
@@ -46,11 +47,12 @@ class Client:
         *,
         timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="watchroute-client", daemon=True)
         self._thread.start()
-        self.aclient = self._call(AsyncClient, url, timeout=timeout, headers=headers)
+        self.aclient = self._call(AsyncClient, url, timeout=timeout, headers=headers, verify=verify)
         self.url = self.aclient.url
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import time
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -23,11 +22,29 @@ from httpx_sse import EventSource
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .errors import APIError, error_from_body
+from .errors import RETRY_STATUSES, APIError, error_from_body, retry_after
 
 Transport = Literal["sse", "ws", "ndjson", "longpoll"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Headers of the HTTP client that a WebSocket handshake must not carry: the handshake's own
+# (the websockets library writes them), hop-by-hop ones, and what describes an HTTP body.
+NOT_FOR_HANDSHAKE = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "user-agent",  # passed on as the handshake's User-Agent instead
+    }
+)
 
 
 class Retry(Exception):
@@ -56,25 +73,12 @@ def resource_path(collection: str, id: str | None = None) -> str:
     return path if id is None else f"{path}/{quote(id, safe='')}"
 
 
-def retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); 0 when absent."""
-    if not value:
-        return 0.0
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return 0.0
-
-
 def refusal(status: int, headers: Mapping[str, str], body: bytes) -> Exception:
     """The exception for a refused watch request, over HTTP or at a WebSocket handshake: `Retry`
     for a status that says "later", else the server's `APIError`."""
     if status in RETRY_STATUSES:
         return Retry(f"HTTP {status}", retry_after(headers.get("retry-after")))
-    return error_from_body(status, body)
+    return error_from_body(status, body, headers)
 
 
 async def _accepted(conn: Connection, response: httpx.Response) -> None:
@@ -118,13 +122,44 @@ async def read_ndjson(conn: Connection) -> AsyncIterator[dict[str, Any]]:
                 yield orjson.loads(line)
 
 
+def handshake_headers(http: httpx.AsyncClient, url: httpx.URL) -> list[tuple[str, str]]:
+    """The HTTP client's headers that a WebSocket handshake should carry too: credentials
+    (Authorization, X-API-Key...), custom headers, and the cookies it holds for `url`."""
+    headers = [(k, v) for k, v in http.headers.multi_items() if k.lower() not in NOT_FOR_HANDSHAKE]
+    if http.cookies and not any(k.lower() == "cookie" for k, _ in headers):
+        # httpx's cookie jar picks the cookies that match the URL (domain, path, secure).
+        request = httpx.Request("GET", url.copy_with(scheme="https" if url.scheme == "wss" else "http"))
+        http.cookies.set_cookie_header(request)
+        if "cookie" in request.headers:
+            headers.append(("Cookie", request.headers["cookie"]))
+    return headers
+
+
+def ssl_context(http: httpx.AsyncClient) -> ssl.SSLContext | None:
+    """The SSL context the HTTP client's connections use (its `verify=` and `cert=`), for a
+    wss:// connection to honour them too; None (the default context) if it cannot be found, as
+    with a custom transport."""
+    pool = getattr(http._transport, "_pool", None)
+    context = getattr(pool, "_ssl_context", None)
+    return context if isinstance(context, ssl.SSLContext) else None
+
+
 async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
     url = conn.http.base_url.join(conn.url).copy_merge_params({**conn.params, "watch": "true"})
     url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
-    headers = [(k, v) for k, v in conn.http.headers.items() if k.lower() == "authorization"]
+    options: dict[str, Any] = {}
+    if url.scheme == "wss":
+        options["ssl"] = ssl_context(conn.http) or True
+    if "user-agent" in conn.http.headers:
+        options["user_agent_header"] = conn.http.headers["user-agent"]
     try:
         socket = await ws_connect(
-            str(url), open_timeout=10, close_timeout=2, additional_headers=headers, max_size=None
+            str(url),
+            open_timeout=10,
+            close_timeout=2,
+            additional_headers=handshake_headers(conn.http, url),
+            max_size=None,
+            **options,
         )
     except InvalidStatus as exc:
         refused = exc.response
@@ -175,4 +210,13 @@ READERS: dict[Transport, Callable[[Connection], AsyncIterator[dict[str, Any]]]] 
     "longpoll": read_longpoll,
 }
 
-__all__ = ["READERS", "TRANSPORTS", "APIError", "Connection", "Retry", "Transport"]
+__all__ = [
+    "READERS",
+    "RETRY_STATUSES",
+    "TRANSPORTS",
+    "APIError",
+    "Connection",
+    "Retry",
+    "Transport",
+    "retry_after",
+]

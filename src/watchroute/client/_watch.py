@@ -22,7 +22,7 @@ from websockets.exceptions import WebSocketException
 
 from ._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
 from .backoff import Backoff
-from .errors import ConnectionFailed, Expired, ServerError, error_from_problem
+from .errors import APIError, ConnectionFailed, Expired, ProtocolError, ServerError, error_from_problem
 from .events import ADDED, BOOKMARK, CHANGE_TYPES, RESYNC, Resource, WatchEvent
 
 if TYPE_CHECKING:
@@ -156,7 +156,14 @@ class AsyncWatch:
                 continue
             except RETRIABLE as exc:
                 why = f"{type(exc).__name__}: {exc}"
-                hint = exc.after if isinstance(exc, Retry) else 0.0
+                hint = exc.after if isinstance(exc, Retry) else getattr(exc, "retry_after", 0.0)
+            except APIError as exc:
+                # "Later" (429, 503...) from the listing that finds the start, or in an ERROR
+                # event: retried like a refused connection, after at least its Retry-After.
+                if not exc.retriable:
+                    raise
+                why = f"{type(exc).__name__}: {exc}"
+                hint = exc.retry_after
             floor = max(hint, self.server_retry if self.transport == "sse" else 0.0)
             delay = self.backoff.next_delay(floor)
             self.reconnects += 1
@@ -168,11 +175,18 @@ class AsyncWatch:
 
     def _accept(self, raw: dict[str, Any]) -> WatchEvent | None:
         """The event to hand out for one server event, or None for one already handed out."""
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"watch {self.url}: an event that is not an object: {str(raw)[:200]}")
         kind = raw.get("type")
-        revision = raw.get("revision")
         if kind == "ERROR":
             error = raw.get("error") or {}
             raise error_from_problem(error.get("status") if isinstance(error, dict) else None, error)
+        if kind not in (BOOKMARK, *CHANGE_TYPES):
+            log.warning("watch %s: ignoring an event of unknown type %r", self.url, kind)
+            return None
+        revision = raw.get("revision")
+        if type(revision) is not int:
+            raise ProtocolError(f"watch {self.url}: a {kind} event without a revision: {str(raw)[:200]}")
         if kind == BOOKMARK:
             if raw.get("initial_events_end"):
                 self._listing = self._listing_wanted = False
@@ -182,10 +196,12 @@ class AsyncWatch:
                 return None
             self.revision = revision
             return WatchEvent(BOOKMARK, revision, raw=raw)
-        if kind not in CHANGE_TYPES:
-            log.warning("watch %s: ignoring an event of unknown type %r", self.url, kind)
-            return None
-        resource = Resource.from_json(raw["object"])
+        try:
+            resource = Resource.from_json(raw["object"])
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(
+                f"watch {self.url}: a {kind} event without a valid object: {str(raw)[:200]}"
+            ) from exc
         if self._listing:
             return WatchEvent(ADDED, revision, resource, initial=True, raw=raw)
         if self.revision is not None and revision <= self.revision:

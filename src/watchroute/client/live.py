@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
-from .errors import ConnectionFailed, Expired, ServerError
+from .errors import APIError, ConnectionFailed, Expired, ServerError
 from .events import BOOKMARK, DELETED, Resource, WatchEvent
 
 if TYPE_CHECKING:
@@ -56,24 +56,28 @@ class LiveCollection(Mapping[str, Resource]):
         self.on_modified = on_modified
         self.on_deleted = on_deleted
         self.backoff = backoff or Backoff()
-        self.items: dict[str, Resource] = {}
-        self.revision: int | None = None  # `items` is the server's state at this revision
+        # The copy. Private: the mapping's methods (`items()`, `values()`...) are the way in.
+        self._items: dict[str, Resource] = {}
+        self.revision: int | None = None  # the copy is the server's state at this revision
         self.relists = 0  # listings after the first (each after a 410)
         self.error: Exception | None = None  # what stopped it, when not stop()
         self._synced = asyncio.Event()
         self._advanced = asyncio.Event()  # set and replaced whenever `revision` moves
         self._task: asyncio.Task[None] | None = None
 
-    # -- the mapping -------------------------------------------------------------------------
+    # -- the mapping (read-only: keys, values, items, get, len, iter, in come from Mapping) ----
 
     def __getitem__(self, id: str) -> Resource:
-        return self.items[id]
+        return self._items[id]
+
+    def __contains__(self, id: object) -> bool:
+        return id in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.items)
+        return iter(self._items)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._items)
 
     @property
     def synced(self) -> bool:
@@ -134,8 +138,12 @@ class LiveCollection(Mapping[str, Resource]):
             while True:
                 try:
                     page = await self.client.list(self.collection, filter=self.filter)
-                except (ConnectionFailed, ServerError) as exc:
-                    delay = self.backoff.next_delay()
+                except (ConnectionFailed, APIError) as exc:
+                    # "Later" (429, 503...) is retried, after at least its Retry-After; any
+                    # other refusal (a bad filter...) stops the collection.
+                    if isinstance(exc, APIError) and not (exc.retriable or isinstance(exc, ServerError)):
+                        raise
+                    delay = self.backoff.next_delay(getattr(exc, "retry_after", 0.0))
                     log.info("live %s: listing failed (%s); again in %.2fs", self.collection, exc, delay)
                     await asyncio.sleep(delay)
                     continue
@@ -165,11 +173,11 @@ class LiveCollection(Mapping[str, Resource]):
         """Take a listing; report what differs from the copy (nothing, the first time, but
         additions)."""
         fresh = {r.id: r for r in listed}
-        for id in [id for id in self.items if id not in fresh]:
-            await self._emit(self.on_deleted, self.items.pop(id))
+        for id in [id for id in self._items if id not in fresh]:
+            await self._emit(self.on_deleted, self._items.pop(id))
         for id, resource in fresh.items():
-            old = self.items.get(id)
-            self.items[id] = resource
+            old = self._items.get(id)
+            self._items[id] = resource
             if old is None:
                 await self._emit(self.on_added, resource)
             elif old.revision != resource.revision:
@@ -184,13 +192,13 @@ class LiveCollection(Mapping[str, Resource]):
                 self._advance(event.revision)
             return
         if event.type == DELETED:
-            old = self.items.pop(resource.id, None)
+            old = self._items.pop(resource.id, None)
             self._advance(event.revision or resource.revision)
             if old is not None:
                 await self._emit(self.on_deleted, resource)
             return
-        old = self.items.get(resource.id)
-        self.items[resource.id] = resource
+        old = self._items.get(resource.id)
+        self._items[resource.id] = resource
         self._advance(event.revision or resource.revision)
         if old is None:
             await self._emit(self.on_added, resource)
@@ -245,13 +253,29 @@ class BlockingLiveCollection(Mapping[str, Resource]):
 
     def snapshot(self) -> dict[str, Resource]:
         """A copy of the mapping, taken on the loop thread (consistent at one revision)."""
-        return self._client._call(dict, self.live.items)
+        return self._client._call(dict, self.live._items)
+
+    # The views are of a snapshot: ids and entries read at one revision, on the loop thread.
+    # (Mapping's own views would take the ids there and read each entry later, here, when the
+    # entry may be gone.)
+
+    def keys(self) -> KeysView[str]:
+        return self.snapshot().keys()
+
+    def values(self) -> ValuesView[Resource]:
+        return self.snapshot().values()
+
+    def items(self) -> ItemsView[str, Resource]:
+        return self.snapshot().items()
 
     def __getitem__(self, id: str) -> Resource:
-        return self.live.items[id]
+        return self.live._items[id]  # one dict lookup: atomic
+
+    def __contains__(self, id: object) -> bool:
+        return id in self.live._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.snapshot())
 
     def __len__(self) -> int:
-        return len(self.live.items)
+        return len(self.live._items)
