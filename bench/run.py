@@ -1,8 +1,10 @@
-"""Fan-out benchmark: watchroute side by side with its peers, in one run.
+"""Fan-out benchmark: watchroute side by side with its peers, in one run; then watch versus polling.
 
 Starts each server in turn (watchroute if its console script is in .venv, and the peers found in
 --peers-dir), runs the scenarios of bench/fanout.py against it, stops it, and prints a Markdown
-table. With --write-docs it also writes the table and a description of the machine to
+table. Then, on a fresh watchroute (the peers have no lists), bench/polling.py: clients kept
+fresh by polling versus by watching, at a low and a high change rate (--skip-polling leaves it
+out). With --write-docs it also writes the tables and a description of the machine to
 docs/benchmarks.md. See bench/README.md for what each figure means.
 
     .venv/bin/python bench/run.py --quick
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
+import polling
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -67,15 +70,12 @@ def _missing_modules(*names: str) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-def servers(args, workdir: Path) -> list[Server]:
-    peers = Path(args.peers_dir).resolve()
-    py = sys.executable
-    out: list[Server] = []
-
+def watchroute_server(args, workdir: Path, key: str = "watchroute") -> Server:
+    """watchroute on --watchroute-port, on a database of its own in workdir/<key>/."""
     exe = REPO / ".venv" / "bin" / "watchroute"
-    db = workdir / "watchroute" / "bench.db"
+    db = workdir / key / "bench.db"
     wr = Server(
-        key="watchroute",
+        key=key,
         label="watchroute",
         port=args.watchroute_port,
         sub_path="/v1/bench?watch=true",
@@ -88,7 +88,13 @@ def servers(args, workdir: Path) -> list[Server]:
     )
     if not exe.exists():
         wr.unavailable = f"no `watchroute` console script in {exe.parent}"
-    out.append(wr)
+    return wr
+
+
+def servers(args, workdir: Path) -> list[Server]:
+    peers = Path(args.peers_dir).resolve()
+    py = sys.executable
+    out: list[Server] = [watchroute_server(args, workdir)]
 
     raw = Server(
         key="raw",
@@ -418,12 +424,13 @@ def machine() -> str:
             f"- memory: {mem}",
             f"- kernel: {platform.system()} {platform.release()}",
             f"- Python: {platform.python_version()} ({platform.python_implementation()})",
-            "- load generator: bench/fanout.py on the same machine, one process (uvloop)",
+            "- load generator: bench/fanout.py (and bench/polling.py) on the same machine, one "
+            "process (uvloop)",
         ]
     )
 
 
-def report(rows, args, argv: list[str]) -> str:
+def report(rows, args, argv: list[str], polls: list[dict] | None = None, polls_note: str | None = None):
     sizes = (
         f"burst: {args.subscribers:,} streams x {args.events:,} events of ~100 bytes; "
         f"idle: {args.idle_streams:,} streams; steady: {args.steady_rate:g} writes/s for "
@@ -431,26 +438,25 @@ def report(rows, args, argv: list[str]) -> str:
     )
     warn = warnings(rows)
     parts = [
-        "# Fan-out benchmarks",
+        "# Benchmarks",
         "",
-        "watchroute and its peers (`shared/peers/`), measured in one run by `bench/run.py`; "
-        "what each figure means is in `bench/README.md`.",
+        "watchroute and its peers (`shared/peers/`), measured in one run by `bench/run.py`: "
+        "fan-out to many SSE streams, then watch versus polling (watchroute only); what each "
+        "figure means is in `bench/README.md`.",
         "",
         "Command: `.venv/bin/python bench/run.py " + " ".join(argv) + "`",
         "",
         "## Machine",
         machine(),
-        "",
-        "## Results",
-        sizes,
-        "",
-        table(rows, args),
-        "",
-        "### Details",
-        details(rows),
     ]
+    if rows:
+        parts += ["", "## Fan-out", sizes, "", table(rows, args), "", "### Details", details(rows)]
     if warn:
         parts += ["", "### Warnings", *[f"- {w}" for w in warn]]
+    if polls is not None:
+        parts += ["", polling.section(polls)]
+    elif polls_note:
+        parts += ["", "## Watch versus polling", "", polls_note]
     return "\n".join(parts) + "\n"
 
 
@@ -475,7 +481,9 @@ def wait_for_quiet(limit: float, threshold: float = 0.25):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="Fan-out benchmark of watchroute against its peers.")
+    ap = argparse.ArgumentParser(
+        description="Fan-out benchmark of watchroute against its peers, then watch versus polling."
+    )
     ap.add_argument(
         "--peers-dir",
         default=str(REPO / ".." / "shared" / "peers"),
@@ -494,8 +502,18 @@ def parse_args(argv):
         default=10,
         help="burst: latency kept from every Kth stream (1 = all; default 10)",
     )
-    ap.add_argument("--quick", action="store_true", help="smaller run: 200 events, 5 s steady")
-    ap.add_argument("--only", help="comma list of servers: watchroute,raw,sse,nchan")
+    ap.add_argument(
+        "--quick", action="store_true", help="smaller run: 200 events, 5 s steady, 5 s per polling run"
+    )
+    ap.add_argument(
+        "--only",
+        help="comma list of what to run: watchroute,raw,sse,nchan (fan-out) and polling",
+    )
+    ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
+    ap.add_argument("--polling-clients", type=int, default=200, help="polling: clients (200)")
+    ap.add_argument("--polling-seconds", type=float, help="polling: per run (default 15; quick 5)")
+    ap.add_argument("--polling-rates", default="1,100", help="polling: writes/s, comma list (1,100)")
+    ap.add_argument("--polling-docs", type=int, default=100, help="polling: documents (100)")
     ap.add_argument(
         "--quiet-wait",
         type=float,
@@ -512,18 +530,57 @@ def parse_args(argv):
     a.idle_streams = a.idle_streams or 1000
     a.steady_seconds = a.steady_seconds or (5.0 if a.quick else 10.0)
     a.burst_timeout = a.burst_timeout or (60.0 if a.quick else 120.0)
+    a.polling_seconds = a.polling_seconds or (5.0 if a.quick else 15.0)
+    a.polling_rates = tuple(float(x) for x in a.polling_rates.split(","))
+    keep = {k.strip() for k in a.only.split(",")} if a.only else None
+    a.run_polling = not a.skip_polling and (keep is None or "polling" in keep)
     return a
+
+
+def run_polling(args, workdir: Path, loop) -> tuple[list[dict] | None, str | None]:
+    """Watch versus polling on a fresh watchroute: (results, None) or (None, why not)."""
+    srv = watchroute_server(args, workdir, key="watchroute-polling")
+    print("== watch versus polling (watchroute)", flush=True)
+    if srv.unavailable:
+        print(f"  not available: {srv.unavailable}", flush=True)
+        return None, f"Not run: {srv.unavailable}."
+    wait_for_quiet(args.quiet_wait)
+    try:
+        try:
+            start(srv, workdir)
+        except Exception as e:
+            print(f"  did not start: {e}", flush=True)
+            return None, f"Not run: watchroute did not start: {e}"
+        res = loop.run_until_complete(
+            polling.run_all(
+                HOST,
+                srv.port,
+                srv.proc.pid,
+                clients=args.polling_clients,
+                seconds=args.polling_seconds,
+                rates=args.polling_rates,
+                docs=args.polling_docs,
+                log=lambda m: print(m, flush=True),
+                # the runs take a minute or more: a neighbour that starts meanwhile is waited out
+                before_each=lambda: wait_for_quiet(min(args.quiet_wait, 10.0)),
+            )
+        )
+        return res, None
+    finally:
+        stop(srv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    need = max(args.subscribers, args.idle_streams, args.steady_subscribers) + 2000
+    need = max(args.subscribers, args.idle_streams, args.steady_subscribers, args.polling_clients) + 2000
     have = fanout.raise_nofile(need)  # before any server starts: they inherit it
     if have < need:
         print(f"warning: open-file limit {have} < {need}; large runs may fail", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-"))
     rows: list[tuple[Server, dict | None]] = []
+    polls: list[dict] | None = None
+    polls_note = None if args.run_polling else "Not run (`--skip-polling`, or `--only` without `polling`)."
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -546,19 +603,25 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((srv, loop.run_until_complete(measure(srv, args))))
             finally:
                 stop(srv)
+        if args.run_polling:
+            polls, polls_note = run_polling(args, workdir, loop)
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
-    out = report(rows, args, argv)
+    out = report(rows, args, argv, polls, polls_note)
     print()
     print(out)
-    shutil.rmtree(workdir / "watchroute", ignore_errors=True)  # the database; logs are kept
+    for db_dir in ("watchroute", "watchroute-polling"):  # the databases; logs are kept
+        shutil.rmtree(workdir / db_dir, ignore_errors=True)
     print(f"(total {time.monotonic() - t_all:.0f} s; server logs in {workdir})")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {s.key: (r if r is not None else {"unavailable": s.unavailable}) for s, r in rows},
+                {
+                    **{s.key: (r if r is not None else {"unavailable": s.unavailable}) for s, r in rows},
+                    "polling": polls if polls is not None else {"not_run": polls_note},
+                },
                 indent=2,
                 default=str,
             )
