@@ -414,3 +414,16 @@ def test_list_bad_parameters(api, coll):
     assert str(latest + 5) in body["detail"]
     r = api.get(f"/v1/{coll}", params={"revision": latest})
     assert r.status_code == 200 and r.json()["revision"] == latest
+
+
+def test_list_etag_answers_304_until_something_commits(api, coll):
+    api.put(f"/v1/{coll}/a", json={"v": 1})
+    first = api.get(f"/v1/{coll}")
+    tag = first.headers["etag"]
+    assert tag == f'"{first.json()["revision"]}"'
+    again = api.get(f"/v1/{coll}", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.content == b""
+    api.put(f"/v1/{coll}/a", json={"v": 2})
+    fresh = api.get(f"/v1/{coll}", headers={"If-None-Match": tag})
+    assert fresh.status_code == 200
+    assert fresh.json()["items"][0]["data"] == {"v": 2}

@@ -188,12 +188,18 @@ async def list_or_watch_collection(
     revision: Annotated[
         int | None, Query(ge=0, description="Serve a state at least as new as this revision.")
     ] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:
     check_collection(collection)
     flt = _filter(request, q.filter)
     if q.watching:
         return await _watch(request, collection, None, q, flt)
     runtime = runtime_of(request)
+    rule = _read_rule(request, collection)  # refused before anything is said of the collection
+    latest = preconditions.etag(runtime.store.revision)
+    if if_none_match is not None and not continue_ and latest in if_none_match:
+        # Nothing has committed since the list this client holds: a poller pays no body.
+        return Response(status_code=304, headers={"ETag": latest})
     if revision is not None and revision > runtime.store.revision:
         latest = await runtime.store.committed_revision()
         if revision > latest:
@@ -201,7 +207,6 @@ async def list_or_watch_collection(
     after_id, first_revision = None, None
     if continue_:
         after_id, first_revision = decode_continue(continue_, q.filter)
-    rule = _read_rule(request, collection)
     page = await runtime.store.list(collection, restrict(rule, flt), limit, after_id)
     # Every page of one listing reports its first page's revision: watching from there
     # replays whatever changed while the pages were read, so nothing is missed.
@@ -213,7 +218,9 @@ async def list_or_watch_collection(
         list_revision,
         orjson.dumps(token),
     )
-    return Response(body, media_type="application/json")
+    # A first page is the state at its revision: its ETag lets a poller ask "anything new?".
+    headers = {} if continue_ else {"ETag": preconditions.etag(list_revision)}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get(
