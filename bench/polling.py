@@ -84,11 +84,14 @@ class Plan:
             + body
         )
 
-    def list_request(self) -> bytes:
-        return b"GET /v1/%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\n\r\n" % (
+    def list_request(self, etag: bytes = b"") -> bytes:
+        # A careful poller sends the list's ETag back and pays no body while nothing changed.
+        condition = b"If-None-Match: %s\r\n" % etag if etag else b""
+        return b"GET /v1/%s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\n%s\r\n" % (
             self.collection.encode(),
             self.host.encode(),
             self.port,
+            condition,
         )
 
     def watch_target(self) -> fanout.Target:
@@ -128,10 +131,9 @@ class Poller(asyncio.Protocol):
     delivers every write to that document up to it.
     """
 
-    def __init__(self, plan: Plan, tally: Tally, req: bytes):
+    def __init__(self, plan: Plan, tally: Tally):
         self.plan = plan
         self.tally = tally
-        self.req = req
         self.tr: asyncio.Transport | None = None
         self.buf = b""
         self.need = -1  # length of the response being read, once its headers are in
@@ -139,6 +141,7 @@ class Poller(asyncio.Protocol):
         self.busy = False
         self.pending = False
         self.rev = -1
+        self.etag = b""
         self.seen = [-(1 << 62)] * plan.docs
         self.first: asyncio.Future = asyncio.get_running_loop().create_future()
         self.reconnecting: asyncio.Future | None = None
@@ -166,7 +169,7 @@ class Poller(asyncio.Protocol):
             self.tally.poll_errors += 1
             return
         self.tally.reconnects += 1
-        self.tr.write(self.req)
+        self.tr.write(self.plan.list_request(self.etag))
 
     def poll(self):
         if self.busy:
@@ -178,7 +181,7 @@ class Poller(asyncio.Protocol):
         if self.tr is None or self.tr.is_closing():
             self.reconnecting = asyncio.ensure_future(self._reconnect())
         else:
-            self.tr.write(self.req)
+            self.tr.write(self.plan.list_request(self.etag))
 
     # -- response
     def data_received(self, data: bytes):
@@ -190,6 +193,19 @@ class Poller(asyncio.Protocol):
                 if i < 0:
                     break
                 head = buf[:i].lower()
+                if head.startswith(b"http/1.1 304"):  # nothing new: no body
+                    buf = buf[i + 4 :]
+                    self.busy = False
+                    if self.tally.active:
+                        self.tally.polls_done += 1
+                    if self.pending:
+                        self.pending = False
+                        self.poll()
+                    continue
+                e = head.find(b"\r\netag:")
+                if e >= 0:
+                    end = head.find(b"\r\n", e + 2)
+                    self.etag = buf[e + 8 : end if end > 0 else i].strip()
                 j = head.find(b"\r\ncontent-length:")
                 if j < 0 or not head.startswith(b"http/1.1 200"):
                     self.tr.close()  # counted as an error by connection_lost
@@ -265,13 +281,12 @@ class Watcher(fanout.Subscriber):
 async def open_pollers(plan: Plan, tally: Tally, concurrency: int = 100, timeout: float = 60.0):
     """Connect every client and make its first poll (its starting state, not counted)."""
     loop = asyncio.get_running_loop()
-    req = plan.list_request()
     sem = asyncio.Semaphore(concurrency)
     out: list[Poller] = []
 
     async def one():
         async with sem:
-            _, p = await loop.create_connection(lambda: Poller(plan, tally, req), plan.host, plan.port)
+            _, p = await loop.create_connection(lambda: Poller(plan, tally), plan.host, plan.port)
             out.append(p)
             p.poll()
             await p.first
