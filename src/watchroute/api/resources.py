@@ -17,7 +17,6 @@ from ..patches import for_media_type
 from ..problems import bad_request, future_revision, not_found
 from ..runtime import Runtime
 from ..security.identity import identity_of
-from ..security.policy import WriteGuard
 from ..security.rules import restrict
 from ..store import Row, WriteOp
 from ..transports.longpoll import poll
@@ -168,9 +167,29 @@ def _read_rule(request: Request, collection: str) -> Any:
     return runtime_of(request).security.authorize(identity_of(request), "read", collection)
 
 
-def _write_guard(request: Request, kind: str, collection: str, id: str) -> WriteGuard | None:
-    """Checked before the body is read: a refused writer costs no upload."""
-    return runtime_of(request).security.write_guard(identity_of(request), kind, collection, id)
+def _write_op(
+    request: Request,
+    kind: str,
+    collection: str,
+    id: str,
+    if_match: str | None,
+    if_none_match: str | None = None,
+) -> WriteOp:
+    """A write to one resource, its names, preconditions and permission checked before the
+    body is read: a refused writer costs no upload."""
+    check_collection(collection)
+    check_id(id)
+    pre = preconditions.parse(if_match, if_none_match)
+    guard = runtime_of(request).security.write_guard(identity_of(request), kind, collection, id)
+    return WriteOp(
+        kind,
+        collection,
+        id,
+        if_match=pre.if_match,
+        must_exist=pre.must_exist,
+        must_not_exist=pre.must_not_exist or kind == "create",
+        guard=guard,
+    )
 
 
 @router.get(
@@ -276,11 +295,8 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
     summary="Create a resource with an assigned id",
 )
 async def create_resource(request: Request, collection: str) -> Any:
-    check_collection(collection)
-    id = new_id()
-    guard = _write_guard(request, "create", collection, id)
-    data = await read_object(request, runtime_of(request).settings.max_body_bytes)
-    op = WriteOp("create", collection, id, data=data, must_not_exist=True, guard=guard)
+    op = _write_op(request, "create", collection, new_id(), None)
+    op.data = await read_object(request, runtime_of(request).settings.max_body_bytes)
     return await _write_one(request, op)
 
 
@@ -297,21 +313,8 @@ async def put_resource(
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Any:
-    check_collection(collection)
-    check_id(id)
-    pre = preconditions.parse(if_match, if_none_match)
-    guard = _write_guard(request, "put", collection, id)
-    data = await read_object(request, runtime_of(request).settings.max_body_bytes)
-    op = WriteOp(
-        "put",
-        collection,
-        id,
-        data=data,
-        if_match=pre.if_match,
-        must_exist=pre.must_exist,
-        must_not_exist=pre.must_not_exist,
-        guard=guard,
-    )
+    op = _write_op(request, "put", collection, id, if_match, if_none_match)
+    op.data = await read_object(request, runtime_of(request).settings.max_body_bytes)
     return await _write_one(request, op)
 
 
@@ -322,16 +325,10 @@ async def put_resource(
     summary="Patch a resource (merge patch or JSON patch)",
 )
 async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
-    check_collection(collection)
-    check_id(id)
-    pre = preconditions.parse(if_match, None)
-    guard = _write_guard(request, "patch", collection, id)
+    op = _write_op(request, "patch", collection, id, if_match)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     document = await read_json(request, runtime_of(request).settings.max_body_bytes)
-    patch = for_media_type(media_type, document)
-    op = WriteOp(
-        "patch", collection, id, patch=patch, if_match=pre.if_match, must_exist=pre.must_exist, guard=guard
-    )
+    op.patch = for_media_type(media_type, document)
     return await _write_one(request, op)
 
 
@@ -342,9 +339,5 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
     summary="Delete a resource; answers its last state",
 )
 async def delete_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
-    check_collection(collection)
-    check_id(id)
-    pre = preconditions.parse(if_match, None)
-    guard = _write_guard(request, "delete", collection, id)
-    op = WriteOp("delete", collection, id, if_match=pre.if_match, must_exist=pre.must_exist, guard=guard)
+    op = _write_op(request, "delete", collection, id, if_match)
     return await _write_one(request, op)
