@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .security_keys import AUDIENCE, SECRET, hs_token
 from .server import ServerProcess
+from .ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 APP = "https://app.example"
@@ -34,18 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     ).start()
     yield proc
     proc.stop()
-
-
-def ws_url(server: ServerProcess, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
-    await ws.send(orjson.dumps(message).decode())
 
 
 async def write(server: ServerProcess, id: str, data: dict[str, Any]) -> None:

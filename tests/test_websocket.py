@@ -18,20 +18,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .server import ServerProcess
+from .ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def ws_url(server: ServerProcess, path: str) -> str:
-    return server.url.replace("http://", "ws://") + path
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
-    await ws.send(orjson.dumps(message).decode())
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> int | None:
