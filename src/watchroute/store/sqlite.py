@@ -185,31 +185,39 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, write_ops: list[WriteOp], revision: int, ts: float
     ) -> list[Change]:
         changes = []
+        # The job's own writes, by resource: a later op of a batch sees an earlier one's state,
+        # and each resource is written once, in its final state, whatever the batch did to it.
+        staged: dict[tuple[str, str], Row | None] = {}
         for op in write_ops:
             revision += 1
-            current = self._get(conn, op.collection, op.id)
+            key = (op.collection, op.id)
+            current = staged[key] if key in staged else self._get(conn, *key)
             change = ops.apply(op, current, revision, ts)
-            if change.type == "DELETED":
-                conn.execute("DELETE FROM resources WHERE collection = ? AND id = ?", (op.collection, op.id))
-            else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
-                    (op.collection, op.id, revision, change.created_revision, change.data_json),
-                )
-            conn.execute(
-                "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    revision,
-                    ts,
-                    change.type,
-                    op.collection,
-                    op.id,
-                    change.created_revision,
-                    change.data_json,
-                    change.prev_json,
-                ),
+            staged[key] = (
+                None
+                if change.type == "DELETED"
+                else Row(op.collection, op.id, revision, change.created_revision, change.data_json)
             )
             changes.append(change)
+        conn.executemany(
+            "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (c.revision, ts, c.type, c.collection, c.id, c.created_revision, c.data_json, c.prev_json)
+                for c in changes
+            ],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
+            [
+                (r.collection, r.id, r.revision, r.created_revision, r.data_json)
+                for r in staged.values()
+                if r is not None
+            ],
+        )
+        conn.executemany(
+            "DELETE FROM resources WHERE collection = ? AND id = ?",
+            [key for key, r in staged.items() if r is None],
+        )
         return changes
 
     def _settle(self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], revision: int) -> None:
