@@ -90,7 +90,7 @@ class GuardedWatcher(Watcher):
         self._end()
 
     def __del__(self) -> None:
-        # A watcher opened but never entered (a long-poll answered from the initial state).
+        # A watcher opened but never entered: its response never ran (the client left first).
         with contextlib.suppress(Exception):
             self._end()
 
