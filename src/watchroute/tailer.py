@@ -39,9 +39,13 @@ class Tailer:
         if revision <= self.revision:
             return True
         future = asyncio.get_running_loop().create_future()
-        self._waiters.append((revision, future))
+        waiter = (revision, future)
+        self._waiters.append(waiter)
         try:
             await asyncio.wait_for(future, timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)

@@ -29,6 +29,9 @@ class WatchSession:
 
     def track(self, sub: Any, watcher: Watcher) -> None:
         if isinstance(sub, str) and isinstance(watcher, GuardedWatcher):
+            # Forget ended subscriptions as new ones come: a client cycling `sub` names must
+            # not grow this without bound.
+            self._watchers = {s: w for s, w in self._watchers.items() if not w.ended}
             self._watchers[sub] = watcher
 
     async def refresh(self, op: dict[str, Any]) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
 """
+
+log = logging.getLogger("watchroute")
 
 MAX_JOBS_PER_COMMIT = 1024
 LIST_SCAN_CHUNK = 1000
@@ -153,8 +156,10 @@ class SQLiteStore:
         """Apply and commit a group of jobs; return the revision after them."""
         outcomes: list[list[Change] | BaseException] = []
         start = revision
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            # Inside the try: a database locked past busy_timeout fails this group, not the
+            # writer thread (which would leave every later write waiting for ever).
+            conn.execute("BEGIN IMMEDIATE")
             ts = time.time()
             for job in jobs:
                 conn.execute("SAVEPOINT job")
@@ -174,6 +179,13 @@ class SQLiteStore:
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                exc = Problem(
+                    503,
+                    "StoreUnavailable",
+                    f"the database refused the write ({exc}); nothing was written, try again",
+                    headers={"Retry-After": "1"},
+                )
             outcomes = [exc] * len(jobs)
             revision = start
         assert self._loop is not None
@@ -226,7 +238,10 @@ class SQLiteStore:
         if committed:
             self.revision = revision
             assert self._on_commit is not None
-            self._on_commit(committed)
+            try:
+                self._on_commit(committed)
+            except Exception:  # the writes are committed: their writers are answered regardless
+                log.exception("a commit listener failed at revision %d", revision)
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.future.done():
                 continue

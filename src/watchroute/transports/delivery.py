@@ -84,7 +84,9 @@ class Delivery:
         finally:
             watcher.push = None
             if self._finisher is not None:
+                # Whoever writes next (an ERROR event, the end of the stream) must not wait on it.
                 self._finisher.cancel()
+                self._finisher = None
 
     async def _stream(self, heartbeat: float, timeout: float | None, max_events_per_write: int) -> None:
         watcher, framing, loop = self.opened.watcher, self.framing, self.loop

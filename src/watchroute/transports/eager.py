@@ -30,13 +30,24 @@ def send_now(coro: Coroutine[Any, Any, Any]) -> Pending | None:
 async def finish(pending: Pending) -> None:
     """Drive a pending send to its end from a task."""
     coro, waiting_on = pending
-    while True:
-        if isinstance(waiting_on, asyncio.Future):
-            # Wait for it without taking its result: the coroutine reads that when resumed.
-            await asyncio.wait((waiting_on,))
-        else:  # a bare yield: give the loop one turn
-            await asyncio.sleep(0)
+    try:
+        while True:
+            if isinstance(waiting_on, asyncio.Future):
+                # Wait for it without taking its result: the coroutine reads that when resumed.
+                await asyncio.wait((waiting_on,))
+            else:  # a bare yield: give the loop one turn
+                await asyncio.sleep(0)
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration:
+                return
+    except asyncio.CancelledError:
+        # Cancel the send too, so that its own handlers run: a lock it was waiting for passes
+        # on to the next waiter instead of staying promised to a coroutine nobody drives.
         try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
+            coro.throw(asyncio.CancelledError())
+        except BaseException:
+            pass
+        else:
+            coro.close()
+        raise
