@@ -55,6 +55,7 @@ CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
 log = logging.getLogger("watchroute")
 
 MAX_JOBS_PER_COMMIT = 1024
+COMPACTION_STEP = 10_000  # log entries dropped per transaction
 LIST_SCAN_CHUNK = 1000
 
 
@@ -372,7 +373,6 @@ class SQLiteStore:
         def run() -> int:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
                 revision, compacted = self._read_meta(conn)
                 target = compacted
                 if keep_events:
@@ -383,11 +383,16 @@ class SQLiteStore:
                     ).fetchone()
                     if row[0] is not None:
                         target = max(target, row[0])
-                if target > compacted:
-                    conn.execute("DELETE FROM log WHERE revision <= ?", (target,))
-                    conn.execute("UPDATE meta SET value = ? WHERE key = 'compacted'", (target,))
-                conn.execute("COMMIT")
-                return target
+                # In steps, each its own transaction: the writer never waits long for the lock,
+                # however large the surplus (a horizon just made shorter, a first pass).
+                while compacted < target:
+                    step = min(target, compacted + COMPACTION_STEP)
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("DELETE FROM log WHERE revision <= ?", (step,))
+                    conn.execute("UPDATE meta SET value = ? WHERE key = 'compacted'", (step,))
+                    conn.execute("COMMIT")
+                    compacted = step
+                return compacted
             finally:
                 conn.close()
 
