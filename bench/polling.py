@@ -291,16 +291,12 @@ async def open_pollers(plan: Plan, tally: Tally, concurrency: int = 100, timeout
             p.poll()
             await p.first
 
-    tasks = [asyncio.ensure_future(one()) for _ in range(plan.clients)]
-    try:
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
+    async def close_all() -> None:
         for p in out:
             if p.tr:
                 p.tr.close()
-        raise
+
+    await _open_all(plan.clients, one, close_all, timeout)
     return out
 
 
@@ -321,15 +317,20 @@ async def open_watchers(plan: Plan, tally: Tally, stats: fanout.Stats, concurren
             out.append(w)
             await w.ready
 
-    tasks = [asyncio.ensure_future(one()) for _ in range(plan.clients)]
+    await _open_all(plan.clients, one, lambda: fanout.close_subscribers(out), timeout)
+    return out
+
+
+async def _open_all(count: int, one, close_all, timeout: float) -> None:
+    """Run `one()` `count` times concurrently; on failure or timeout, cancel and close all."""
+    tasks = [asyncio.ensure_future(one()) for _ in range(count)]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), timeout)
     except BaseException:
         for t in tasks:
             t.cancel()
-        await fanout.close_subscribers(out)
+        await close_all()
         raise
-    return out
 
 
 # ---------------------------------------------------------------- writer
