@@ -48,5 +48,14 @@ def collection_matches(pattern: str, collection: str) -> bool:
 
 
 def allows(scopes: Iterable[str], action: str, collection: str) -> bool:
+    if isinstance(scopes, frozenset):  # an Identity's: asked on every request, answered once
+        return _allows_cached(scopes, action, collection)
+    return _allows(scopes, action, collection)
+
+
+def _allows(scopes: Iterable[str], action: str, collection: str) -> bool:
     prefix = action + ":"
     return any(s.startswith(prefix) and collection_matches(s[len(prefix) :], collection) for s in scopes)
+
+
+_allows_cached = lru_cache(maxsize=4096)(_allows)

@@ -9,7 +9,7 @@ Identity; nothing already opened sees its old one change under it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,7 +40,17 @@ class Identity:
         return f"{self.method}:{self.subject}"
 
     def at(self, address: str | None, source: str | None = None) -> Identity:
-        return replace(self, address=address, source=source)
+        # Every request makes one: the constructor costs a third of dataclasses.replace.
+        return Identity(
+            subject=self.subject,
+            scopes=self.scopes,
+            claims=self.claims,
+            expires_at=self.expires_at,
+            method=self.method,
+            authenticated=self.authenticated,
+            address=address,
+            source=source,
+        )
 
     def seconds_left(self, now: float) -> float:
         return math.inf if self.expires_at is None else self.expires_at - now

@@ -25,6 +25,8 @@ class WriteOp:
     collection: str
     id: str
     data: dict[str, Any] | None = None
+    # `data` encoded by whoever had it at hand (and in cache); None: the store encodes it.
+    data_json: bytes | None = None
     # Applied to the current state inside the transaction; raises Problem to refuse.
     patch: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     if_match: int | None = None

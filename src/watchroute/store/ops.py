@@ -1,7 +1,9 @@
 """What one write does to one resource, the same for every engine.
 
 The engine reads the current row inside its transaction, calls `apply`, and writes what comes
-back; every refusal is a Problem raised before anything is written.
+back; every refusal is a Problem raised before anything is written. The current state is a stored
+Row, or the Change an earlier write of the same transaction made (both carry revision,
+created_revision, data_json and data).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from ..problems import Problem, not_found, precondition_failed
 from .base import Row, WriteOp
 
 
-def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
+def apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
     """The change `op` makes at `revision`, given the resource's current row."""
     try:
         return _apply(op, current, revision, ts)
@@ -23,7 +25,7 @@ def apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
         raise
 
 
-def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change:
+def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
     guard = op.guard
     if guard is not None and current is not None:
         guard.current(current.data)  # first: a hidden resource's revision must not leak (412)
@@ -35,7 +37,7 @@ def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change
         data = op.data or {}
         if guard is not None:
             guard.new(data)
-        return Change(revision, ADDED, op.collection, op.id, revision, _encode(data), None, ts, data)
+        return Change(revision, ADDED, op.collection, op.id, revision, _data_json(op, data), None, ts)
 
     if op.must_not_exist:
         raise precondition_failed(f"{op.collection}/{op.id} already exists")
@@ -70,11 +72,23 @@ def _apply(op: WriteOp, current: Row | None, revision: int, ts: float) -> Change
         op.collection,
         op.id,
         current.created_revision,
-        _encode(data),
+        _data_json(op, data),
         prev_json,
         ts,
-        data,
     )
+
+
+def encode_early(data: dict) -> bytes | None:
+    """`data` encoded for `WriteOp.data_json`; None when it cannot be (the store then refuses it,
+    after the checks that come first)."""
+    try:
+        return encode(data)
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _data_json(op: WriteOp, data: dict) -> bytes:
+    return op.data_json if op.data_json is not None else _encode(data)
 
 
 def _encode(data: dict) -> bytes:

@@ -1,8 +1,9 @@
 """The embedded store: SQLite in WAL mode, one writer thread with group commit.
 
 Every write goes through one thread that owns the only writing connection. It takes all the
-jobs waiting in its queue, applies each inside a savepoint (a refused job rolls back alone and
-takes no revision) and commits them together: one fsync-worthy commit serves many requests.
+jobs waiting in its queue, reads the current rows they name in one pass, applies each job in
+memory (a refused job writes nothing and takes no revision), writes what the others did in a
+few multi-row statements and commits them together: one fsync-worthy commit serves many requests.
 Reads use their own connections in a small pool; WAL gives each a consistent snapshot.
 
 A process killed after a commit loses nothing: the commit is in the WAL file before any
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import sqlite3
@@ -57,6 +59,49 @@ log = logging.getLogger("watchroute")
 MAX_JOBS_PER_COMMIT = 1024
 COMPACTION_STEP = 10_000  # log entries dropped per transaction
 LIST_SCAN_CHUNK = 1000
+READ_CHUNK = 512  # ids per lookup of a group's current rows (SQLite takes 32766 parameters)
+WRITE_CHUNK = 256  # rows per INSERT statement
+
+# The writer's statements take many rows each. sqlite3 lets go of the GIL around every step of
+# a statement, and a thread that lets go while the event loop is busy may wait up to the switch
+# interval (5 ms) to have it back: a step per row (executemany) had the writer queue behind the
+# loop once per row. Statement texts come in a few sizes (powers of two), each prepared once and
+# then found in the connection's statement cache.
+
+
+@functools.cache
+def _select_rows(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return (
+        f"SELECT id, revision, created_revision, data FROM resources WHERE collection = ? AND id IN ({marks})"
+    )
+
+
+@functools.cache
+def _insert_rows(head: str, width: int, count: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES " + ", ".join([row] * count)
+
+
+def _chunk_sizes(count: int) -> list[int]:
+    """`count` as WRITE_CHUNKs and then powers of two, largest first."""
+    sizes = [WRITE_CHUNK] * (count // WRITE_CHUNK)
+    rest = count % WRITE_CHUNK
+    bit = WRITE_CHUNK
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+def _insert_many(conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
+    at = 0
+    for size in _chunk_sizes(len(rows)):
+        values = [value for row in rows[at : at + size] for value in row]
+        conn.execute(_insert_rows(head, width, size), values)
+        at += size
 
 
 class _Job:
@@ -154,7 +199,13 @@ class SQLiteStore:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], revision: int) -> int:
-        """Apply and commit a group of jobs; return the revision after them."""
+        """Apply and commit a group of jobs; return the revision after them.
+
+        Every job is applied in memory first, against the group's current rows (read in one
+        pass) and the writes of the jobs before it: a refused job has written nothing, so it
+        needs no savepoint, and the group's writes go to the database in a few multi-row
+        statements.
+        """
         outcomes: list[list[Change] | BaseException] = []
         start = revision
         try:
@@ -162,20 +213,26 @@ class SQLiteStore:
             # writer thread (which would leave every later write waiting for ever).
             conn.execute("BEGIN IMMEDIATE")
             ts = time.time()
+            stored = self._current_rows(conn, jobs)
+            # The group's writes so far, by resource (None: deleted): a later job sees them, and
+            # each resource is written once, in its final state.
+            staged: dict[tuple[str, str], Change | None] = {}
+            log_rows: list[tuple[Any, ...]] = []
             for job in jobs:
-                conn.execute("SAVEPOINT job")
                 try:
-                    changes = self._apply_job(conn, job.ops, revision, ts)
+                    changes, written = self._apply_job(job.ops, revision, ts, stored, staged)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
                     outcomes.append(exc)
                     continue
-                conn.execute("RELEASE job")
+                staged.update(written)
                 revision += len(changes)
                 outcomes.append(changes)
+                log_rows += [
+                    (c.revision, ts, c.type, c.collection, c.id, c.created_revision, c.data_json, c.prev_json)
+                    for c in changes
+                ]
             if revision != start:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
+                self._write_group(conn, log_rows, staged, revision)
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -194,44 +251,81 @@ class SQLiteStore:
             self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, revision)
         return revision
 
+    @staticmethod
+    def _current_rows(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[tuple[str, str], Row]:
+        """The stored rows of every resource the group's ops name, in a few lookups."""
+        wanted: dict[str, dict[str, None]] = {}
+        for job in jobs:
+            for op in job.ops:
+                ids = wanted.get(op.collection)
+                if ids is None:
+                    ids = wanted[op.collection] = {}
+                ids[op.id] = None
+        rows: dict[tuple[str, str], Row] = {}
+        for collection, ids in wanted.items():
+            keys = list(ids)
+            for at in range(0, len(keys), READ_CHUNK):
+                chunk = keys[at : at + READ_CHUNK]
+                # Padded to a power of two with repeats: a handful of statement texts, each
+                # prepared once and then found in the connection's statement cache.
+                size = 1 << (len(chunk) - 1).bit_length()
+                chunk += [chunk[-1]] * (size - len(chunk))
+                for rid, rev, created, data in conn.execute(_select_rows(size), (collection, *chunk)):
+                    rows[(collection, rid)] = Row(collection, rid, rev, created, data)
+        return rows
+
+    @staticmethod
     def _apply_job(
-        self, conn: sqlite3.Connection, write_ops: list[WriteOp], revision: int, ts: float
-    ) -> list[Change]:
+        write_ops: list[WriteOp],
+        revision: int,
+        ts: float,
+        stored: dict[tuple[str, str], Row],
+        staged: dict[tuple[str, str], Change | None],
+    ) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
+        """The job's changes and its writes by resource; raises (writing nothing) to refuse.
+
+        A resource written in this group is its last change (None: deleted): a Change carries
+        what a Row does (revision, created_revision, data_json, data), decoded already.
+        """
         changes = []
-        # The job's own writes, by resource: a later op of a batch sees an earlier one's state,
-        # and each resource is written once, in its final state, whatever the batch did to it.
-        staged: dict[tuple[str, str], Row | None] = {}
+        # The job's own writes: a later op of a batch sees an earlier one's state.
+        written: dict[tuple[str, str], Change | None] = {}
         for op in write_ops:
             revision += 1
             key = (op.collection, op.id)
-            current = staged[key] if key in staged else self._get(conn, *key)
+            if key in written:
+                current = written[key]
+            elif key in staged:
+                current = staged[key]
+            else:
+                current = stored.get(key)
             change = ops.apply(op, current, revision, ts)
-            staged[key] = (
-                None
-                if change.type == "DELETED"
-                else Row(op.collection, op.id, revision, change.created_revision, change.data_json)
-            )
+            written[key] = None if change.type == "DELETED" else change
             changes.append(change)
-        conn.executemany(
-            "INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        return changes, written
+
+    @staticmethod
+    def _write_group(
+        conn: sqlite3.Connection,
+        log_rows: list[tuple[Any, ...]],
+        staged: dict[tuple[str, str], Change | None],
+        revision: int,
+    ) -> None:
+        _insert_many(conn, "INSERT INTO log", 8, log_rows)
+        _insert_many(
+            conn,
+            "INSERT OR REPLACE INTO resources",
+            5,
             [
-                (c.revision, ts, c.type, c.collection, c.id, c.created_revision, c.data_json, c.prev_json)
-                for c in changes
+                (c.collection, c.id, c.revision, c.created_revision, c.data_json)
+                for c in staged.values()
+                if c is not None
             ],
         )
-        conn.executemany(
-            "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)",
-            [
-                (r.collection, r.id, r.revision, r.created_revision, r.data_json)
-                for r in staged.values()
-                if r is not None
-            ],
-        )
-        conn.executemany(
-            "DELETE FROM resources WHERE collection = ? AND id = ?",
-            [key for key, r in staged.items() if r is None],
-        )
-        return changes
+        deleted = [key for key, c in staged.items() if c is None]
+        if deleted:
+            conn.executemany("DELETE FROM resources WHERE collection = ? AND id = ?", deleted)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
 
     def _settle(self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], revision: int) -> None:
         # Listeners first: once a writer hears its revision, this instance already knows it.
