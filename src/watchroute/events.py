@@ -4,6 +4,12 @@ A `Change` is one row of the log. Its encodings (event JSON, SSE frame, NDJSON l
 first time a watcher needs them and then shared by every watcher: an event is encoded once,
 not once per watcher. A filtered watcher may see a change under another type (a MODIFIED that
 leaves its filter arrives as DELETED), so encodings are cached per type as well.
+
+A `format=patch` watch asks for a framing with the PATCHES flag: its MODIFIED events carry the
+RFC 7386 merge patch from the previous state, `{"type": "MODIFIED", "revision": N, "id": ...,
+"patch": {...}}`, made once per change like the rest. Every other event, and a MODIFIED whose
+patch cannot be written or would not be shorter than the object, is the same as in full format
+(the same cached bytes).
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from typing import Any
 
 import orjson
 
+from .patches import merge_diff
+
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
 # Never on the wire: a DELETED for a watcher whose rule hides the change's new state. It carries
 # the state before the change (the last one that watcher could see) instead (security/guarded.py).
 WITHDRAWN = "WITHDRAWN"
+# Never on the wire: a MODIFIED that carries the whole object even in a `format=patch` watch,
+# because the client may not hold the state before it (a conflated catch-up, conflation.py).
+RESTATED = "RESTATED"
 BOOKMARK = "BOOKMARK"
 ERROR = "ERROR"
 
@@ -106,11 +117,16 @@ class Change:
         return self.framed(type, JSON)
 
     def framed(self, type: str, framing: int) -> bytes:
-        """This change as event `type`, in `framing` (JSON, SSE or NDJSON); made once."""
+        """This change as event `type`, in `framing` (JSON, SSE or NDJSON, each optionally with
+        PATCHES); made once."""
         key = (type, framing)
         frame = self._encoded.get(key)
         if frame is None:
-            if framing == JSON and type == WITHDRAWN:
+            if framing & PATCHES:
+                frame = self._patch_framed(type, framing & ~PATCHES)
+            elif type == RESTATED:
+                frame = self.framed(MODIFIED, framing)
+            elif framing == JSON and type == WITHDRAWN:
                 resource = self.resource(self._prev_json)
                 frame = encode({"type": DELETED, "revision": self.revision, "object": resource})
             elif framing == JSON:
@@ -120,11 +136,42 @@ class Change:
             self._encoded[key] = frame
         return frame
 
+    def _patch_framed(self, type: str, framing: int) -> bytes:
+        if type != MODIFIED:
+            return self.framed(type, framing)
+        if framing != JSON:
+            return FRAMERS[framing](self.framed(MODIFIED, JSON | PATCHES), self.revision)
+        patch = self._merge_patch()
+        if patch is None:
+            return self.framed(MODIFIED, JSON)
+        return b'{"type":"MODIFIED","revision":%d,"id":%s,"patch":%s}' % (
+            self.revision,
+            orjson.dumps(self.id),
+            patch,
+        )
+
+    def _merge_patch(self) -> bytes | None:
+        """The merge patch from the previous state as JSON; None when the whole object is as
+        good (no previous state, a null no merge patch can write, or not shorter)."""
+        prev = self.prev
+        if prev is None or self.type != MODIFIED:
+            return None
+        try:
+            patch = merge_diff(prev, self.data)
+        except RecursionError:  # nested deeper than the diff can recurse: send it whole
+            return None
+        if patch is None:
+            return None
+        patch_json = orjson.dumps(patch)
+        return patch_json if len(patch_json) < len(self._data_json) else None
+
 
 # Framings a transport asks a change for; each is cached on the change beside the plain JSON.
 JSON = 0
 SSE = 1
 NDJSON = 2
+# A flag on a framing: MODIFIED events as merge patches (format=patch).
+PATCHES = 4
 
 
 def sse_frame(event_json: bytes, id: int | None) -> bytes:

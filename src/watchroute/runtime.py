@@ -20,7 +20,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Store = open_store(settings)
-        self.hub = Hub()
+        self.hub = Hub(coalesce=settings.coalesce_ms / 1000)
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)

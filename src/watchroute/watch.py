@@ -20,6 +20,18 @@ from .watcher import Watcher
 # (a list's revision read a moment before the commit reached the tailer).
 CATCH_UP_SECONDS = 5.0
 
+FORMATS = ("full", "patch")
+PATCH_FORMAT = "patch"
+
+
+def check_format(value: object) -> str:
+    """The `format` of a watch; 400 BadParameter for anything but the names in FORMATS."""
+    if value is None:
+        return "full"
+    if value not in FORMATS:
+        raise bad_request("BadParameter", f"format must be full or patch, not {value!r:.40}")
+    return value  # type: ignore[return-value]
+
 
 @dataclass(slots=True)
 class WatchSpec:
@@ -28,6 +40,10 @@ class WatchSpec:
     since: int | None = None
     filter: Filter | None = None
     initial: bool = False
+    # "full", or "patch": MODIFIED events as merge patches from the previous state (events.py).
+    format: str = "full"
+    # Fold what a watcher reads while behind to the newest state per resource (conflation.py).
+    conflate: bool = False
     # Who asks (security.Identity, from the request's scope): its grant, rule and limits apply.
     identity: Any = None
 
@@ -39,11 +55,14 @@ class OpenedWatch:
     initial_revision: int  # the revision the initial state was read at
     # When the caller's credential expires (Unix time): the watcher then raises 401 TokenExpired.
     expires_at: float | None = None
+    # format=patch: the framings add PATCHES (events.py).
+    patches: bool = False
 
 
 async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     """Check a watch request and place its cursor; raises Problem before any streaming."""
     store, tailer = runtime.store, runtime.tailer
+    patches = check_format(spec.format) == PATCH_FORMAT
     # Grant, rate and caps first: a refused watch costs no read. The rule narrows the filter,
     # so the initial state, live events and membership all see only what the caller may see.
     admission = await runtime.security.admit_watch(spec.identity, spec.collection)
@@ -68,7 +87,8 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     watcher: Watcher = admission.watcher(
         runtime.hub, runtime.window, store, spec.collection, spec.id, flt, cursor
     )
-    return OpenedWatch(watcher, initial, cursor, admission.expires_at)
+    watcher.conflate = spec.conflate
+    return OpenedWatch(watcher, initial, cursor, admission.expires_at, patches)
 
 
 def initial_event_json(row: Row) -> bytes:

@@ -5,6 +5,9 @@
 when its socket is slow it simply stops asking for more, and when it asks again it reads from
 the window, or from the log if the window has moved past it. A watcher whose cursor fell behind
 the history horizon gets 410 Expired instead of a silent gap.
+
+A watcher with `conflate` set folds what it reads while behind to the newest state of each
+resource (conflation.py); what the hub pushes to it once it has caught up is not folded.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from .conflation import conflate
 from .events import ADDED, DELETED, MODIFIED, Change
 from .filter import Filter
 from .hub import Hub
@@ -27,6 +31,7 @@ class Watcher:
         "_wake",
         "closed",
         "collection",
+        "conflate",
         "cursor",
         "filter",
         "hub",
@@ -54,6 +59,7 @@ class Watcher:
         self.filter = flt
         self.cursor = cursor
         self.closed = False
+        self.conflate = False  # set by open_watch for `conflate=true`
         self._wake: asyncio.Future[None] | None = None
         # Set by a transport that can take events straight from a commit while this watcher is
         # parked and caught up: the hub then calls push(events) instead of waking the watcher.
@@ -127,6 +133,8 @@ class Watcher:
         return []
 
     async def _read(self, limit: int) -> list[tuple[str, Change]]:
+        if self.conflate:
+            return await self._read_conflated(limit)
         changes = self.window.after(self.cursor, SCAN_BATCH)
         if changes is None:
             # Behind the window: read the log up to where the window starts.
@@ -146,6 +154,23 @@ class Watcher:
                     return events
         if changes:
             self.cursor = changes[-1].revision
+        return events
+
+    async def _read_conflated(self, limit: int) -> list[tuple[str, Change]]:
+        """Like _read, but the changes of one resource within what is read fold into one event;
+        read as much as one pass may (not `limit` changes), so that more of them fold."""
+        changes = self.window.after(self.cursor, SCAN_BATCH)
+        if changes is None:
+            piece = await self.store.read_log(
+                self.cursor, self.window.first_revision - 1, self.collection, self.id, max(limit, SCAN_BATCH)
+            )
+            changes, scanned_to = piece.changes, piece.scanned_to
+        else:
+            scanned_to = changes[-1].revision if changes else self.cursor
+        events, cut = conflate(self.classify, changes, limit)
+        # Cut at the last event sent: the resources folded past it are read again from there,
+        # which is what a client resuming from that event would get (conflation.py).
+        self.cursor = max(self.cursor, scanned_to if cut is None else cut)
         return events
 
 

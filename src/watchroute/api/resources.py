@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -105,6 +105,13 @@ TimeoutParam = Annotated[
     float | None, Query(gt=0, le=86400, description="End the watch after this many seconds.")
 ]
 LastEventID = Annotated[str | None, Header(alias="Last-Event-ID")]
+FormatParam = Annotated[
+    Literal["full", "patch"],
+    Query(description="`patch`: a MODIFIED event carries the merge patch from the previous state."),
+]
+ConflateParam = Annotated[
+    bool, Query(description="While behind, get only the newest state of each resource.")
+]
 
 
 @dataclass
@@ -117,6 +124,8 @@ class WatchQuery:
     initial: bool = False
     heartbeat: HeartbeatParam = 15
     timeout: TimeoutParam = None
+    format: FormatParam = "full"
+    conflate: ConflateParam = False
     last_event: LastEventID = None
 
     @property
@@ -135,7 +144,9 @@ async def _watch(
         resumed if resumed is not None else q.since,
         flt,
         q.initial and resumed is None,
-        identity_of(request),
+        format=q.format,
+        conflate=q.conflate,
+        identity=identity_of(request),
     )
     settings = runtime.settings
     if q.watch == "longpoll":
@@ -143,9 +154,9 @@ async def _watch(
         opened = await open_watch(runtime, spec)
         return await poll(opened, wait, settings.max_events_per_write)
     framing = (
-        SSEFraming(settings.sse_retry_ms)
+        SSEFraming(settings.sse_retry_ms, q.format == "patch")
         if "text/event-stream" in request.headers.get("accept", "")
-        else NDJSONFraming()
+        else NDJSONFraming(q.format == "patch")
     )
     opened = await open_watch(runtime, spec)
     return WatchStream(
@@ -269,6 +280,11 @@ async def get_or_watch_resource(
     return resource_response(_row_json(row), row.revision)
 
 
+def request_path(request: Request) -> str:
+    """`request.url.path`, without building the whole URL (host header, parsing) to get it."""
+    return request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 def _row_json(row: Row) -> bytes:
     return resource_json(row.id, row.revision, row.created_revision, row.data_json)
 
@@ -277,7 +293,7 @@ async def _write_one(request: Request, op: WriteOp) -> Response:
     [change] = await runtime_of(request).store.write([op])
     body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
     if change.type == "ADDED":
-        path = request.url.path.rstrip("/")
+        path = request_path(request).rstrip("/")
         location = f"{path}/{change.id}" if op.kind == "create" else path
         return resource_response(body, change.revision, 201, Location=location)
     return resource_response(body, change.revision)

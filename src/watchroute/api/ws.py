@@ -17,7 +17,7 @@ from ..runtime import Runtime
 from ..security.identity import identity_of
 from ..security.session import WatchSession
 from ..transports.websocket import Multiplexer, Outbox, serve_watch
-from ..watch import OpenedWatch, WatchSpec, open_watch
+from ..watch import OpenedWatch, WatchSpec, check_format, open_watch
 from .resources import last_event_id, parse_filter
 
 router = APIRouter(prefix="/v1")
@@ -87,7 +87,17 @@ async def _open(
     initial = _bool("initial", params.get("initial"))
     heartbeat = _seconds("heartbeat", params.get("heartbeat"), 1, 300, DEFAULT_HEARTBEAT)
     assert heartbeat is not None
-    opened = await open_watch(runtime, WatchSpec(collection, id, since, flt, initial, identity))
+    spec = WatchSpec(
+        collection,
+        id,
+        since,
+        flt,
+        initial,
+        format=check_format(params.get("format")),
+        conflate=_bool("conflate", params.get("conflate")),
+        identity=identity,
+    )
+    opened = await open_watch(runtime, spec)
     return opened, heartbeat
 
 

@@ -7,6 +7,13 @@ long as the server still has the history; a change at or below the resume point 
 handed out twice. When the history is gone (410) the watch raises `Expired`, or, with
 `on_expired="relist"`, lists again through the watch itself (`initial=true`), marking the new
 listing with a RESYNC event.
+
+With `format="patch"` the server sends a MODIFIED as a merge patch; the watch keeps the last
+state of every resource it has handed out and applies the patch to it, so that the caller gets
+whole objects all the same (and the patch in `event.patch`). It needs the state at its start:
+a watch from now lists it silently first (`initial=true`, not handed out); a watch from `since`
+takes it as `states=` (e.g. the listing `since` came from). A patch for a resource the watch
+does not hold lists again, as after a 410 with `on_expired="relist"`: RESYNC, then the state.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 import httpx
@@ -23,7 +30,8 @@ from websockets.exceptions import WebSocketException
 from ._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
 from .backoff import Backoff
 from .errors import APIError, ConnectionFailed, Expired, ProtocolError, ServerError, error_from_problem
-from .events import ADDED, BOOKMARK, CHANGE_TYPES, RESYNC, Resource, WatchEvent
+from .events import ADDED, BOOKMARK, CHANGE_TYPES, DELETED, MODIFIED, RESYNC, Resource, WatchEvent
+from .merge import apply_merge_patch
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("watchroute.client")
 
 OnExpired = Literal["raise", "relist"]
+Format = Literal["full", "patch"]
 # Network failures that end a connection, not the watch.
 RETRIABLE = (Retry, ConnectionFailed, httpx.TransportError, OSError, WebSocketException, ServerError)
 
@@ -46,6 +55,13 @@ class WatchOptions(TypedDict, total=False):
     on_expired: OnExpired
     heartbeat: float
     backoff: Backoff | None
+    format: Format
+    conflate: bool
+    states: Iterable[Resource] | None
+
+
+class _Unpatchable(Exception):
+    """A patch for a resource the watch does not hold: only a new listing can help."""
 
 
 class AsyncWatch:
@@ -64,6 +80,9 @@ class AsyncWatch:
         on_expired: OnExpired = "raise",
         heartbeat: float = 15.0,
         backoff: Backoff | None = None,
+        format: Format = "full",
+        conflate: bool = False,
+        states: Iterable[Resource] | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
@@ -71,6 +90,8 @@ class AsyncWatch:
             raise ValueError('on_expired must be "raise" or "relist"')
         if initial and since is not None:
             raise ValueError("initial=True lists the current state; it cannot start at since")
+        if format not in get_args(Format):
+            raise ValueError('format must be "full" or "patch"')
         self.client = client
         self.collection = collection
         self.id = id
@@ -85,6 +106,15 @@ class AsyncWatch:
         self._listing_wanted = initial  # the next connection lists first (initial=true)
         self._listing = False  # this connection is still sending the initial state
         self._resync = False  # the next listing replaces state the caller has: say so first
+        self.format = format
+        self.conflate = conflate
+        # format="patch": the last state handed out per id, which the next patch applies to.
+        self._states: dict[str, Resource] | None = None
+        self._silent = False  # this listing only fills _states; the caller did not ask for it
+        if format == "patch":
+            self._states = {r.id: r for r in states or ()}
+            if since is None and not initial:
+                self._listing_wanted = self._silent = True
         self._events = self._run()
 
     def __aiter__(self) -> AsyncWatch:
@@ -110,6 +140,10 @@ class AsyncWatch:
         params: dict[str, Any] = {"heartbeat": self.heartbeat}
         if self.filter:
             params["filter"] = self.filter
+        if self.format != "full":
+            params["format"] = self.format
+        if self.conflate:
+            params["conflate"] = "true"
         if self._listing_wanted:
             params["initial"] = "true"
         elif self.revision is not None:
@@ -127,7 +161,9 @@ class AsyncWatch:
                     self.revision = (await self.client.list(self.collection, limit=1)).revision
                 self._listing = self._listing_wanted
                 if self._listing:
-                    if self._resync:
+                    if self._states is not None:
+                        self._states.clear()  # the listing is the whole state again
+                    if self._resync and not self._silent:
                         yield WatchEvent(RESYNC, None)
                     # Should this listing be cut short, the next one starts over.
                     self._resync = True
@@ -153,6 +189,11 @@ class AsyncWatch:
                     raise
                 log.info("watch %s: history expired at %s; listing again", self.url, self.revision)
                 self._listing_wanted = self._resync = True
+                continue
+            except _Unpatchable as exc:
+                log.warning("watch %s: %s; listing again", self.url, exc)
+                self._listing_wanted = self._resync = True
+                self._silent = False
                 continue
             except RETRIABLE as exc:
                 why = f"{type(exc).__name__}: {exc}"
@@ -191,20 +232,46 @@ class AsyncWatch:
             if raw.get("initial_events_end"):
                 self._listing = self._listing_wanted = False
                 self.revision = revision
+                if self._silent:
+                    self._silent = False
+                    return None
                 return WatchEvent(BOOKMARK, revision, initial_events_end=True, raw=raw)
             if self._listing or (self.revision is not None and revision < self.revision):
                 return None
             self.revision = revision
             return WatchEvent(BOOKMARK, revision, raw=raw)
-        try:
-            resource = Resource.from_json(raw["object"])
-        except (KeyError, TypeError) as exc:
-            raise ProtocolError(
-                f"watch {self.url}: a {kind} event without a valid object: {str(raw)[:200]}"
-            ) from exc
-        if self._listing:
-            return WatchEvent(ADDED, revision, resource, initial=True, raw=raw)
-        if self.revision is not None and revision <= self.revision:
+        if self.revision is not None and revision <= self.revision and not self._listing:
             return None  # already handed out by an earlier connection
+        patch = raw.get("patch") if kind == MODIFIED and "object" not in raw else None
+        if patch is not None:
+            resource = self._patched(raw, revision, patch)
+        else:
+            try:
+                resource = Resource.from_json(raw["object"])
+            except (KeyError, TypeError) as exc:
+                raise ProtocolError(
+                    f"watch {self.url}: a {kind} event without a valid object: {str(raw)[:200]}"
+                ) from exc
+        if self._states is not None:
+            if kind == DELETED and not self._listing:
+                self._states.pop(resource.id, None)
+            else:
+                self._states[resource.id] = resource
+        if self._listing:
+            if self._silent:
+                return None
+            return WatchEvent(ADDED, revision, resource, initial=True, raw=raw)
         self.revision = revision
-        return WatchEvent(kind, revision, resource, raw=raw)
+        return WatchEvent(kind, revision, resource, patch=patch, raw=raw)
+
+    def _patched(self, raw: dict[str, Any], revision: int, patch: Any) -> Resource:
+        """The resource a MODIFIED patch makes of the state held for its id."""
+        id = raw.get("id")
+        if not isinstance(id, str) or not isinstance(patch, dict):
+            raise ProtocolError(f"watch {self.url}: a patch event without id or patch: {str(raw)[:200]}")
+        held = self._states.get(id) if self._states is not None else None
+        if held is None:
+            raise _Unpatchable(
+                f"a patch at revision {revision} for {id!r}, whose state the watch does not hold"
+            )
+        return Resource(id, revision, held.created_revision, apply_merge_patch(held.data, patch))

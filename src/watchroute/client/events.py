@@ -68,6 +68,9 @@ class WatchEvent:
     initial: bool = False
     # The BOOKMARK that ends an initial listing.
     initial_events_end: bool = False
+    # format="patch": the merge patch the server sent for this MODIFIED (`object` has it applied);
+    # None when the server sent the whole object.
+    patch: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -7,6 +7,12 @@ survives restarts by resuming. When the server's history no longer reaches back 
 `on_deleted` for what is gone, `on_added` for what is new, `on_modified` for what changed, and
 nothing for what did not; a reset that reports everything again would make every consumer do
 its work twice.
+
+`format="patch"` and `conflate=True` are passed on to its watch. With patches the watch starts
+from the copy (its `states`), so every patch applies to what the copy holds; should the watch
+ever list again (RESYNC), the copy takes that listing the same way, with true differences.
+With conflation a copy that fell behind skips the intermediate states and its callbacks see
+only the newest one.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
 from .errors import APIError, ConnectionFailed, Expired, ServerError
-from .events import BOOKMARK, DELETED, Resource, WatchEvent
+from .events import BOOKMARK, DELETED, RESYNC, Resource, WatchEvent
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
     from ._sync import Client
-    from ._watch import Transport
+    from ._watch import Format, Transport
 
 log = logging.getLogger("watchroute.client")
 
@@ -46,8 +52,12 @@ class LiveCollection(Mapping[str, Resource]):
         on_modified: Callback | None = None,
         on_deleted: Callback | None = None,
         backoff: Backoff | None = None,
+        format: Format = "full",
+        conflate: bool = False,
     ) -> None:
         self.client = client
+        self.format: Format = format
+        self.conflate = conflate
         self.collection = collection
         self.filter = filter
         self.transport = transport
@@ -64,6 +74,7 @@ class LiveCollection(Mapping[str, Resource]):
         self._synced = asyncio.Event()
         self._advanced = asyncio.Event()  # set and replaced whenever `revision` moves
         self._task: asyncio.Task[None] | None = None
+        self._relisting: list[Resource] | None = None  # after a RESYNC, until its listing ends
 
     # -- the mapping (read-only: keys, values, items, get, len, iter, in come from Mapping) ----
 
@@ -156,6 +167,9 @@ class LiveCollection(Mapping[str, Resource]):
                     transport=self.transport,
                     heartbeat=self.heartbeat,
                     backoff=self.backoff,
+                    format=self.format,
+                    conflate=self.conflate,
+                    states=page.items if self.format == "patch" else None,
                 )
                 try:
                     async with watch:
@@ -186,6 +200,16 @@ class LiveCollection(Mapping[str, Resource]):
         self._synced.set()
 
     async def _apply(self, event: WatchEvent) -> None:
+        if event.type == RESYNC:
+            self._relisting = []
+            return
+        if self._relisting is not None:
+            if event.initial and event.object is not None:
+                self._relisting.append(event.object)
+            elif event.initial_events_end and event.revision is not None:
+                listed, self._relisting = self._relisting, None
+                await self._replace(listed, event.revision)
+            return
         resource = event.object
         if event.type == BOOKMARK or resource is None:
             if event.revision is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..events import Change, bookmark_json
@@ -22,15 +22,37 @@ from .framing import Framing
 
 # One write of several frames to the connection.
 Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]
+# The same write started at once, from a commit: None when it is done, else what finishes it
+# once the socket takes more.
+SendNow = Callable[[list[bytes]], Awaitable[None] | None]
+
+# Per framing, the last event list encoded. The hub hands one list to every unfiltered watcher
+# of a collection, so its frames are built and joined once per commit, not once per watcher.
+_encoded: dict[object, tuple[list[tuple[str, Change]], list[bytes]]] = {}
+
+
+def encode(framing: Framing, events: list[tuple[str, Change]]) -> list[bytes]:
+    key = framing.shared_key
+    if key is not None:
+        last = _encoded.get(key)
+        if last is not None and last[0] is events:
+            return last[1]
+        frames = [b"".join([framing.change(kind, c) for kind, c in events])]
+        _encoded[key] = (events, frames)
+        return frames
+    return [framing.change(kind, c) for kind, c in events]
 
 
 class Delivery:
-    __slots__ = ("_finisher", "_write", "framing", "last_output", "loop", "opened")
+    __slots__ = ("_finisher", "_send", "_write", "framing", "last_output", "loop", "opened")
 
-    def __init__(self, opened: OpenedWatch, framing: Framing, write: Write) -> None:
+    def __init__(
+        self, opened: OpenedWatch, framing: Framing, write: Write, send: SendNow | None = None
+    ) -> None:
         self.opened = opened
         self.framing = framing
         self._write = write
+        self._send = send or self._send_eagerly
         self.loop = asyncio.get_running_loop()
         self.last_output = self.loop.time()
         self._finisher: asyncio.Future[None] | None = None
@@ -46,21 +68,24 @@ class Delivery:
     def push(self, events: list[tuple[str, Change]]) -> None:
         """Write a commit's events from the hub, without waking the watch's task."""
         watcher = self.opened.watcher
-        frames = [self.framing.change(kind, change) for kind, change in events]
         try:
-            pending = eager.send_now(self._write(frames))
+            rest = self._send(encode(self.framing, events))
         except Exception:  # the connection is broken: end this watch
             watcher.close()
             return
         self.last_output = self.loop.time()
-        if pending is not None:
+        if rest is not None:
             # The socket pushed back. Nothing more is pushed until this write is out; commits
             # meanwhile wake the watcher, which reads them from the window after it.
             watcher.push = None
-            self._finisher = asyncio.ensure_future(self._finish(pending))
+            self._finisher = asyncio.ensure_future(self._finish(rest))
 
-    async def _finish(self, pending: eager.Pending) -> None:
-        await eager.finish(pending)
+    def _send_eagerly(self, frames: list[bytes]) -> Awaitable[None] | None:
+        pending = eager.send_now(self._write(frames))
+        return None if pending is None else eager.finish(pending)
+
+    async def _finish(self, rest: Awaitable[None]) -> None:
+        await rest
         self._finisher = None
         watcher = self.opened.watcher
         if not watcher.closed:
@@ -103,4 +128,4 @@ class Delivery:
             wait = min(self.last_output + heartbeat, deadline) - now
             events = await watcher.next(max_events_per_write, wait)
             if events:
-                await self.write([framing.change(kind, c) for kind, c in events])
+                await self.write(encode(framing, events))

@@ -10,6 +10,9 @@ from ..events import Change
 class Framing(Protocol):
     media_type: str
     headers: dict[str, str]
+    # Frames that may be joined into one write and whose bytes depend on nothing but the event:
+    # every watch with the same key shares them. None for message framings (WebSocket).
+    shared_key: object
 
     def preamble(self) -> bytes: ...
     def change(self, kind: str, change: Change) -> bytes: ...

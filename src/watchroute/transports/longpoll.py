@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from ..events import bookmark_json
+from ..events import JSON, PATCHES, bookmark_json
 from ..watch import OpenedWatch, initial_event_json
 
 
@@ -20,6 +20,7 @@ async def poll(opened: OpenedWatch, timeout: float, limit: int) -> Response:
             parts.append(bookmark_json(opened.initial_revision, initial_events_end=True))
         else:
             events = await watcher.next(limit, timeout)
-            parts = [c.event_json(kind) for kind, c in events]
+            flags = JSON | PATCHES if opened.patches else JSON
+            parts = [c.framed(kind, flags) for kind, c in events]
     body = b'{"events":[%s],"revision":%d}' % (b",".join(parts), watcher.cursor)
     return Response(body, media_type="application/json")

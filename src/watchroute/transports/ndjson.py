@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from ..events import NDJSON, Change
+from ..events import NDJSON, PATCHES, Change
 
 
 class NDJSONFraming:
     media_type = "application/x-ndjson"
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    shared_key: object = "ndjson"
+
+    def __init__(self, patches: bool = False) -> None:
+        self.flags = NDJSON | PATCHES if patches else NDJSON  # format=patch
+        if patches:
+            # Patch frames differ from full ones: share them only among patch watches.
+            self.shared_key = "ndjson+patch"
 
     def preamble(self) -> bytes:
         return b""
 
     def change(self, kind: str, change: Change) -> bytes:
-        return change.framed(kind, NDJSON)
+        return change.framed(kind, self.flags)
 
     def initial(self, event_json: bytes) -> bytes:
         return event_json + b"\n"

@@ -7,21 +7,26 @@ bookmarks carry `id: <revision>`, so a reconnecting EventSource resumes by itsel
 
 from __future__ import annotations
 
-from ..events import SSE, Change, sse_frame
+from ..events import PATCHES, SSE, Change, sse_frame
 
 
 class SSEFraming:
     media_type = "text/event-stream"
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    shared_key: object = "sse"
 
-    def __init__(self, retry_ms: int) -> None:
+    def __init__(self, retry_ms: int, patches: bool = False) -> None:
         self.retry_ms = retry_ms
+        self.flags = SSE | PATCHES if patches else SSE  # format=patch
+        if patches:
+            # Patch frames differ from full ones: share them only among patch watches.
+            self.shared_key = "sse+patch"
 
     def preamble(self) -> bytes:
         return b"retry: %d\n\n" % self.retry_ms
 
     def change(self, kind: str, change: Change) -> bytes:
-        return change.framed(kind, SSE)
+        return change.framed(kind, self.flags)
 
     def initial(self, event_json: bytes) -> bytes:
         return sse_frame(event_json, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -12,8 +13,11 @@ from ..events import error_json
 from ..problems import Problem
 from ..watch import OpenedWatch
 from ..watcher import Watcher
-from .delivery import Delivery
+from .delivery import Delivery, SendNow, Write
 from .framing import Framing
+from .takeover import StreamConnection, can_take_over, take_over
+
+log = logging.getLogger("watchroute")
 
 # The scope key under which the app leaves the server's own `send` (app.py explains why).
 SERVER_SEND = "watchroute.server_send"
@@ -42,36 +46,61 @@ class WatchStream(Response):
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        watcher, framing = self.opened.watcher, self.framing
+        framing = self.framing
         headers = [(b"content-type", framing.media_type.encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in framing.headers.items()]
-
         # Body chunks skip the middleware layers, which only watch the start message.
         send_body = scope.get(SERVER_SEND, send)
+        if can_take_over(send_body):
+            headers.append((b"connection", b"close"))
+        # The start goes through every middleware layer (CORS and security headers).
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        connection = take_over(send_body)
+        if connection is not None:
+            # The watch goes on in a task of its own; the request is over for the server.
+            asyncio.get_running_loop().create_task(self._run_on(connection))
+            return
 
         async def write(frames: list[bytes]) -> None:
             body = frames[0] if len(frames) == 1 else b"".join(frames)
             await send_body({"type": "http.response.body", "body": body, "more_body": True})
 
+        watcher = self.opened.watcher
         with watcher:
             listener = asyncio.create_task(_close_on_disconnect(receive, watcher))
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                delivery = Delivery(self.opened, framing, write)
-                preamble = framing.preamble()
-                if preamble:
-                    await delivery.write([preamble])
-                try:
-                    await delivery.run(
-                        heartbeat=self.heartbeat,
-                        timeout=self.timeout,
-                        max_events_per_write=self.max_events_per_write,
-                    )
-                except Problem as problem:
-                    await delivery.write([framing.error(error_json(problem.to_dict()))])
+                await self._deliver(write)
                 await send_body({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 listener.cancel()
+
+    async def _run_on(self, connection: StreamConnection) -> None:
+        watcher = self.opened.watcher
+        try:
+            with watcher:
+                connection.on_close(watcher.close)
+                await self._deliver(connection.write, connection.send)
+        except ConnectionError:
+            pass  # the client left in the middle of a write
+        except Exception:
+            log.exception("watch stream failed")
+        finally:
+            connection.end()
+
+    async def _deliver(self, write: Write, send: SendNow | None = None) -> None:
+        framing = self.framing
+        delivery = Delivery(self.opened, framing, write, send)
+        preamble = framing.preamble()
+        if preamble:
+            await delivery.write([preamble])
+        try:
+            await delivery.run(
+                heartbeat=self.heartbeat,
+                timeout=self.timeout,
+                max_events_per_write=self.max_events_per_write,
+            )
+        except Problem as problem:
+            await delivery.write([framing.error(error_json(problem.to_dict()))])
 
 
 async def _close_on_disconnect(receive: Receive, watcher: Watcher) -> None:

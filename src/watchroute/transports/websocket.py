@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from ..events import Change, error_json
+from ..events import JSON, PATCHES, Change, error_json
 from ..problems import Problem, bad_request
 from ..watch import OpenedWatch
 from ..watcher import Watcher
@@ -86,11 +86,14 @@ def _tagged(prefix: bytes, event_json: bytes) -> bytes:
 class WSFraming:
     """One event JSON per text message; on `/v1/_watch` each carries its `"sub"`."""
 
-    def __init__(self, prefix: bytes) -> None:
+    shared_key: object = None  # one message per event
+
+    def __init__(self, prefix: bytes, patches: bool = False) -> None:
         self.prefix = prefix
+        self.flags = JSON | PATCHES if patches else JSON  # format=patch
 
     def change(self, kind: str, change: Change) -> bytes:
-        return _tagged(self.prefix, change.event_json(kind))
+        return _tagged(self.prefix, change.framed(kind, self.flags))
 
     def initial(self, event_json: bytes) -> bytes:
         return _tagged(self.prefix, event_json)
@@ -106,7 +109,7 @@ def delivery(opened: OpenedWatch, outbox: Outbox, prefix: bytes) -> Delivery:
     async def write(frames: list[bytes]) -> None:
         await outbox.send(*frames)
 
-    return Delivery(opened, WSFraming(prefix), write)
+    return Delivery(opened, WSFraming(prefix, opened.patches), write)
 
 
 # -- a watch URL upgraded to a WebSocket -----------------------------------------------------
