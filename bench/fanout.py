@@ -37,6 +37,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psutil
@@ -186,16 +187,15 @@ class Stats:
         self.active = True
 
 
-class Subscriber(asyncio.Protocol):
-    """One SSE stream. Counts deliveries; if `record`, also keeps their latencies."""
+class StreamReader(asyncio.Protocol):
+    """One streaming HTTP response, read raw: checks the status, then hands `lines` the body in
+    whole lines only, so that a marker or a value split across reads is never lost."""
 
-    __slots__ = ("carry", "closed", "head", "in_body", "ready", "record", "req", "stats", "tr")
+    __slots__ = ("carry", "closed", "head", "in_body", "ready", "req", "tr")
 
-    def __init__(self, stats: Stats, req: bytes, record: bool):
+    def __init__(self, req: bytes):
         loop = asyncio.get_running_loop()
-        self.stats = stats
         self.req = req
-        self.record = record
         self.head = b""
         self.in_body = False
         self.carry = b""
@@ -225,22 +225,38 @@ class Subscriber(asyncio.Protocol):
             self.in_body = True
             parts = status.split(b" ", 2)
             if len(parts) < 2 or parts[1] != b"200":
-                self.ready.set_exception(ConnectionError(f"subscribe answered {status!r}"))
+                self.ready.set_exception(ConnectionError(f"stream answered {status!r}: {data[:200]!r}"))
                 self.tr.close()
                 return
             self.ready.set_result(None)
-            if not data:
-                return
-        # Only whole lines are scanned, so a marker or timestamp split across reads is never lost.
         if self.carry:
             data = self.carry + data
             self.carry = b""
+        if not data:
+            return
         if data[-1] != 10:
             j = data.rfind(b"\n")
             self.carry = data[j + 1 :]
             if j < 0:
                 return
             data = data[: j + 1]
+        self.lines(data)
+
+    def lines(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class Subscriber(StreamReader):
+    """One SSE stream. Counts deliveries; if `record`, also keeps their latencies."""
+
+    __slots__ = ("record", "stats")
+
+    def __init__(self, stats: Stats, req: bytes, record: bool):
+        super().__init__(req)
+        self.stats = stats
+        self.record = record
+
+    def lines(self, data: bytes) -> None:
         st = self.stats
         if not st.active:
             return
@@ -266,6 +282,9 @@ class Subscriber(asyncio.Protocol):
             st.done.set_result(None)
 
 
+R = TypeVar("R", bound=StreamReader)
+
+
 async def open_subscribers(
     target: Target,
     n: int,
@@ -275,19 +294,34 @@ async def open_subscribers(
     timeout: float = 60.0,
 ) -> list[Subscriber]:
     """Open n streams and wait until every one got its response headers."""
-    loop = asyncio.get_running_loop()
     req = target.sub_request()
+    return await open_readers(
+        target.host,
+        target.port,
+        n,
+        lambda i: Subscriber(stats, req, record_every > 0 and i % record_every == 0),
+        concurrency,
+        timeout,
+    )
+
+
+async def open_readers(
+    host: str,
+    port: int,
+    n: int,
+    make: Callable[[int], R],
+    concurrency: int = 200,
+    timeout: float = 60.0,
+) -> list[R]:
+    """Open n streams (`make(i)` reads the i-th) and wait until every one got its headers."""
+    loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(concurrency)
-    subs: list[Subscriber] = []
+    readers: list[R] = []
 
     async def one(i: int):
         async with sem:
-            _, p = await loop.create_connection(
-                lambda: Subscriber(stats, req, record_every > 0 and i % record_every == 0),
-                target.host,
-                target.port,
-            )
-            subs.append(p)
+            _, p = await loop.create_connection(lambda: make(i), host, port)
+            readers.append(p)
             await p.ready
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
@@ -296,17 +330,17 @@ async def open_subscribers(
     except BaseException:
         for t in tasks:
             t.cancel()
-        await close_subscribers(subs)
+        await close_readers(readers)
         raise
-    return subs
+    return readers
 
 
-async def close_subscribers(subs: list[Subscriber], wait: float = 5.0):
-    for s in subs:
-        if s.tr is not None:
-            s.tr.close()
-    if subs:
-        await asyncio.wait([asyncio.ensure_future(s.closed) for s in subs], timeout=wait)
+async def close_readers(readers: list[StreamReader], wait: float = 5.0):
+    for r in readers:
+        if r.tr is not None:
+            r.tr.close()
+    if readers:
+        await asyncio.wait([asyncio.ensure_future(r.closed) for r in readers], timeout=wait)
 
 
 # ---------------------------------------------------------------- publisher
@@ -446,7 +480,7 @@ async def warmup(target: Target, subscribers: int = 10, events: int = 20, timeou
         await asyncio.wait_for(asyncio.shield(stats.done), timeout)
     finally:
         pub.close()
-        await close_subscribers(subs)
+        await close_readers(subs)
 
 
 async def run_idle(target: Target, k: int, timeout: float = 120.0) -> dict:
@@ -457,12 +491,16 @@ async def run_idle(target: Target, k: int, timeout: float = 120.0) -> dict:
     t0 = time.monotonic()
     subs = await open_subscribers(target, k, stats, record_every=0, timeout=timeout)
     opened_s = time.monotonic() - t0
+    nofile = None
+    if probe.root is not None:
+        with contextlib.suppress(psutil.Error, AttributeError):
+            nofile = probe.root.rlimit(psutil.RLIMIT_NOFILE)[0]
     try:
         await asyncio.sleep(1.0)
         await probe.settle()
         rss1 = probe.rss()
     finally:
-        await close_subscribers(subs)
+        await close_readers(subs)
     await probe.settle()
     return {
         "idle_streams": k,
@@ -470,6 +508,7 @@ async def run_idle(target: Target, k: int, timeout: float = 120.0) -> dict:
         "rss_open_mb": rss1 / 2**20,
         "rss_per_stream_kb": (rss1 - rss0) / k / 1024,
         "open_s": opened_s,
+        "server_nofile": nofile,  # the server's open-file limit (soft), as it ran
     }
 
 
@@ -513,7 +552,7 @@ async def run_burst(
             gc.enable()
     finally:
         pub.close()
-        await close_subscribers(subs)
+        await close_readers(subs)
     delivered = stats.count
     wall = max(1e-9, (end_ns - first_ns) / 1e9)
     res = {
@@ -554,6 +593,7 @@ async def run_steady(
     silently lowering the rate (no coordinated omission).
     """
     probe = ServerProbe(target.pid)
+    me = psutil.Process()
     stats = Stats()
     subs = await open_subscribers(target, subscribers, stats, record_every=record_every)
     idle: list[Publisher] = []
@@ -570,7 +610,7 @@ async def run_steady(
         interval = 1e9 / rate
         start = _time_ns() + 20_000_000
         stats.arm(total * subscribers, _time_ns())  # every write is stamped later than this
-        cpu0 = probe.cpu()
+        cpu0, gen0, all0 = probe.cpu(), sum(me.cpu_times()[:2]), machine_busy()
         late = 0
         tasks = set()
 
@@ -612,11 +652,12 @@ async def run_steady(
             await asyncio.wait_for(asyncio.shield(stats.done), drain_timeout)
         except TimeoutError:
             timed_out = True
-        cpu1 = probe.cpu()
+        cpu1, gen1, all1 = probe.cpu(), sum(me.cpu_times()[:2]), machine_busy()
+        end_ns = _time_ns()
     finally:
         for p in all_pubs:
             p.close()
-        await close_subscribers(subs)
+        await close_readers(subs)
     res = {
         "subscribers": subscribers,
         "rate": rate,
@@ -628,7 +669,10 @@ async def run_steady(
         "late_writes": late,
         "publish_connections": len(all_pubs),
         "errors": errors[:3],
-        "server_cpu_util": (cpu1 - cpu0) / max(1e-9, (_time_ns() - start) / 1e9),
+        "server_cpu_util": (cpu1 - cpu0) / max(1e-9, (end_ns - start) / 1e9),
+        "generator_cpu_util": (gen1 - gen0) / max(1e-9, (end_ns - start) / 1e9),
+        "other_cpu_util": max(0.0, (all1 - all0) - (cpu1 - cpu0) - (gen1 - gen0))
+        / max(1e-9, (end_ns - start) / 1e9),
     }
     res.update(latency_summary(stats.lat))
     await probe.settle()

@@ -317,7 +317,7 @@ async def open_watchers(plan: Plan, tally: Tally, stats: fanout.Stats, concurren
             out.append(w)
             await w.ready
 
-    await _open_all(plan.clients, one, lambda: fanout.close_subscribers(out), timeout)
+    await _open_all(plan.clients, one, lambda: fanout.close_readers(out), timeout)
     return out
 
 
@@ -488,7 +488,7 @@ async def run_one(plan: Plan) -> dict:
         for p in pollers:
             if p.tr is not None:
                 p.tr.close()
-        await fanout.close_subscribers(watchers)
+        await fanout.close_readers(watchers)
     (t0, c0, g0, a0, b0, p0, w0), (t1, c1, g1, a1, b1, p1, w1) = snaps["start"], snaps["end"]
     wall = max(1e-9, (t1 - t0) / 1e9)
     lat = tally.lat

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
+import filtered
 import polling
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,7 +248,11 @@ async def measure(srv: Server, args) -> dict:
         (
             "steady",
             lambda: fanout.run_steady(
-                t, args.steady_subscribers, args.steady_rate, args.steady_seconds, record_every=1
+                t,
+                args.steady_subscribers,
+                args.steady_rate,
+                args.steady_seconds,
+                record_every=args.record_every,
             ),
         ),
     ]
@@ -331,7 +336,7 @@ def table(rows: list[tuple[Server, dict | None]], args) -> str:
         "deliveries/s",
         "server CPU per delivery",
         "latency p50 / p99 (burst)",
-        "idle RSS per open stream",
+        "idle RSS per open SSE stream",
         f"latency p50 / p99 (steady, {args.steady_rate:g} writes/s x {args.steady_subscribers} streams)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -353,6 +358,7 @@ def details(rows: list[tuple[Server, dict | None]]) -> str:
         "burst: other CPU busy",
         "idle: RSS before → with streams",
         "steady: writes/s achieved",
+        "steady: server / generator CPU busy",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for srv, r in rows:
@@ -377,6 +383,11 @@ def details(rows: list[tuple[Server, dict | None]]) -> str:
             else f"{i['rss_before_mb']:.1f} → {i['rss_open_mb']:.1f} MB ({i['idle_streams']:,} streams)"
         )
         c.append("-" if "error" in s else f"{s['achieved_rate']:.0f} of {s['rate']:g}")
+        c.append(
+            "-"
+            if "error" in s
+            else f"{s['server_cpu_util']:.0%} / {s.get('generator_cpu_util', float('nan')):.0%}"
+        )
         lines.append("| " + " | ".join(c) + " |")
     return "\n".join(lines)
 
@@ -390,6 +401,12 @@ def warnings(rows) -> list[str]:
                 f"{srv.label}: the load generator was {b['generator_cpu_util']:.0%} busy during "
                 "the burst, so its deliveries/s may be capped by the generator; CPU per delivery "
                 "is the server's own and still holds."
+            )
+        st = (r or {}).get("steady", {})
+        if st.get("generator_cpu_util", 0) > 0.85:
+            out.append(
+                f"{srv.label}: the load generator was {st['generator_cpu_util']:.0%} busy during the "
+                "steady run, so its reads may have added to the steady latency."
             )
         if b.get("other_cpu_util", 0) > 0.25:
             out.append(
@@ -430,7 +447,118 @@ def machine() -> str:
     )
 
 
-def report(rows, args, argv: list[str], polls: list[dict] | None = None, polls_note: str | None = None):
+def idle_section(rows, args, ws: dict) -> str:
+    """watchroute's idle SSE figure (from the fan-out run) beside its idle WebSocket figure."""
+    sse = next((r.get("idle", {}) for srv, r in rows if srv.key == "watchroute" and r), {})
+    lines = [
+        "### Idle watchers: SSE and WebSocket (watchroute)",
+        "",
+        "Each on a fresh watchroute, warmed up first: (RSS with K idle watchers open - RSS before) / K. "
+        "SSE: the idle column above (`GET /v1/bench?watch=true`). WebSocket: `bench/idle_rss.py`, "
+        "one upgraded watch URL per watcher (`ws://.../v1/idle?heartbeat=300`), and one write then "
+        "proves every watcher is live.",
+        "",
+        "| watchers | K | RSS before → with K open | per watcher |",
+        "|---|---|---|---|",
+    ]
+    if "rss_per_stream_kb" in sse:
+        lines.append(
+            f"| SSE | {sse['idle_streams']:,} | {sse['rss_before_mb']:.1f} → {sse['rss_open_mb']:.1f} MB | "
+            f"{sse['rss_per_stream_kb']:.1f} KB |"
+        )
+    elif sse:
+        lines.append(f"| SSE | | error: {sse.get('error', '')} | |")
+    if "kb_per_watcher" in ws:
+        lines.append(
+            f"| WebSocket | {ws['watchers']:,} | {ws['rss_before_mb']:.1f} → {ws['rss_open_mb']:.1f} MB | "
+            f"{ws['kb_per_watcher']:.1f} KB |"
+        )
+    else:
+        lines.append(f"| WebSocket | {args.ws_idle:,} | error: {ws.get('error', '')} | |")
+    return "\n".join(lines)
+
+
+def goals(rows, args, ws: dict | None, filt: dict | None) -> str:
+    """watchroute's figures of this run against the goals it is built to."""
+    r = next((r for srv, r in rows if srv.key == "watchroute" and r and "error" not in r), None) or {}
+    b, i, st = r.get("burst", {}), r.get("idle", {}), r.get("steady", {})
+    out = []
+
+    def line(goal: str, have: str | None, ok: bool | None, where: str):
+        mark = "-" if ok is None else ("met" if ok else "**not met**")
+        out.append(f"| {goal} | {have or 'not measured'} | {mark} | {where} |")
+
+    if "deliveries_per_s" in b:
+        line(
+            ">= 150,000 deliveries/s (burst)",
+            f"{_num(b['deliveries_per_s'])} ({b['subscribers']:,} streams)",
+            b["deliveries_per_s"] >= 150_000 and b["delivered"] >= b["expected"],
+            "Fan-out",
+        )
+        line(
+            "<= 5 us server CPU per delivery (burst)",
+            f"{b['cpu_us_per_delivery']:.1f} us",
+            b["cpu_us_per_delivery"] <= 5.0,
+            "Fan-out",
+        )
+    else:
+        line(">= 150,000 deliveries/s, <= 5 us per delivery (burst)", None, None, "Fan-out")
+    if "p99_ms" in st:
+        at = f"{st['rate']:g} writes/s x {st['subscribers']:,} streams"
+        met = st["p99_ms"] <= 10.0 and st["delivered"] >= st["expected"]
+        line(
+            "p99 <= 10 ms at 200 writes/s x 1,000 watchers", f"{_ms(st['p99_ms'])} ms ({at})", met, "Fan-out"
+        )
+    else:
+        line("p99 <= 10 ms at 200 writes/s x 1,000 watchers", None, None, "Fan-out")
+    if "rss_per_stream_kb" in i:
+        line(
+            "<= 8 KB RSS per idle SSE watcher (10,000 open)",
+            f"{i['rss_per_stream_kb']:.1f} KB ({i['idle_streams']:,} open)",
+            i["rss_per_stream_kb"] <= 8.0,
+            "Fan-out, idle",
+        )
+    else:
+        line("<= 8 KB RSS per idle SSE watcher (10,000 open)", None, None, "Fan-out, idle")
+    if ws and "kb_per_watcher" in ws:
+        line(
+            "idle WebSocket watcher (stated)",
+            f"{ws['kb_per_watcher']:.1f} KB ({ws['watchers']:,} open)",
+            None,
+            "Idle watchers",
+        )
+    q = filtered.ratio(filt) if filt else None
+    if q is not None:
+        f, u = filt["filtered"], filt["unfiltered"]
+        line(
+            "1,000 equality filters <= 1.5x unfiltered, per delivered event",
+            f"{q:.2f}x ({f['us_per_delivery']:.1f} vs {u['us_per_delivery']:.1f} us)",
+            q <= 1.5 and filtered.verified(filt),
+            "Filtered versus unfiltered",
+        )
+        q1 = filtered.ratio(filt, "single")
+        if q1 is not None:
+            line(
+                "the same, against one unfiltered watcher (one delivery per write in both)",
+                f"{q1:.2f}x ({f['us_per_delivery']:.1f} vs {filt['single']['us_per_delivery']:.1f} us)",
+                None,
+                "Filtered versus unfiltered",
+            )
+    else:
+        line("1,000 equality filters <= 1.5x unfiltered, per delivered event", None, None, "Filtered")
+    head = ["goal", "this run", "", "section"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *out])
+
+
+def report(
+    rows,
+    args,
+    argv: list[str],
+    polls: list[dict] | None = None,
+    polls_note: str | None = None,
+    ws: dict | None = None,
+    filt: dict | None = None,
+):
     sizes = (
         f"burst: {args.subscribers:,} streams x {args.events:,} events of ~100 bytes; "
         f"idle: {args.idle_streams:,} streams; steady: {args.steady_rate:g} writes/s for "
@@ -441,22 +569,33 @@ def report(rows, args, argv: list[str], polls: list[dict] | None = None, polls_n
         "# Benchmarks",
         "",
         "watchroute and its peers (`shared/peers/`), measured in one run by `bench/run.py`: "
-        "fan-out to many SSE streams, then watch versus polling (watchroute only); what each "
-        "figure means is in `bench/README.md`.",
+        "fan-out to many SSE streams, idle watchers, then watch versus polling and filtered versus "
+        "unfiltered watchers (watchroute only); what each figure means is in `bench/README.md`.",
         "",
         "Command: `.venv/bin/python bench/run.py " + " ".join(argv) + "`",
         "",
         "## Machine",
         machine(),
+        "",
+        "## watchroute against its goals",
+        "",
+        goals(rows, args, ws, filt),
     ]
     if rows:
         parts += ["", "## Fan-out", sizes, "", table(rows, args), "", "### Details", details(rows)]
     if warn:
         parts += ["", "### Warnings", *[f"- {w}" for w in warn]]
+    if ws is not None:
+        parts += ["", idle_section(rows, args, ws)]
     if polls is not None:
         parts += ["", polling.section(polls)]
     elif polls_note:
         parts += ["", "## Watch versus polling", "", polls_note]
+    if filt is not None:
+        if "error" in filt:
+            parts += ["", "## Filtered versus unfiltered watchers", "", f"Not run: {filt['error']}"]
+        else:
+            parts += ["", filtered.section(filt)]
     return "\n".join(parts) + "\n"
 
 
@@ -491,25 +630,47 @@ def parse_args(argv):
     )
     ap.add_argument("--subscribers", type=int, help="burst: open streams (default 1000)")
     ap.add_argument("--events", type=int, help="burst: events published (default 1000; quick 200)")
-    ap.add_argument("--idle-streams", type=int, help="idle RSS: streams held open (default 1000)")
+    ap.add_argument(
+        "--idle-streams", type=int, help="idle RSS: streams held open (default 10000; quick 2000)"
+    )
     ap.add_argument("--steady-rate", type=float, default=200.0, help="steady: writes/s (200)")
     ap.add_argument("--steady-seconds", type=float, help="steady: duration (default 10; quick 5)")
-    ap.add_argument("--steady-subscribers", type=int, default=100, help="steady: open streams (default 100)")
+    ap.add_argument(
+        "--steady-subscribers", type=int, default=1000, help="steady: open streams (default 1000)"
+    )
     ap.add_argument("--burst-timeout", type=float, help="burst: give up after (default 120 s; quick 60)")
     ap.add_argument(
         "--record-every",
         type=int,
         default=10,
-        help="burst: latency kept from every Kth stream (1 = all; default 10)",
+        help="burst and steady: latency kept from every Kth stream (1 = all; default 10)",
     )
     ap.add_argument(
-        "--quick", action="store_true", help="smaller run: 200 events, 5 s steady, 5 s per polling run"
+        "--quick",
+        action="store_true",
+        help="smaller run: 200 events, 2000 idle streams, 5 s steady, 5 s per polling run, fewer "
+        "filtered writes",
     )
     ap.add_argument(
         "--only",
-        help="comma list of what to run: watchroute,raw,sse,nchan (fan-out) and polling",
+        help="comma list of what to run: watchroute,raw,sse,nchan (fan-out), ws (idle WebSocket "
+        "watchers), polling, filtered",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
+    ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
+    ap.add_argument("--skip-filtered", action="store_true", help="leave out filtered versus unfiltered")
+    ap.add_argument(
+        "--ws-idle", type=int, help="idle WebSocket watchers (default: as many as --idle-streams)"
+    )
+    ap.add_argument("--filtered-watchers", type=int, default=1000, help="filtered: watchers (1000)")
+    ap.add_argument(
+        "--filtered-writes", type=int, help="filtered: writes, one delivery each (default 5000; quick 2000)"
+    )
+    ap.add_argument(
+        "--unfiltered-writes",
+        type=int,
+        help="filtered: writes with unfiltered watchers (default 200; quick 100)",
+    )
     ap.add_argument("--polling-clients", type=int, default=200, help="polling: clients (200)")
     ap.add_argument("--polling-seconds", type=float, help="polling: per run (default 15; quick 5)")
     ap.add_argument("--polling-rates", default="1,100", help="polling: writes/s, comma list (1,100)")
@@ -527,13 +688,18 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     a.subscribers = a.subscribers or 1000
     a.events = a.events or (200 if a.quick else 1000)
-    a.idle_streams = a.idle_streams or 1000
+    a.idle_streams = a.idle_streams or (2000 if a.quick else 10_000)
+    a.ws_idle = a.ws_idle or a.idle_streams
+    a.filtered_writes = a.filtered_writes or (2000 if a.quick else 5000)
+    a.unfiltered_writes = a.unfiltered_writes or (100 if a.quick else 200)
     a.steady_seconds = a.steady_seconds or (5.0 if a.quick else 10.0)
     a.burst_timeout = a.burst_timeout or (60.0 if a.quick else 120.0)
     a.polling_seconds = a.polling_seconds or (5.0 if a.quick else 15.0)
     a.polling_rates = tuple(float(x) for x in a.polling_rates.split(","))
     keep = {k.strip() for k in a.only.split(",")} if a.only else None
     a.run_polling = not a.skip_polling and (keep is None or "polling" in keep)
+    a.run_ws = not a.skip_ws and (keep is None or "ws" in keep)
+    a.run_filtered = not a.skip_filtered and (keep is None or "filtered" in keep)
     return a
 
 
@@ -570,10 +736,72 @@ def run_polling(args, workdir: Path, loop) -> tuple[list[dict] | None, str | Non
         stop(srv)
 
 
+def run_ws_idle(args, workdir: Path, loop) -> dict:
+    """Idle WebSocket watchers on a fresh watchroute (bench/idle_rss.py): a dict, or {"error": why}."""
+    print(f"== idle WebSocket watchers (watchroute, {args.ws_idle:,})", flush=True)
+    wait_for_quiet(args.quiet_wait)
+    try:
+        import idle_rss  # needs httpx and websockets, which the project brings
+
+        where = workdir / "watchroute-ws"
+        where.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        res = loop.run_until_complete(idle_rss.measure("ws", args.ws_idle, where))
+        res["wall_s"] = time.monotonic() - t0
+    except Exception as e:
+        res = {"error": f"{type(e).__name__}: {e}"[:300]}
+    print(f"  ws: {_brief(res)}", flush=True)
+    return res
+
+
+def run_filtered(args, workdir: Path, loop) -> dict:
+    """Filtered versus unfiltered watchers on a fresh watchroute: bench/filtered.py's dict."""
+    srv = watchroute_server(args, workdir, key="watchroute-filtered")
+    print("== filtered versus unfiltered watchers (watchroute)", flush=True)
+    if srv.unavailable:
+        print(f"  not available: {srv.unavailable}", flush=True)
+        return {"error": srv.unavailable}
+    wait_for_quiet(args.quiet_wait)
+    try:
+        try:
+            start(srv, workdir)
+        except Exception as e:
+            print(f"  did not start: {e}", flush=True)
+            return {"error": f"watchroute did not start: {e}"}
+        try:
+            return loop.run_until_complete(
+                filtered.run_all(
+                    HOST,
+                    srv.port,
+                    srv.proc.pid,
+                    watchers=args.filtered_watchers,
+                    filtered_writes=args.filtered_writes,
+                    unfiltered_writes=args.unfiltered_writes,
+                    control_writes=max(1000, args.filtered_writes // 2),
+                    log=lambda m: print(m, flush=True),
+                )
+            )
+        except Exception as e:
+            print(f"  failed: {e!r}", flush=True)
+            return {"error": f"{type(e).__name__}: {e}"[:300]}
+    finally:
+        stop(srv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    need = max(args.subscribers, args.idle_streams, args.steady_subscribers, args.polling_clients) + 2000
+    need = (
+        max(
+            args.subscribers,
+            args.idle_streams,
+            args.ws_idle,
+            args.steady_subscribers,
+            args.polling_clients,
+            args.filtered_watchers,
+        )
+        + 2000
+    )
     have = fanout.raise_nofile(need)  # before any server starts: they inherit it
     if have < need:
         print(f"warning: open-file limit {have} < {need}; large runs may fail", file=sys.stderr)
@@ -581,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[Server, dict | None]] = []
     polls: list[dict] | None = None
     polls_note = None if args.run_polling else "Not run (`--skip-polling`, or `--only` without `polling`)."
+    ws: dict | None = None
+    filt: dict | None = None
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -603,16 +833,21 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((srv, loop.run_until_complete(measure(srv, args))))
             finally:
                 stop(srv)
+        if args.run_ws:
+            ws = run_ws_idle(args, workdir, loop)
         if args.run_polling:
             polls, polls_note = run_polling(args, workdir, loop)
+        if args.run_filtered:
+            filt = run_filtered(args, workdir, loop)
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
-    out = report(rows, args, argv, polls, polls_note)
+    out = report(rows, args, argv, polls, polls_note, ws, filt)
     print()
     print(out)
-    for db_dir in ("watchroute", "watchroute-polling"):  # the databases; logs are kept
+    # the databases; logs are kept
+    for db_dir in ("watchroute", "watchroute-polling", "watchroute-filtered", "watchroute-ws"):
         shutil.rmtree(workdir / db_dir, ignore_errors=True)
     print(f"(total {time.monotonic() - t_all:.0f} s; server logs in {workdir})")
     if args.json:
@@ -621,6 +856,8 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     **{s.key: (r if r is not None else {"unavailable": s.unavailable}) for s, r in rows},
                     "polling": polls if polls is not None else {"not_run": polls_note},
+                    "idle_ws": ws if ws is not None else {"not_run": True},
+                    "filtered": filt if filt is not None else {"not_run": True},
                 },
                 indent=2,
                 default=str,
