@@ -105,6 +105,25 @@ def test_watch_prints_ndjson_into_a_pipe(server, transport):
     ]
 
 
+def test_watch_with_patches_prints_whole_objects(server):
+    with httpx.Client(base_url=server.url) as http:
+        http.put("/v1/stocks/Q", json={"bid": 1, "ask": 2, "venue": "X"})
+        proc = _watch(server, "--patches", "--initial", "--count", "3")
+        assert proc.stdout is not None
+        assert orjson.loads(proc.stdout.readline())["type"] == "ADDED"
+        assert orjson.loads(proc.stdout.readline())["type"] == "BOOKMARK"  # the state is in
+        merge = {"Content-Type": "application/merge-patch+json"}
+        http.patch("/v1/stocks/Q", json={"bid": 3}, headers=merge)
+        http.patch("/v1/stocks/Q", json={"venue": None}, headers=merge)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    changes = [e for e in map(orjson.loads, out.splitlines()) if e["type"] == "MODIFIED"]
+    assert [e["object"]["data"] for e in changes] == [
+        {"bid": 3, "ask": 2, "venue": "X"},
+        {"bid": 3, "ask": 2},
+    ]
+
+
 def test_watch_text_shows_the_current_state_then_changes(server):
     with httpx.Client(base_url=server.url) as http:
         http.put("/v1/stocks/AAPL", json={"price": 1})

@@ -281,14 +281,21 @@ def watch(
     count: Annotated[int | None, typer.Option(help="Exit after this many changes")] = None,
     relist: Annotated[bool, typer.Option(help="On 410 Expired, list again instead of exiting 6")] = False,
     heartbeat: Annotated[float, typer.Option(help="Seconds between server heartbeats")] = 15.0,
+    patches: Annotated[
+        bool, typer.Option("--patches", help="Receive changes as merge patches (printed as whole objects)")
+    ] = False,
+    conflate: Annotated[
+        bool, typer.Option(help="When behind, only the newest state of each resource")
+    ] = False,
     url: Url = DEFAULT_URL,
     output: OutputOpt = Output.auto,
 ) -> None:
     """Print changes as they commit; reconnects and resumes by itself. Ctrl-C to stop."""
     show = _json_event if _as_json(output) else _text_event(collection)
     with _client(url) as client:
-        if since is None and not initial:
+        if since is None and not initial and not patches:
             # Start from a revision now, so that an unreachable server fails fast (exit 5).
+            # (With patches the watch lists the state they apply to, which fails as fast.)
             since = client.list(collection, limit=1).revision
         changes = 0
         events = client.watch(
@@ -300,6 +307,8 @@ def watch(
             transport=transport.value,
             on_expired="relist" if relist else "raise",
             heartbeat=heartbeat,
+            format="patch" if patches else "full",
+            conflate=conflate,
         )
         with events:
             for event in events:

@@ -77,6 +77,8 @@ class WatchEvent:
         event: dict[str, Any] = {"type": self.type, "revision": self.revision}
         if self.object is not None:
             event["object"] = self.object.to_json()
+        if self.patch is not None:
+            event["patch"] = self.patch
         if self.initial_events_end:
             event["initial_events_end"] = True
         return event
