@@ -4,6 +4,7 @@ accepted key type works, and no token ever reaches the server's log."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,6 +201,19 @@ def test_jwks_every_algorithm_and_refresh(tmp_path: Path) -> None:
             assert_refused(get(proc, unknown))
         finally:
             proc.stop()
+
+
+def test_an_unreachable_key_set_is_a_503_not_a_refusal(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/jwks.json"
+    proc = start(tmp_path, auth="jwt", jwks_url=dead, jwt_audience=AUDIENCE)
+    try:
+        key, kid = KEYS["ES256"]
+        token = jwt.encode(claims(), key, algorithm="ES256", headers={"kid": kid})
+        assert_refused(get(proc, token), 503, "KeysUnavailable")
+    finally:
+        proc.stop()
 
 
 def test_api_keys(tmp_path: Path) -> None:

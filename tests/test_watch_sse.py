@@ -118,3 +118,14 @@ async def test_future_revision_and_expired_are_http_errors(make_server):
         assert r.status_code == 410 and r.json()["reason"] == "Expired"
         r = await c.get("/v1/s", params={"watch": "true", "since": 4, "timeout": 1})
         assert r.status_code == 200
+
+
+async def test_list_parameters_are_checked_on_a_watch_too(aclient):
+    sse = {"Accept": "text/event-stream"}
+    refused = await aclient.get("/v1/s?watch=true&limit=0", headers=sse)
+    assert refused.status_code == (await aclient.get("/v1/s?limit=0")).status_code == 400
+    assert refused.headers["content-type"] == "application/problem+json"
+    # A valid one is accepted and the watch streams as usual.
+    async with aclient.stream("GET", "/v1/s?watch=true&limit=5&timeout=0.5", headers=sse) as r:
+        assert r.status_code == 200
+        assert (await r.aread()).startswith(b"retry: ")

@@ -22,6 +22,7 @@ from ..security.middleware import route_path
 from .resources import WatchQuery, _filter, _watch
 
 STREAMING = ("true", "1")
+LIST_ONLY = frozenset({"limit", "continue", "revision"})
 
 
 class StreamingWatchFront:
@@ -62,6 +63,7 @@ class StreamingWatchFront:
         query: dict[str, str | None] = dict(
             parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         )
-        if query.get("watch") not in STREAMING:
+        if query.get("watch") not in STREAMING or not LIST_ONLY.isdisjoint(query):
+            # The route checks the list's parameters too (and then streams the same way).
             return None
         return parts[2], parts[3] if len(parts) == 4 else None, query
