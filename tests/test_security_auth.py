@@ -243,6 +243,34 @@ def test_api_keys(tmp_path: Path) -> None:
     assert key not in proc.log_path.read_text()
 
 
+def test_revoking_a_key_ends_the_watches_open_with_it(tmp_path: Path) -> None:
+    proc = start(tmp_path, auth="apikey", apikey_cache_seconds=0.5)
+    try:
+        id, key = create_apikey(proc.database, "read:notes", "watch:notes")
+        _, other = create_apikey(proc.database, "read:notes", "watch:notes")
+        _, writer = create_apikey(proc.database, "write:notes")
+        sse = {"Accept": "text/event-stream"}
+        url = proc.url + "/v1/notes?watch=true"
+        with (
+            httpx.stream("GET", url, headers={**sse, "X-API-Key": key}, timeout=10) as doomed,
+            httpx.stream("GET", url, headers={**sse, "X-API-Key": other}, timeout=10) as kept,
+        ):
+            assert doomed.status_code == kept.status_code == 200
+            assert apikey_cli(proc.database, "revoke", id).returncode == 0
+            started = time.monotonic()
+            ended = [json.loads(line[6:]) for line in doomed.iter_lines() if line.startswith("data: ")]
+            assert time.monotonic() - started < 5
+            assert ended[-1]["type"] == "ERROR"
+            assert (ended[-1]["error"]["status"], ended[-1]["error"]["reason"]) == (401, "KeyRevoked")
+            # The watch of a key that still stands goes on.
+            r = httpx.put(proc.url + "/v1/notes/n", json={"x": 1}, headers={"X-API-Key": writer})
+            assert r.status_code == 201
+            data = (json.loads(line[6:]) for line in kept.iter_lines() if line.startswith("data: "))
+            assert next(data)["object"]["id"] == "n"
+    finally:
+        proc.stop()
+
+
 def test_token_in_query_and_cookie_never_logged(hs: ServerProcess) -> None:
     token = hs_token(scope="watch:notes read:notes")
     r = httpx.get(hs.url + "/v1/notes", params={"watch": "longpoll", "timeout": 0.1, "access_token": token})

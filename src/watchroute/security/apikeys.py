@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from .identity import Identity
+
+log = logging.getLogger("watchroute")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -135,6 +140,22 @@ class APIKeyStore:
             conn.close()
         return [APIKey(r[0], r[1], tuple(orjson.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows]
 
+    def withdrawn(self, ids: list[str]) -> set[str]:
+        """Those of `ids` that no longer stand: revoked, expired or deleted."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        conn = self._connect()
+        try:
+            standing = conn.execute(
+                f"SELECT id FROM api_keys WHERE id IN ({marks}) AND revoked IS NULL"
+                " AND (expires IS NULL OR expires > ?)",
+                (*ids, time.time()),
+            ).fetchall()
+        finally:
+            conn.close()
+        return set(ids) - {row[0] for row in standing}
+
     def find(self, key: str) -> tuple[APIKey | None, str]:
         """The key's record if it is valid, else None and why (for the audit log)."""
         id = split_key(key)
@@ -183,3 +204,48 @@ class APIKeyVerifier:
         if record is not None and record.expires is not None and record.expires <= time.time():
             return None, "expired"
         return (record.identity() if record is not None else None), why
+
+
+class KeyWatches:
+    """The watches open under each API key, ended when their key is revoked.
+
+    A watch outlives the request that checked its key. Every `interval` seconds the keys of the
+    open watches are looked up again, all in one query (the store is shared by every instance on
+    the database), and the watches of a key that no longer stands end with a 401 ERROR event.
+    """
+
+    def __init__(self, store: APIKeyStore, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._open: dict[str, set[Any]] = {}
+
+    def add(self, key_id: str, watcher: Any) -> Callable[[], None]:
+        """Track `watcher` under `key_id`; returns what stops tracking it."""
+        self._open.setdefault(key_id, set()).add(watcher)
+
+        def discard() -> None:
+            watchers = self._open.get(key_id)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self._open[key_id]
+
+        return discard
+
+    async def run(self) -> None:
+        import asyncio  # here, as in APIKeyVerifier: the CLI imports this module
+
+        from .refusals import key_revoked
+
+        while True:
+            await asyncio.sleep(self.interval)
+            if not self._open:
+                continue
+            try:
+                gone = await asyncio.to_thread(self.store.withdrawn, list(self._open))
+            except Exception:  # the next pass tries again
+                log.exception("cannot check the API keys of open watches")
+                continue
+            for key_id in gone:
+                for watcher in list(self._open.get(key_id, ())):
+                    watcher.revoke(key_revoked())

@@ -11,6 +11,8 @@ Routes and `watch.open_watch` ask three questions, each answered here or refused
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any
 
 from ..problems import Problem, not_found
 from . import audit
-from .apikeys import APIKeyStore, APIKeyVerifier
+from .apikeys import APIKeyStore, APIKeyVerifier, KeyWatches
 from .config import SecuritySettings
 from .grants import allows
 from .guarded import GuardedWatcher, RuleWatcher
@@ -40,11 +42,14 @@ class Security:
         self.mode = s.auth
         self.rules = Rules.parse(s.rules, s.max_filter_length, s.max_filter_clauses)
         self.jwt = JWTVerifier(s) if s.auth == "jwt" else None
-        self.apikeys = (
-            APIKeyVerifier(APIKeyStore(settings.database), s.apikey_cache_seconds)
-            if s.auth == "apikey"
-            else None
-        )
+        self.apikeys: APIKeyVerifier | None = None
+        self.key_watches: KeyWatches | None = None
+        if s.auth == "apikey":
+            keys = APIKeyStore(settings.database)
+            self.apikeys = APIKeyVerifier(keys, s.apikey_cache_seconds)
+            # Open watches learn of a revocation as soon as new requests do.
+            self.key_watches = KeyWatches(keys, max(s.apikey_cache_seconds, 0.2))
+        self._key_checks: asyncio.Task[None] | None = None
         self.rates: dict[str, Rate | None] = {name: parse_rate(getattr(s, name)) for name in RATE_SETTINGS}
         self.buckets: LocalBuckets | RedisBuckets = LocalBuckets()
         self.watches = WatchCounts(s.max_watches, s.max_watches_per_identity)
@@ -53,8 +58,14 @@ class Security:
     async def start(self) -> None:
         if self.settings.redis_url and any(self.rates.values()):
             self.buckets = RedisBuckets(self.settings.redis_url, self.settings.redis_prefix)
+        if self.key_watches is not None:
+            self._key_checks = asyncio.create_task(self.key_watches.run(), name="watchroute-key-checks")
 
     async def stop(self) -> None:
+        if self._key_checks is not None:
+            self._key_checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._key_checks
         if isinstance(self.buckets, RedisBuckets):
             await self.buckets.close()
 
@@ -193,20 +204,31 @@ class WatchAdmission:
             and identity.method == "none"
         ):
             return Watcher(*args)
-        release: Callable[[], None] | None = None
+        # What the watcher gives back when it ends: its slot of the caps, its key's tracking.
+        releases: list[Callable[[], None]] = []
         if counts.enabled:
             self.security._check_count(identity, args[3])
             key = identity.key
             counts.add(key)
-            release = lambda: counts.remove(key)  # noqa: E731
+            releases.append(lambda: counts.remove(key))
+
+        def release() -> None:
+            for give_back in releases:
+                give_back()
+
         kwargs: dict[str, Any] = {
             "expires_at": identity.expires_at,
             "release": release,
             "rule_text": rule_text(self.rule),
         }
         if self.rule is not None:
-            return RuleWatcher(*args, rule=self.rule, **kwargs)
-        return GuardedWatcher(*args, **kwargs)
+            watcher: GuardedWatcher = RuleWatcher(*args, rule=self.rule, **kwargs)
+        else:
+            watcher = GuardedWatcher(*args, **kwargs)
+        key_watches = self.security.key_watches
+        if key_watches is not None and identity.method == "apikey":
+            releases.append(key_watches.add(identity.claims["key_id"], watcher))
+        return watcher
 
 
 class WriteGuard:

@@ -23,6 +23,10 @@ def token_expired() -> Problem:
     return unauthorized("the token has expired; authenticate again", "TokenExpired")
 
 
+def key_revoked() -> Problem:
+    return unauthorized("the API key was revoked or has expired", "KeyRevoked")
+
+
 def forbidden(detail: str, reason: str = "Forbidden") -> Problem:
     return Problem(403, reason, detail)
 
