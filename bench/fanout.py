@@ -37,7 +37,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psutil
@@ -704,6 +704,29 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop() if uvloop else asyncio.new_event_loop()
 
 
+def brief(r: dict, keys: tuple[str, ...]) -> str:
+    """One progress line: `keys` of a scenario's result that it has, as k=v."""
+    return ", ".join(f"{k}={r[k]:.3g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if k in r)
+
+
+def loopback(ap: argparse.ArgumentParser, url: str) -> tuple[str, int]:
+    """(host, port) of `url`; a command-line error unless it is on this machine."""
+    u = urlsplit(url)
+    host = u.hostname or "127.0.0.1"
+    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+        ap.error("only loopback targets are allowed")
+    return host, u.port or 80
+
+
+def run(coro: Any) -> Any:
+    """Run `coro` to its end on a fresh loop (uvloop when there is one)."""
+    loop = new_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:9101")
@@ -718,23 +741,16 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--record-every", type=int, default=1, help="latency from every Kth stream")
     ap.add_argument("mode", choices=["burst", "steady", "idle"])
     a = ap.parse_args(argv)
-    u = urlsplit(a.url)
-    host = u.hostname or "127.0.0.1"
-    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-        ap.error("only loopback targets are allowed")
-    t = Target(name=host, host=host, port=u.port or 80, sub_path=a.sub, pub_path=a.pub, pid=a.pid)
+    host, port = loopback(ap, a.url)
+    t = Target(name=host, host=host, port=port, sub_path=a.sub, pub_path=a.pub, pid=a.pid)
     raise_nofile(max(a.subscribers, a.idle_streams) + 1000)
-    loop = new_loop()
-    try:
-        if a.mode == "burst":
-            coro = run_burst(t, a.subscribers, a.events, record_every=a.record_every)
-        elif a.mode == "steady":
-            coro = run_steady(t, a.subscribers, a.rate, a.seconds, record_every=a.record_every)
-        else:
-            coro = run_idle(t, a.idle_streams)
-        res = loop.run_until_complete(coro)
-    finally:
-        loop.close()
+    if a.mode == "burst":
+        coro = run_burst(t, a.subscribers, a.events, record_every=a.record_every)
+    elif a.mode == "steady":
+        coro = run_steady(t, a.subscribers, a.rate, a.seconds, record_every=a.record_every)
+    else:
+        coro = run_idle(t, a.idle_streams)
+    res = run(coro)
     for k, v in res.items():
         print(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
 

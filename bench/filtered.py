@@ -45,7 +45,6 @@ import gc
 import re
 import statistics
 import time
-from urllib.parse import urlsplit
 
 import fanout
 import orjson
@@ -406,7 +405,7 @@ def brief(r: dict) -> str:
         "wrong_symbol",
         "wall_s",
     )
-    return ", ".join(f"{k}={r[k]:.3g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if k in r)
+    return fanout.brief(r, keys)
 
 
 # ---------------------------------------------------------------- report
@@ -509,9 +508,9 @@ def section(res: dict, level: str = "##") -> str:
             "",
             f"Filtered / one unfiltered watcher, both one delivery per write: **{q1:.2f}x**. "
             "A delivery that is the only one of its write pays alone for what a write's deliveries "
-            "share (the hub's pass, the socket write to a client that was idle); with 1,000 "
-            "unfiltered watchers those costs are split 1,000 ways. The second ratio isolates what "
-            "the 999 filters that do not match cost each delivery.",
+            f"share (the hub's pass, the socket write to a client that was idle); with {n:,} "
+            f"unfiltered watchers those costs are split {n:,} ways. The second ratio isolates what "
+            f"the {n - 1:,} filters that do not match cost each delivery.",
         ]
     warn = []
     for key in ("unfiltered", "filtered", "single"):
@@ -538,28 +537,21 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--chunk", type=int, default=100, help="writes per chunk, control and filtered (100)")
     ap.add_argument("--unfiltered-chunk", type=int, default=20, help="writes per chunk, unfiltered (20)")
     a = ap.parse_args(argv)
-    u = urlsplit(a.url)
-    host = u.hostname or "127.0.0.1"
-    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-        ap.error("only loopback targets are allowed")
+    host, port = fanout.loopback(ap, a.url)
     fanout.raise_nofile(a.watchers + 1000)
-    loop = fanout.new_loop()
-    try:
-        res = loop.run_until_complete(
-            run_all(
-                host,
-                u.port or 80,
-                a.pid,
-                a.watchers,
-                a.filtered_writes,
-                a.unfiltered_writes,
-                a.control_writes,
-                a.chunk,
-                a.unfiltered_chunk,
-            )
+    res = fanout.run(
+        run_all(
+            host,
+            port,
+            a.pid,
+            a.watchers,
+            a.filtered_writes,
+            a.unfiltered_writes,
+            a.control_writes,
+            a.chunk,
+            a.unfiltered_chunk,
         )
-    finally:
-        loop.close()
+    )
     print()
     print(section(res))
 

@@ -40,7 +40,6 @@ import contextlib
 import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import fanout
 import psutil
@@ -840,31 +839,24 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--modes", default="poll,watch")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
-    u = urlsplit(a.url)
-    host = u.hostname or "127.0.0.1"
-    if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-        ap.error("only loopback targets are allowed")
+    host, port = fanout.loopback(ap, a.url)
     modes = tuple(m.strip() for m in a.modes.split(","))
     if not set(modes) <= set(MODES):
         ap.error(f"--modes: choose from {', '.join(MODES)}")
     fanout.raise_nofile(a.clients + 1000)
-    loop = fanout.new_loop()
-    try:
-        res = loop.run_until_complete(
-            run_all(
-                host,
-                u.port or 80,
-                a.pid,
-                clients=a.clients,
-                seconds=a.seconds or (5.0 if a.quick else 15.0),
-                rates=tuple(float(x) for x in a.rates.split(",")),
-                docs=a.docs,
-                modes=modes,
-                interval=a.interval,
-            )
+    res = fanout.run(
+        run_all(
+            host,
+            port,
+            a.pid,
+            clients=a.clients,
+            seconds=a.seconds or (5.0 if a.quick else 15.0),
+            rates=tuple(float(x) for x in a.rates.split(",")),
+            docs=a.docs,
+            modes=modes,
+            interval=a.interval,
         )
-    finally:
-        loop.close()
+    )
     print()
     print(section(res))
 

@@ -283,7 +283,7 @@ def _brief(r: dict) -> str:
         "generator_cpu_util",
         "wall_s",
     )
-    return ", ".join(f"{k}={r[k]:.3g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if k in r)
+    return fanout.brief(r, keys)
 
 
 # ---------------------------------------------------------------- report

@@ -137,24 +137,23 @@ def test_index_candidates_include_every_concerned_watcher(specs, before, after):
     assert "c" not in hub._parked
 
 
+def parked(hub: Hub, window: Window, push, flt: str | None = None) -> Watcher:
+    """A caught-up watcher of collection "c" whose events go to `push`."""
+    w = Watcher(hub, window, None, "c", None, compile_filter(flt) if flt else None, 0)  # type: ignore[arg-type]
+    w.push = push
+    hub.add(w)
+    hub.park(w)
+    return w
+
+
 def parked_crowd(hub: Hub, window: Window, n: int = Hub.GATHER_FROM) -> list[Watcher]:
-    crowd = []
-    for _ in range(n):
-        w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-        w.push = lambda evs: None
-        hub.add(w)
-        hub.park(w)
-        crowd.append(w)
-    return crowd
+    return [parked(hub, window, lambda evs: None) for _ in range(n)]
 
 
 async def test_commits_under_load_are_gathered_into_one_write_per_watcher():
     hub, window = Hub(coalesce=0.05), Window(64, 0)
     writes: list[list[int]] = []
-    w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-    w.push = lambda evs: writes.append([c.revision for _, c in evs])
-    hub.add(w)
-    hub.park(w)
+    w = parked(hub, window, lambda evs: writes.append([c.revision for _, c in evs]))
     parked_crowd(hub, window)
     for rev in (1, 2, 3):
         window.append([change(rev)])
@@ -174,10 +173,7 @@ async def test_a_gathered_commit_is_not_held_longer_than_the_coalescing_time():
     loop = asyncio.get_running_loop()
     hub, window = Hub(coalesce=0.05), Window(64, 0)
     arrived: dict[int, float] = {}
-    w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-    w.push = lambda evs: arrived.update((c.revision, loop.time()) for _, c in evs)
-    hub.add(w)
-    hub.park(w)
+    parked(hub, window, lambda evs: arrived.update((c.revision, loop.time()) for _, c in evs))
     parked_crowd(hub, window)
     committed = {}
     for rev in range(1, 6):
@@ -194,10 +190,7 @@ async def test_a_delivery_to_few_watchers_is_not_held_back():
     # Holding back costs a timer wake-up: it pays only when a delivery reaches many sockets.
     hub, window = Hub(coalesce=0.05), Window(64, 0)
     writes: list[list[int]] = []
-    w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-    w.push = lambda evs: writes.append([c.revision for _, c in evs])
-    hub.add(w)
-    hub.park(w)
+    parked(hub, window, lambda evs: writes.append([c.revision for _, c in evs]))
     for rev in (1, 2, 3):
         window.append([change(rev)])
         hub.publish([change(rev)])
@@ -208,10 +201,12 @@ def test_filtered_watchers_are_matched_only_against_the_changes_that_concern_the
     hub, window = Hub(), Window(64, 0)
     got: dict[str, list[int]] = {}
     for symbol in ("A", "B"):
-        w = Watcher(hub, window, None, "c", None, compile_filter(f"symbol={symbol}"), 0)  # type: ignore[arg-type]
-        w.push = lambda evs, s=symbol: got.setdefault(s, []).extend(c.revision for _, c in evs)
-        hub.add(w)
-        hub.park(w)
+        parked(
+            hub,
+            window,
+            lambda evs, s=symbol: got.setdefault(s, []).extend(c.revision for _, c in evs),
+            f"symbol={symbol}",
+        )
     batch = [
         change(1, id="x", data={"symbol": "A"}, prev={"symbol": "A"}),
         change(2, id="y", data={"symbol": "B"}, prev={"symbol": "C"}),

@@ -10,25 +10,13 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from .mergepatch import merge
 from .problems import Problem, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 Patch = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge(result.get(key), value)
-    return result
 
 
 def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:

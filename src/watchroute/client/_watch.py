@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 import httpx
 from websockets.exceptions import WebSocketException
 
+from ..mergepatch import merge
 from ._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
 from .backoff import Backoff
 from .errors import APIError, ConnectionFailed, Expired, ProtocolError, ServerError, error_from_problem
 from .events import ADDED, BOOKMARK, CHANGE_TYPES, DELETED, MODIFIED, RESYNC, Resource, WatchEvent
-from .merge import apply_merge_patch
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
@@ -274,4 +274,4 @@ class AsyncWatch:
             raise _Unpatchable(
                 f"a patch at revision {revision} for {id!r}, whose state the watch does not hold"
             )
-        return Resource(id, revision, held.created_revision, apply_merge_patch(held.data, patch))
+        return Resource(id, revision, held.created_revision, merge(held.data, patch))

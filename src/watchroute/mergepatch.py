@@ -1,11 +1,13 @@
-"""RFC 7386 merge patches, applied by the client to the state it holds (`format="patch"`)."""
+"""Applying an RFC 7386 merge patch: what PATCH with `application/merge-patch+json` does on the
+server, and what a `format=patch` watch does in the client. Free of dependencies, so that the
+client can use it without loading the server."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-def apply_merge_patch(target: Any, patch: Any) -> Any:
+def merge(target: Any, patch: Any) -> Any:
     """Objects merge key by key, null removes a key, anything else replaces."""
     if not isinstance(patch, dict):
         return patch
@@ -14,5 +16,5 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = apply_merge_patch(result.get(key), value)
+            result[key] = merge(result.get(key), value)
     return result
