@@ -69,7 +69,9 @@ def serve(
     cors_origins: Annotated[
         str | None, typer.Option(help="Allowed origins, comma-separated [WATCHROUTE_CORS_ORIGINS]")
     ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Shared rate limits [WATCHROUTE_REDIS_URL]")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Rate limits and watch caps for all instances [WATCHROUTE_REDIS_URL]")
+    ] = None,
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate [WATCHROUTE_TLS_CERT]")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM private key [WATCHROUTE_TLS_KEY]")] = None,
 ) -> None:

@@ -47,13 +47,14 @@ class SecuritySettings(BaseSettings):
     rate_limit_identity: str = ""  # requests per authenticated identity
     watch_rate_limit_ip: str = ""  # watches opened per client address
     watch_rate_limit_identity: str = ""  # watches opened per identity
-    max_watches: int = Field(0, ge=0)  # concurrent watches on this instance; 0: no cap
+    # Concurrent watches, on this instance or, with redis_url, on all together; 0: no cap.
+    max_watches: int = Field(0, ge=0)
     max_watches_per_identity: int = Field(0, ge=0)
     max_filter_length: int = Field(4096, ge=16, le=4096)
     max_filter_clauses: int = Field(64, ge=1, le=1024)
     # Seconds an idle keep-alive HTTP connection is kept open.
     idle_timeout: float = Field(5.0, gt=0)
-    # redis://host:port/db: rate limits are then shared by every instance using it.
+    # redis://host:port/db: rate limits and watch caps are then shared by every instance using it.
     redis_url: str | None = None
     redis_prefix: str = "watchroute:"
 

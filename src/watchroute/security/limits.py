@@ -6,9 +6,9 @@ this process, or in Redis when `redis_url` is set, so that every instance behind
 counts against the same bucket. If Redis stops answering, this instance counts alone (logged
 once) rather than refusing everyone: a limiter must not become the outage.
 
-Concurrent watches are counted per instance: a count has to drop when a watch ends, and a count
-kept in Redis would keep the watches of a crashed instance forever. N instances hold at most N
-times the cap.
+Concurrent watches are counted here per instance (`WatchCounts`); with `redis_url`, every
+instance also holds a lease in Redis for each of its watches (leases.py), so that the caps hold
+for all instances together, and falls back to its own count when Redis does not answer.
 """
 
 from __future__ import annotations
@@ -102,11 +102,17 @@ return tostring(wait)
 """
 
 
-class RedisBuckets:
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
+def redis_client(url: str) -> Any:
+    """The one client an instance's shared limits use: short timeouts, since every admission
+    waits for it, and a limiter that cannot ask Redis quickly counts alone instead."""
+    import redis.asyncio as redis
 
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+class RedisBuckets:
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
         self.prefix = prefix + "rate:"
         self.script = self.client.register_script(TAKE_SCRIPT)
         self.local = LocalBuckets()
@@ -125,12 +131,9 @@ class RedisBuckets:
             self._failing = False
         return wait
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
 
 class WatchCounts:
-    """Concurrent watches on this instance, in total and per identity."""
+    """Concurrent watches on this instance, in total and per identity (shared caps: leases.py)."""
 
     def __init__(self, max_total: int, max_per_identity: int) -> None:
         self.max_total = max_total or math.inf
@@ -145,10 +148,16 @@ class WatchCounts:
     def refusal(self, key: str | None) -> str | None:
         """Why one more watch is refused, or None."""
         if self.total >= self.max_total:
-            return f"the server holds its most concurrent watches ({self.max_total})"
+            return self.total_full()
         if key is not None and self.by_identity[key] >= self.max_per_identity:
-            return f"an identity may hold at most {self.max_per_identity} concurrent watches"
+            return self.identity_full()
         return None
+
+    def total_full(self) -> str:
+        return f"the service holds its most concurrent watches ({self.max_total})"
+
+    def identity_full(self) -> str:
+        return f"an identity may hold at most {self.max_per_identity} concurrent watches"
 
     def add(self, key: str | None) -> None:
         self.total += 1

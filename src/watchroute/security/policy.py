@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from ..problems import Problem, not_found
 from . import audit
@@ -25,7 +25,8 @@ from .config import SecuritySettings
 from .grants import allows
 from .guarded import GuardedWatcher, RuleWatcher
 from .identity import ANONYMOUS, Identity
-from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate
+from .leases import CapReached, Lease, WatchLeases
+from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
 from .refusals import forbidden, rate_limited, unauthorized
 from .rules import NothingFilter, Rules, restrict
 from .tokens import JWTVerifier, TokenError
@@ -53,11 +54,20 @@ class Security:
         self.rates: dict[str, Rate | None] = {name: parse_rate(getattr(s, name)) for name in RATE_SETTINGS}
         self.buckets: LocalBuckets | RedisBuckets = LocalBuckets()
         self.watches = WatchCounts(s.max_watches, s.max_watches_per_identity)
+        # With redis_url, the caps hold across instances: each watch leases its place in Redis.
+        self.leases: WatchLeases | None = None
+        self._redis: Any = None
         self.allowed_origins = frozenset(s.cors_origin_list)
 
     async def start(self) -> None:
-        if self.settings.redis_url and any(self.rates.values()):
-            self.buckets = RedisBuckets(self.settings.redis_url, self.settings.redis_prefix)
+        url, prefix = self.settings.redis_url, self.settings.redis_prefix
+        if url and (any(self.rates.values()) or self.watches.enabled):
+            self._redis = redis_client(url)
+            if any(self.rates.values()):
+                self.buckets = RedisBuckets(self._redis, prefix)
+            if self.watches.enabled:
+                self.leases = WatchLeases(self._redis, prefix, self.watches)
+                self.leases.start()
         if self.key_watches is not None:
             self._key_checks = asyncio.create_task(self.key_watches.run(), name="watchroute-key-checks")
 
@@ -66,8 +76,10 @@ class Security:
             self._key_checks.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._key_checks
-        if isinstance(self.buckets, RedisBuckets):
-            await self.buckets.close()
+        if self.leases is not None:
+            await self.leases.close()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     # -- who ---------------------------------------------------------------------------------
 
@@ -156,20 +168,30 @@ class Security:
                     what=f"watch:{collection}",
                 )
                 raise rate_limited("too many watches opened; slow down", wait)
-        self._check_count(identity, collection)
-        return WatchAdmission(self, identity, rule)
+        if self.leases is None:
+            self._check_count(identity, collection)
+            return WatchAdmission(self, identity, rule)
+        # Shared caps are taken here, atomically in Redis; the lease then goes to the watcher.
+        try:
+            lease = await self.leases.take(identity.key)
+        except CapReached as full:
+            self._refuse_watch(identity, collection, str(full))
+        return WatchAdmission(self, identity, rule, lease)
 
     def _check_count(self, identity: Identity, collection: str) -> None:
         why = self.watches.refusal(identity.key)
         if why is not None:
-            audit.record(
-                audit.RATE_LIMITED,
-                why,
-                subject=identity.subject,
-                address=identity.address,
-                what=f"watch:{collection}",
-            )
-            raise Problem(429, "TooManyWatches", why, headers={"Retry-After": "5"}, retry_after=5)
+            self._refuse_watch(identity, collection, why)
+
+    def _refuse_watch(self, identity: Identity, collection: str, why: str) -> NoReturn:
+        audit.record(
+            audit.RATE_LIMITED,
+            why,
+            subject=identity.subject,
+            address=identity.address,
+            what=f"watch:{collection}",
+        )
+        raise Problem(429, "TooManyWatches", why, headers={"Retry-After": "5"}, retry_after=5)
 
 
 def rule_text(rule: Any) -> str | None:
@@ -183,6 +205,8 @@ class WatchAdmission:
     security: Security
     identity: Identity
     rule: Any
+    # Its place under the shared caps (leases.py), held from the door until the watch ends.
+    lease: Lease | None = None
 
     @property
     def expires_at(self) -> float | None:
@@ -206,7 +230,10 @@ class WatchAdmission:
             return Watcher(*args)
         # What the watcher gives back when it ends: its slot of the caps, its key's tracking.
         releases: list[Callable[[], None]] = []
-        if counts.enabled:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            releases.append(lease.release)
+        elif counts.enabled:
             self.security._check_count(identity, args[3])
             key = identity.key
             counts.add(key)
