@@ -104,7 +104,10 @@ async def test_sigterm_ends_every_stream_and_exits_quickly(server: ServerProcess
     async with httpx.AsyncClient(base_url=server.url) as c:
         rev = (await c.put("/v1/t/a", json={})).json()["revision"]
 
+    caught_up = 0
+
     async def sse_until_end() -> list[str]:
+        nonlocal caught_up
         lines = []
         async with (
             httpx.AsyncClient(base_url=server.url, timeout=30) as c,
@@ -117,10 +120,15 @@ async def test_sigterm_ends_every_stream_and_exits_quickly(server: ServerProcess
         ):
             async for line in r.aiter_lines():  # ends without error only on a clean end
                 lines.append(line)
+                caught_up += line == f"id: {rev}"
         return lines
 
     streams = [asyncio.create_task(sse_until_end()) for _ in range(20)]
-    await asyncio.sleep(1.0)
+    # Stop once every stream holds its event: then each must end cleanly, not be cut.
+    deadline = time.monotonic() + 15
+    while caught_up < len(streams) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert caught_up == len(streams), f"only {caught_up} of {len(streams)} streams got the event"
     started = time.monotonic()
     took = await asyncio.to_thread(server.stop)
     results = await asyncio.wait_for(asyncio.gather(*streams), 10)
