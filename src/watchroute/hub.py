@@ -114,11 +114,11 @@ class ParkedWatchers:
                     found.setdefault(watcher, []).append(change)
             for path, by_value in by_field.items():
                 # Before and after: a change that moves a resource out of a filter concerns it.
-                keys = {_state_key(change.data, path)}
-                if change.prev is not None:
-                    keys.add(_state_key(change.prev, path))
-                for key in keys:
-                    # A watcher sits under one key only, so no watcher is reached twice here.
+                # A watcher sits under one key only, so no watcher is reached twice here.
+                after = _state_key(change.data, path)
+                prev = change.prev
+                before = after if prev is None else _state_key(prev, path)
+                for key in (after,) if before == after else (after, before):
                     for watcher in by_value.get(key, ()) if key is not None else ():
                         found.setdefault(watcher, []).append(change)
         return found

@@ -37,7 +37,10 @@ def encode(framing: Framing, events: list[tuple[str, Change]]) -> list[bytes]:
         last = _encoded.get(key)
         if last is not None and last[0] is events:
             return last[1]
-        frames = [b"".join([framing.change(kind, c) for kind, c in events])]
+        if len(events) == 1:  # the change's own cached frame, not a copy of it
+            frames = [framing.change(*events[0])]
+        else:
+            frames = [b"".join([framing.change(kind, c) for kind, c in events])]
         _encoded[key] = (events, frames)
         return frames
     return [framing.change(kind, c) for kind, c in events]
