@@ -8,7 +8,10 @@ of N SSE watchers (`GET /v1/ticks?watch=true`, `Accept: text/event-stream`), one
 
 * **unfiltered**: every watcher receives every write (N deliveries per write);
 * **filtered**: watcher i asks for `filter=symbol=S{i}`: N different equality filters, each write
-  delivered to exactly one watcher.
+  delivered to exactly one watcher;
+* **single**: one unfiltered watcher, one delivery per write as filtered;
+* **batched**: the filtered watchers, every write one `POST /v1/_batch` of all D documents: one
+  commit, one delivery to each watcher, as many per commit as unfiltered.
 
 The write path costs far more than one delivery (a REST PUT is a few hundred microseconds of
 server CPU, a delivery about ten), and a filtered write makes one delivery, so the write's CPU is
@@ -184,6 +187,25 @@ class Writer:
         if not 200 <= status < 300:
             raise RuntimeError(f"PUT /v1/{collection}/d{k % self.docs:04d} answered HTTP {status}")
 
+    async def batch(self, collection: str) -> None:
+        """One `POST /v1/_batch` that writes every document of `collection` once, in one commit."""
+        k = self.seq[collection]
+        self.seq[collection] = k + self.docs
+        parts = []
+        for j in range(k, k + self.docs):
+            parts.append(
+                b'{"op":"put","collection":"%s","id":"d%04d","data":%s}'
+                % (collection.encode(), j % self.docs, self.body(j))
+            )
+        body = b'{"ops":[' + b",".join(parts) + b"]}"
+        raw = (
+            b"POST /v1/_batch HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (self.host.encode(), self.port, len(body)) + body
+        )
+        status = await self._send(raw)
+        if status != 200:
+            raise RuntimeError(f"POST /v1/_batch to {collection} answered HTTP {status}")
+
     async def seed(self) -> None:
         """Every document in both collections, so that every measured write is an update."""
         ops = [
@@ -234,12 +256,15 @@ async def alternate(
     per_write: int,
     timeout: float = 30.0,
     blocks: int = BLOCKS,
+    batched: bool = False,
 ) -> dict:
     """`writes` writes to `ticks` and as many to `quiet`, in chunks of `chunk`, each write's
     server CPU taken on its own (for a `ticks` write: until its deliveries have all arrived).
 
     per_write: deliveries each write to `ticks` makes (0 with no watchers).
+    batched: each write is a `_batch` of every document instead of one PUT.
     """
+    write = writer.batch if batched else writer.put
     chunks = max(1, round(writes / chunk))
     sizes = [writes // chunks + (1 if i < writes % chunks else 0) for i in range(chunks)]
     cpu: dict[str, list[float]] = {WATCHED: [], CONTROL: []}
@@ -254,7 +279,7 @@ async def alternate(
             out = cpu[collection]
             for _ in range(sizes[j // 2]):
                 c0 = clock()
-                await writer.put(collection)
+                await write(collection)
                 if wait:
                     goal += per_write
                     if tally.total < goal and not await tally.reach(goal, timeout):
@@ -304,32 +329,38 @@ async def run_mode(
     writes: int,
     chunk: int,
 ) -> dict:
-    filtered = mode == "filtered"
+    batched = mode == "batched"
+    filtered = mode == "filtered" or batched
     if mode == "single":
         watchers = 1  # one unfiltered watcher: one delivery per write, as with the filters
     tally = Tally()
     t0 = time.monotonic()
     watches = await open_watches(host, port, watchers, filtered, tally)
     try:
-        # Warm-up, not measured: one write per document (every filtered watcher gets one event),
-        # a few to `quiet`, then the counts start from zero.
-        warm = writer.docs if filtered else 20
-        for _ in range(warm):
-            await writer.put(WATCHED)
-        for _ in range(20):
-            await writer.put(CONTROL)
-        per_write = 1 if filtered else watchers
+        # Warm-up, not measured: every document written once (every filtered watcher gets one
+        # event), a few writes to `quiet`, then the counts start from zero.
+        if batched:
+            warm, per_write = 1, watchers  # a batch writes every document: one event per watcher
+            await writer.batch(WATCHED)
+            await writer.batch(CONTROL)
+        else:
+            warm = writer.docs if filtered else 20
+            per_write = 1 if filtered else watchers
+            for _ in range(warm):
+                await writer.put(WATCHED)
+            for _ in range(20):
+                await writer.put(CONTROL)
         await tally.reach(warm * per_write, 30.0)
         first = writer.seq[WATCHED]
         for w in watches:
             w.count = w.wrong = 0
         tally.total = 0
-        res = await alternate(writer, clock, writes, chunk, tally, per_write)
+        res = await alternate(writer, clock, writes, chunk, tally, per_write, batched=batched)
         await asyncio.sleep(0.3)  # anything unexpected still on its way arrives and is counted
     finally:
         await fanout.close_readers(watches)
     # Check every watcher's count against the writes to `ticks` it should have received.
-    ks = range(first, first + writes)
+    ks = range(first, writer.seq[WATCHED])
     if filtered:
         per_symbol = [0] * writer.docs
         for k in ks:
@@ -361,10 +392,12 @@ async def run_all(
     control_writes: int = 2000,
     chunk: int = 100,
     unfiltered_chunk: int = 20,
+    batched_writes: int = 100,
     log=print,
 ) -> dict:
-    """Control (no watchers), unfiltered, filtered, and one unfiltered watcher (the same one
-    delivery per write as filtered); all on one server."""
+    """Control (no watchers), unfiltered, filtered, one unfiltered watcher (the same one
+    delivery per write as filtered), and filtered with every document written in one batch (as
+    many deliveries per commit as unfiltered); all on one server."""
     clock = ServerClock(pid)
     writer = Writer(host, port, docs=watchers)  # one document, and one symbol, per watcher
     out: dict = {"watchers": watchers, "docs": writer.docs}
@@ -381,6 +414,7 @@ async def run_all(
             ("unfiltered", unfiltered_writes, unfiltered_chunk),
             ("filtered", filtered_writes, chunk),
             ("single", filtered_writes // 5, chunk),
+            ("batched", batched_writes, max(1, unfiltered_chunk // 2)),
         ):
             try:
                 out[mode] = await run_mode(host, port, writer, clock, mode, watchers, writes, size)
@@ -422,8 +456,8 @@ def verified(res: dict) -> bool:
     return True
 
 
-def ratio(res: dict, against: str = "unfiltered") -> float | None:
-    f, u = res.get("filtered", {}), res.get(against, {})
+def ratio(res: dict, against: str = "unfiltered", of: str = "filtered") -> float | None:
+    f, u = res.get(of, {}), res.get(against, {})
     if "us_per_delivery" not in f or "us_per_delivery" not in u or u["us_per_delivery"] <= 0:
         return None
     return f["us_per_delivery"] / u["us_per_delivery"]
@@ -455,8 +489,9 @@ def section(res: dict, level: str = "##") -> str:
         "unfiltered": f"{n:,} unfiltered",
         "filtered": f"{n:,}, each `filter=symbol=S0000`..`S{n - 1:04d}`",
         "single": "1 unfiltered (one delivery per write, as filtered)",
+        "batched": f"{n:,} filtered as above, every write a `_batch` of all {res['docs']:,} documents",
     }
-    for key in ("unfiltered", "filtered", "single", "control"):
+    for key in ("unfiltered", "filtered", "single", "batched", "control"):
         r = res.get(key)
         if r is None:
             continue
@@ -512,8 +547,18 @@ def section(res: dict, level: str = "##") -> str:
             f"unfiltered watchers those costs are split {n:,} ways. The second ratio isolates what "
             f"the {n - 1:,} filters that do not match cost each delivery.",
         ]
+    q2 = ratio(res, of="batched")
+    if q2 is not None:
+        parts += [
+            "",
+            f"Filtered, every write a batch of all {res['docs']:,} documents / unfiltered: **{q2:.2f}x**. "
+            f"Each commit then makes {n:,} deliveries in both, one to each filtered watcher or the "
+            "same event to every unfiltered one, so what a commit's deliveries share is split alike; "
+            "what remains is what filtering costs a delivery: the index look-up, matching both "
+            "states, and an event encoded for one watcher instead of once for all.",
+        ]
     warn = []
-    for key in ("unfiltered", "filtered", "single"):
+    for key in ("unfiltered", "filtered", "single", "batched"):
         r = res.get(key, {})
         if "error" in r or not r:
             continue
@@ -536,6 +581,7 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--control-writes", type=int, default=2000)
     ap.add_argument("--chunk", type=int, default=100, help="writes per chunk, control and filtered (100)")
     ap.add_argument("--unfiltered-chunk", type=int, default=20, help="writes per chunk, unfiltered (20)")
+    ap.add_argument("--batched-writes", type=int, default=100, help="batches of every document (100)")
     a = ap.parse_args(argv)
     host, port = fanout.loopback(ap, a.url)
     fanout.raise_nofile(a.watchers + 1000)
@@ -550,6 +596,7 @@ def main(argv: list[str] | None = None):
             a.control_writes,
             a.chunk,
             a.unfiltered_chunk,
+            a.batched_writes,
         )
     )
     print()
