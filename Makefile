@@ -26,7 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	command -v nginx >/dev/null || (apt-get update -q && apt-get install -y -q nginx-light libnginx-mod-nchan) || true
+	command -v nginx >/dev/null && command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q nginx-light libnginx-mod-nchan wrk) || true
 	$(BIN)/python bench/run.py --write-docs
 
 clean:

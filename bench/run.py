@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import importlib.util
 import json
 import os
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
 import filtered
 import polling
+import writes
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -478,7 +480,7 @@ def idle_section(rows, args, ws: dict) -> str:
     return "\n".join(lines)
 
 
-def goals(rows, args, ws: dict | None, filt: dict | None) -> str:
+def goals(rows, args, ws: dict | None, filt: dict | None, wrote: dict | None = None) -> str:
     """watchroute's figures of this run against the goals it is built to."""
     r = next((r for srv, r in rows if srv.key == "watchroute" and r and "error" not in r), None) or {}
     b, i, st = r.get("burst", {}), r.get("idle", {}), r.get("steady", {})
@@ -554,6 +556,17 @@ def goals(rows, args, ws: dict | None, filt: dict | None) -> str:
             )
     else:
         line("1,000 equality filters <= 1.5x unfiltered, per delivered event", None, None, "Filtered")
+    wrote = wrote or {}
+    for key, goal, want in (
+        ("put", ">= 20,000 single-resource writes/s (REST, SQLite, group commit)", 20_000),
+        ("batch", ">= 100,000 writes/s through `_batch`", 100_000),
+    ):
+        r = wrote.get(key, {})
+        if "writes_per_s" in r:
+            failed = r.get("non_2xx") or r.get("failed")
+            line(goal, f"{r['writes_per_s']:,}", r["writes_per_s"] >= want and not failed, "Writes")
+        else:
+            line(goal, None, None, "Writes")
     head = ["goal", "this run", "", "section"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *out])
 
@@ -566,6 +579,7 @@ def report(
     polls_note: str | None = None,
     ws: dict | None = None,
     filt: dict | None = None,
+    wrote: dict | None = None,
 ):
     sizes = (
         f"burst: {args.subscribers:,} streams x {args.events:,} events of ~100 bytes; "
@@ -587,7 +601,7 @@ def report(
         "",
         "## watchroute against its goals",
         "",
-        goals(rows, args, ws, filt),
+        goals(rows, args, ws, filt, wrote),
     ]
     if rows:
         parts += ["", "## Fan-out", sizes, "", table(rows, args), "", "### Details", details(rows)]
@@ -604,6 +618,11 @@ def report(
             parts += ["", "## Filtered versus unfiltered watchers", "", f"Not run: {filt['error']}"]
         else:
             parts += ["", filtered.section(filt)]
+    if wrote is not None:
+        if "put" in wrote or "batch" in wrote:
+            parts += ["", writes.section(wrote, wrote["seconds"])]
+        if "error" in wrote:
+            parts += ["", "## Writes" if "put" not in wrote else "", f"Not run in full: {wrote['error']}"]
     return "\n".join(parts) + "\n"
 
 
@@ -662,11 +681,13 @@ def parse_args(argv):
     ap.add_argument(
         "--only",
         help="comma list of what to run: watchroute,raw,sse,nchan (fan-out), ws (idle WebSocket "
-        "watchers), polling, filtered",
+        "watchers), polling, filtered, writes",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
     ap.add_argument("--skip-filtered", action="store_true", help="leave out filtered versus unfiltered")
+    ap.add_argument("--skip-writes", action="store_true", help="leave out write throughput")
+    ap.add_argument("--write-seconds", type=float, help="writes: seconds per run (default 10; quick 5)")
     ap.add_argument(
         "--ws-idle", type=int, help="idle WebSocket watchers (default: as many as --idle-streams)"
     )
@@ -708,6 +729,8 @@ def parse_args(argv):
     a.run_polling = not a.skip_polling and (keep is None or "polling" in keep)
     a.run_ws = not a.skip_ws and (keep is None or "ws" in keep)
     a.run_filtered = not a.skip_filtered and (keep is None or "filtered" in keep)
+    a.run_writes = not a.skip_writes and (keep is None or "writes" in keep)
+    a.write_seconds = a.write_seconds or (5.0 if a.quick else 10.0)
     return a
 
 
@@ -760,6 +783,56 @@ def run_ws_idle(args, workdir: Path, loop) -> dict:
         res = {"error": f"{type(e).__name__}: {e}"[:300]}
     print(f"  ws: {_brief(res)}", flush=True)
     return res
+
+
+def run_writes(args, workdir: Path, loop) -> dict:
+    """Write throughput on a fresh watchroute (single PUTs, batches), then the HTTP floor."""
+    print("== writes (watchroute, then the HTTP floor)", flush=True)
+    if shutil.which("wrk") is None:
+        print("  not available: wrk is not installed", flush=True)
+        return {"error": "wrk is not installed (apt-get install wrk)"}
+    seconds = args.write_seconds
+    uvicorn = [sys.executable, "-m", "uvicorn", "asgi_floor:app", "--app-dir", str(REPO / "bench")]
+    served_as_watchroute = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
+    floor = Server(
+        key="floor",
+        label="uvicorn, ASGI floor",
+        port=9104,
+        cmd=[*uvicorn, "--port", "9104", *served_as_watchroute],
+        cwd=REPO / "bench",
+    )
+    put = functools.partial(writes.run_put, connections=writes.PUT_CONNECTIONS, threads=2, seconds=seconds)
+
+    def batch(url: str, collection: str) -> dict:
+        return loop.run_until_complete(
+            writes.run_batch(url, writes.BATCH_CONNECTIONS, writes.BATCH_SIZE, seconds, collection)
+        )
+
+    out: dict = {"seconds": seconds}
+    for srv, modes in (
+        (watchroute_server(args, workdir, key="watchroute-writes"), {"put": put, "batch": batch}),
+        (floor, {"floor": put}),
+    ):
+        if srv.unavailable:
+            out["error"] = srv.unavailable
+            return out
+        wait_for_quiet(args.quiet_wait)
+        try:
+            start(srv, workdir)
+            url = f"http://{HOST}:{srv.port}"
+            for mode, run in modes.items():
+                out[mode] = writes.measured(srv.proc.pid, functools.partial(run, url=url, collection=mode))
+                print(f"  {mode}: " + fanout.brief(out[mode], WRITE_KEYS), flush=True)
+        except Exception as e:
+            out["error"] = f"{srv.label} did not start: {e}"[:300]
+            print(f"  {out['error']}", flush=True)
+            return out
+        finally:
+            stop(srv)
+    return out
+
+
+WRITE_KEYS = ("error", "writes_per_s", "p50", "p99", "p50_ms", "server_busy", "cpu_us_per_write")
 
 
 def run_filtered(args, workdir: Path, loop) -> dict:
@@ -819,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     polls_note = None if args.run_polling else "Not run (`--skip-polling`, or `--only` without `polling`)."
     ws: dict | None = None
     filt: dict | None = None
+    wrote: dict | None = None
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -847,15 +921,23 @@ def main(argv: list[str] | None = None) -> int:
             polls, polls_note = run_polling(args, workdir, loop)
         if args.run_filtered:
             filt = run_filtered(args, workdir, loop)
+        if args.run_writes:
+            wrote = run_writes(args, workdir, loop)
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
-    out = report(rows, args, argv, polls, polls_note, ws, filt)
+    out = report(rows, args, argv, polls, polls_note, ws, filt, wrote)
     print()
     print(out)
     # the databases; logs are kept
-    for db_dir in ("watchroute", "watchroute-polling", "watchroute-filtered", "watchroute-ws"):
+    for db_dir in (
+        "watchroute",
+        "watchroute-polling",
+        "watchroute-filtered",
+        "watchroute-ws",
+        "watchroute-writes",
+    ):
         shutil.rmtree(workdir / db_dir, ignore_errors=True)
     print(f"(total {time.monotonic() - t_all:.0f} s; server logs in {workdir})")
     if args.json:
@@ -866,6 +948,7 @@ def main(argv: list[str] | None = None) -> int:
                     "polling": polls if polls is not None else {"not_run": polls_note},
                     "idle_ws": ws if ws is not None else {"not_run": True},
                     "filtered": filt if filt is not None else {"not_run": True},
+                    "writes": wrote if wrote is not None else {"not_run": True},
                 },
                 indent=2,
                 default=str,

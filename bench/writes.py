@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+import psutil
 
 HERE = Path(__file__).resolve().parent
 
@@ -152,6 +155,81 @@ async def run_batch(url: str, connections: int, size: int, seconds: float, colle
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
         "failed": failed,
     }
+
+
+# ---------------------------------------------------------------- in bench/run.py
+
+PUT_CONNECTIONS, BATCH_CONNECTIONS, BATCH_SIZE = 32, 4, 1000
+
+
+def _server_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the server and of the processes it started."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def measured(pid: int, run: Callable[[], dict]) -> dict:
+    """`run()`'s figures, with the server's CPU over it: how busy, and per write."""
+    proc = psutil.Process(pid)
+    cpu0, t0 = _server_cpu(proc), time.monotonic()
+    try:
+        res = run()
+    except Exception as e:  # reported in the table, not fatal to the suite
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    busy = (_server_cpu(proc) - cpu0) / (time.monotonic() - t0)
+    res["server_busy"] = busy
+    if res.get("writes_per_s"):
+        res["cpu_us_per_write"] = busy / res["writes_per_s"] * 1e6
+    return res
+
+
+def section(res: dict, seconds: float) -> str:
+    """The Markdown section of bench/run.py: single writes, batches, and the HTTP floor."""
+    rows = [
+        ("put", f"single: `PUT /v1/bench/<new id>`, wrk, {PUT_CONNECTIONS} connections"),
+        ("batch", f"`POST /v1/_batch` of {BATCH_SIZE:,} puts, {BATCH_CONNECTIONS} connections"),
+        ("floor", "floor: uvicorn + an ASGI app that reads the body and answers 201 (same wrk)"),
+    ]
+    head = ["writes", "writes/s", "latency p50 / p99", "server CPU busy", "server CPU per write"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label in rows:
+        r = res.get(key)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {label} | error: {r['error']} | | | |")
+            continue
+        latency = f"{r['p50']} / {r['p99']}" if r.get("p99") else f"{r.get('p50_ms')} ms (p50 of a batch)"
+        failed = r.get("non_2xx") or r.get("failed")
+        rate = f"{r['writes_per_s']:,}" + (f" ({failed} failed)" if failed else "")
+        per_write = f"{r['cpu_us_per_write']:,.0f} us" if "cpu_us_per_write" in r else "-"
+        lines.append(f"| {label} | {rate} | {latency} | {r['server_busy']:.0%} | {per_write} |")
+    parts = [
+        "## Writes",
+        "",
+        f"Each on a fresh server, {seconds:g} s, no watcher open; the load generator on the same "
+        "machine. watchroute on its default embedded SQLite with group commit: a write is answered "
+        "only once its commit is done, so every acknowledged write survives `kill -9` "
+        "(`tests/test_crash_and_shutdown.py` kills the server under load and finds every one). "
+        "Single writes: wrk with `bench/put_unique.lua`, every request a new resource with a "
+        "~100-byte document. The floor row is the same wrk against `bench/asgi_floor.py` on "
+        "uvicorn with httptools and uvloop, as watchroute is served: what the HTTP server alone "
+        "costs a request here, the ceiling for any Python app on it.",
+        "",
+        *lines,
+    ]
+    put, floor = res.get("put", {}), res.get("floor", {})
+    if put.get("cpu_us_per_write") and floor.get("cpu_us_per_write"):
+        parts += [
+            "",
+            f"A single write costs the server {put['cpu_us_per_write']:,.0f} us of CPU, of which "
+            f"the HTTP server takes {floor['cpu_us_per_write']:,.0f} us on its own.",
+        ]
+    return "\n".join(parts)
 
 
 def main() -> None:
