@@ -160,13 +160,7 @@ class Security:
         ):
             wait = await self.take(limit, key)
             if wait:
-                audit.record(
-                    audit.RATE_LIMITED,
-                    limit,
-                    subject=identity.subject,
-                    address=identity.address,
-                    what=f"watch:{collection}",
-                )
+                _audit_refused_watch(identity, collection, limit)
                 raise rate_limited("too many watches opened; slow down", wait)
         if self.leases is None:
             self._check_count(identity, collection)
@@ -184,14 +178,13 @@ class Security:
             self._refuse_watch(identity, collection, why)
 
     def _refuse_watch(self, identity: Identity, collection: str, why: str) -> NoReturn:
-        audit.record(
-            audit.RATE_LIMITED,
-            why,
-            subject=identity.subject,
-            address=identity.address,
-            what=f"watch:{collection}",
-        )
+        _audit_refused_watch(identity, collection, why)
         raise Problem(429, "TooManyWatches", why, headers={"Retry-After": "5"}, retry_after=5)
+
+
+def _audit_refused_watch(identity: Identity, collection: str, why: str) -> None:
+    what = f"watch:{collection}"
+    audit.record(audit.RATE_LIMITED, why, subject=identity.subject, address=identity.address, what=what)
 
 
 def rule_text(rule: Any) -> str | None:
