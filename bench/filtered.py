@@ -197,14 +197,16 @@ class Writer:
                 b'{"op":"put","collection":"%s","id":"d%04d","data":%s}'
                 % (collection.encode(), j % self.docs, self.body(j))
             )
-        body = b'{"ops":[' + b",".join(parts) + b"]}"
+        await self._post_batch(b'{"ops":[' + b",".join(parts) + b"]}", f"a batch to {collection}")
+
+    async def _post_batch(self, body: bytes, what: str) -> None:
         raw = (
             b"POST /v1/_batch HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % (self.host.encode(), self.port, len(body)) + body
         )
         status = await self._send(raw)
         if status != 200:
-            raise RuntimeError(f"POST /v1/_batch to {collection} answered HTTP {status}")
+            raise RuntimeError(f"{what}: POST /v1/_batch answered HTTP {status}")
 
     async def seed(self) -> None:
         """Every document in both collections, so that every measured write is an update."""
@@ -219,14 +221,7 @@ class Writer:
             for i in range(self.docs)
         ]
         for start in range(0, len(ops), 5000):
-            body = orjson.dumps({"ops": ops[start : start + 5000]})
-            raw = (
-                b"POST /v1/_batch HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n" % (self.host.encode(), self.port, len(body)) + body
-            )
-            status = await self._send(raw)
-            if status != 200:
-                raise RuntimeError(f"seeding: POST /v1/_batch answered HTTP {status}")
+            await self._post_batch(orjson.dumps({"ops": ops[start : start + 5000]}), "seeding")
 
     def close(self):
         if self.conn is not None and self.conn.tr is not None:
