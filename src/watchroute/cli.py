@@ -54,6 +54,9 @@ def serve(
         int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="[WATCHROUTE_LOG_LEVEL]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")
+    ] = None,
     # Security (docs/security.md); the limits, rules and CORS settings are WATCHROUTE_* only.
     auth: Annotated[str | None, typer.Option(help="none, apikey or jwt [WATCHROUTE_AUTH]")] = None,
     jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret [WATCHROUTE_JWT_SECRET]")] = None,

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from types import FrameType
 
 import uvicorn
 
 from .app import create_app
 from .settings import Settings
+from .workers import Supervisor, listening_sockets
 
 log = logging.getLogger("watchroute")
+
+BACKLOG = 4096
 
 
 class WatchrouteServer(uvicorn.Server):
@@ -52,6 +56,16 @@ class WatchrouteServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    if settings.workers == 1:
+        _serve_one(settings)
+        return
+    sockets = listening_sockets(settings.host, settings.port, settings.workers, BACKLOG)
+    status = Supervisor(sockets, lambda sock: _serve_one(settings, sock)).run()
+    if status:
+        raise SystemExit(status)
+
+
+def _serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -61,7 +75,7 @@ def serve(settings: Settings) -> None:
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
-        backlog=4096,
+        backlog=BACKLOG,
         timeout_graceful_shutdown=settings.shutdown_grace,
         lifespan="on",
         ws_max_size=settings.ws_max_frame_bytes,
@@ -72,4 +86,4 @@ def serve(settings: Settings) -> None:
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
-    WatchrouteServer(config, settings).run()
+    WatchrouteServer(config, settings).run(None if sock is None else [sock])

@@ -36,6 +36,8 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # Seconds a stopping server gives open streams to end before it closes their sockets.
     shutdown_grace: float = Field(3.0, ge=0)
     log_level: str = "info"
+    # Server processes on the port, sharing the SQLite file (workers.py); one uses one core.
+    workers: int = Field(1, ge=1, le=64)
 
     # WebSocket. The largest message a client may send (the server refuses bigger frames with
     # close code 1009); subscriptions one `/v1/_watch` connection may hold.

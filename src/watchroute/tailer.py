@@ -8,10 +8,13 @@ bus. Either way the window only ever grows by the next revision.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from .events import Change
 from .hub import Hub
 from .window import Window
+
+log = logging.getLogger("watchroute")
 
 
 class Tailer:
@@ -25,6 +28,8 @@ class Tailer:
         return self.window.revision
 
     def committed(self, changes: list[Change]) -> None:
+        if changes and changes[0].revision > self.window.revision + 1:
+            self._skip_lost(changes[0].revision - 1)
         self.window.append(changes)
         self.hub.publish(changes)
         if self._waiters:
@@ -33,6 +38,15 @@ class Tailer:
             for _, future in ready:
                 if not future.done():
                     future.set_result(None)
+
+    def _skip_lost(self, revision: int) -> None:
+        """Revisions up to `revision` were compacted before this instance could read them (it
+        shares the store with others and fell further behind than the history horizon).
+        Nobody may be taken past them in silence: the window starts again after them, and every
+        parked watcher is woken to read the log, where it meets 410 Expired and relists."""
+        log.error("changes %d-%d were compacted before this instance read them", self.revision + 1, revision)
+        self.hub.wake_all()
+        self.window.restart(revision)
 
     async def wait_for(self, revision: int, timeout: float) -> bool:
         """Wait until this instance has seen `revision`; False on timeout."""

@@ -32,6 +32,11 @@ class Window:
         if len(self._changes) >= 2 * self.capacity:
             del self._changes[: len(self._changes) - self.capacity]
 
+    def restart(self, revision: int) -> None:
+        """Hold nothing, from `revision` on (the changes before were lost to compaction)."""
+        self._changes = []
+        self.revision = revision
+
     def after(self, revision: int, limit: int) -> list[Change] | None:
         """Up to `limit` changes after `revision`; None when the window no longer reaches back
         that far (the caller reads the log instead)."""

@@ -6,6 +6,11 @@ memory (a refused job writes nothing and takes no revision), writes what the oth
 few multi-row statements and commits them together: one fsync-worthy commit serves many requests.
 Reads use their own connections in a small pool; WAL gives each a consistent snapshot.
 
+Several processes may share the file (`--workers`, or instances on one machine). The revision
+is read inside each write transaction, which SQLite serialises across processes, so revisions
+stay one gap-free sequence; each process reads the others' commits from the log, woken by them
+after each commit (peers.py), and hands every commit to its listener in revision order.
+
 A process killed after a commit loses nothing: the commit is in the WAL file before any
 client hears of it (synchronous=NORMAL survives a process crash; FULL survives power loss).
 """
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -29,6 +35,7 @@ from ..filter import Filter
 from ..problems import Problem
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
+from .peers import PEERS_SCHEMA, Peers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -61,6 +68,9 @@ COMPACTION_STEP = 10_000  # log entries dropped per transaction
 LIST_SCAN_CHUNK = 1000
 READ_CHUNK = 512  # ids per lookup of a group's current rows (SQLite takes 32766 parameters)
 WRITE_CHUNK = 256  # rows per INSERT statement
+CATCH_UP_CHUNK = 4096  # other processes' changes read per pass
+# How often a process looks for commits of others on its own, in case a wake-up was lost.
+PEER_CHECK_SECONDS = 1.0
 
 # The writer's statements take many rows each. sqlite3 lets go of the GIL around every step of
 # a statement, and a thread that lets go while the event loop is busy may wait up to the switch
@@ -112,6 +122,10 @@ class _Job:
         self.future = future
 
 
+# A job that writes nothing: read what other processes have committed.
+_CATCH_UP: Any = object()
+
+
 class SQLiteStore:
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = path
@@ -124,6 +138,10 @@ class SQLiteStore:
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit: CommitListener | None = None
+        self._peers: Peers | None = None
+        self._catch_up_queued = False
+        self._peers_changed = False
+        self._peer_check: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_url(cls, url: str, synchronous: str = "NORMAL") -> SQLiteStore:
@@ -149,24 +167,93 @@ class SQLiteStore:
         self._loop = asyncio.get_running_loop()
         self._on_commit = on_commit
         conn = self._connect()
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + PEERS_SCHEMA)
         self.revision, self.compacted = self._read_meta(conn)
+        self._peers = peers = Peers()
+        conn.execute("BEGIN IMMEDIATE")
+        peers.join(conn, os.getpid(), time.time())
+        conn.execute("COMMIT")
+        peers.refresh(conn)
+        peers.announce(None)
+        self._loop.add_reader(peers.socket.fileno(), self._woken)
+        self._check_peers()
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="watchroute-writer", daemon=True
         )
         self._writer.start()
 
     async def close(self) -> None:
+        if self._peer_check is not None:
+            self._peer_check.cancel()
+        if self._peers is not None and self._loop is not None:
+            self._loop.remove_reader(self._peers.socket.fileno())
         if self._writer is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        if self._peers is not None:
+            self._peers.close()
         self._readers.shutdown(wait=True)
 
     @staticmethod
     def _read_meta(conn: sqlite3.Connection) -> tuple[int, int]:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         return meta["revision"], meta["compacted"]
+
+    # -- other processes on the same file ----------------------------------------------------
+
+    def _woken(self) -> None:
+        """A peer's datagrams: catch up with its commits, or look at who is there now."""
+        assert self._peers is not None
+        revision, joined = self._peers.receive()
+        if joined:
+            self._peers_changed = True
+        if joined or revision > self.revision:
+            self._request_catch_up()
+
+    def _check_peers(self) -> None:
+        self._peers_changed = True
+        self._request_catch_up()
+        assert self._loop is not None
+        self._peer_check = self._loop.call_later(PEER_CHECK_SECONDS, self._check_peers)
+
+    def _request_catch_up(self) -> None:
+        # One at a time in the queue: the writer clears the flag before it reads, so a commit
+        # announced after that is either seen by that read or asks for another.
+        if not self._catch_up_queued:
+            self._catch_up_queued = True
+            self._jobs.put(_CATCH_UP)
+
+    @staticmethod
+    def _log_after(conn: sqlite3.Connection, after: int, upto: int) -> list[Change]:
+        rows = conn.execute(
+            "SELECT revision, ts, type, collection, id, created_revision, data, prev FROM log "
+            "WHERE revision > ? AND revision <= ? ORDER BY revision",
+            (after, upto),
+        ).fetchall()
+        return [
+            Change(rev, type, collection, rid, created, data, prev, ts)
+            for rev, ts, type, collection, rid, created, data, prev in rows
+        ]
+
+    def _catch_up(self, conn: sqlite3.Connection, seen: int) -> int:
+        """Hand on what other processes committed after `seen`; return the revision now seen."""
+        assert self._peers is not None
+        conn.execute("BEGIN")
+        try:
+            if self._peers_changed:
+                self._peers_changed = False
+                self._peers.refresh(conn)
+            latest = self._read_meta(conn)[0]
+            others = self._log_after(conn, seen, min(latest, seen + CATCH_UP_CHUNK)) if latest > seen else []
+        finally:
+            conn.execute("COMMIT")
+        if not others:
+            return seen
+        if others[-1].revision < latest:
+            self._jobs.put(_CATCH_UP)  # the rest in the next pass, between write groups
+        self._hand_over([], [], others)
+        return others[-1].revision
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -177,7 +264,7 @@ class SQLiteStore:
         return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
-        revision = self.revision
+        seen = self.revision  # the last revision handed to the listener
         while True:
             job = self._jobs.get()
             if job is None:
@@ -193,12 +280,29 @@ class SQLiteStore:
                     stop = True
                     break
                 jobs.append(more)
-            revision = self._commit(conn, jobs, revision)
+            if _CATCH_UP in jobs:
+                self._catch_up_queued = False
+                jobs = [job for job in jobs if job is not _CATCH_UP]
+            try:
+                # A write group reads the others' commits first, in its own transaction.
+                seen = self._commit(conn, jobs, seen) if jobs else self._catch_up(conn, seen)
+            except sqlite3.Error:  # a catch-up that failed is tried again on the next wake-up
+                log.exception("reading other processes' commits failed")
             if stop:
                 break
+        self._leave(conn)
+
+    def _leave(self, conn: sqlite3.Connection) -> None:
+        assert self._peers is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._peers.leave(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error:  # the others strike this name when it refuses their wake-ups
+            pass
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], revision: int) -> int:
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], seen: int) -> int:
         """Apply and commit a group of jobs; return the revision after them.
 
         Every job is applied in memory first, against the group's current rows (read in one
@@ -206,12 +310,19 @@ class SQLiteStore:
         needs no savepoint, and the group's writes go to the database in a few multi-row
         statements.
         """
+        assert self._peers is not None
         outcomes: list[list[Change] | BaseException] = []
-        start = revision
+        others: list[Change] = []  # committed by other processes since `seen`
+        start = revision = seen
         try:
             # Inside the try: a database locked past busy_timeout fails this group, not the
             # writer thread (which would leave every later write waiting for ever).
             conn.execute("BEGIN IMMEDIATE")
+            latest = self._read_meta(conn)[0]
+            if latest > seen:
+                others = self._log_after(conn, seen, latest)
+            start = revision = latest
+            self._peers.strike_gone(conn)
             ts = time.time()
             stored = self._current_rows(conn, jobs)
             # The group's writes so far, by resource (None: deleted): a later job sees them, and
@@ -245,11 +356,18 @@ class SQLiteStore:
                     headers={"Retry-After": "1"},
                 )
             outcomes = [exc] * len(jobs)
-            revision = start
+            revision = others[-1].revision if others else seen
+        self._hand_over(jobs, outcomes, others)
+        if revision != start:
+            self._peers.announce(revision)
+        return revision
+
+    def _hand_over(
+        self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], others: list[Change]
+    ) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-            self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, revision)
-        return revision
+            self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, others)
 
     @staticmethod
     def _current_rows(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[tuple[str, str], Row]:
@@ -327,16 +445,18 @@ class SQLiteStore:
             conn.executemany("DELETE FROM resources WHERE collection = ? AND id = ?", deleted)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
 
-    def _settle(self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], revision: int) -> None:
+    def _settle(
+        self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], others: list[Change]
+    ) -> None:
         # Listeners first: once a writer hears its revision, this instance already knows it.
-        committed = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
+        committed = others + [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         if committed:
-            self.revision = revision
+            self.revision = committed[-1].revision
             assert self._on_commit is not None
             try:
                 self._on_commit(committed)
             except Exception:  # the writes are committed: their writers are answered regardless
-                log.exception("a commit listener failed at revision %d", revision)
+                log.exception("a commit listener failed at revision %d", self.revision)
         for job, outcome in zip(jobs, outcomes, strict=True):
             if job.future.done():
                 continue
@@ -483,10 +603,11 @@ class SQLiteStore:
                     step = min(target, compacted + COMPACTION_STEP)
                     conn.execute("BEGIN IMMEDIATE")
                     conn.execute("DELETE FROM log WHERE revision <= ?", (step,))
-                    conn.execute("UPDATE meta SET value = ? WHERE key = 'compacted'", (step,))
+                    # max: another process on the same file may have compacted further already.
+                    conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'compacted'", (step,))
                     conn.execute("COMMIT")
                     compacted = step
-                return compacted
+                return self._read_meta(conn)[1]
             finally:
                 conn.close()
 

@@ -1,0 +1,106 @@
+"""Several worker processes on one port (`watchroute serve --workers N`).
+
+One Python process uses one core for its event loop. With `workers` > 1 the parent binds N
+listening sockets to the same address with SO_REUSEPORT, so that the kernel spreads incoming
+connections evenly over them (one shared socket would wake every worker for each connection and
+hand most of them to whichever is idle first), and forks one server per socket. The workers
+share the SQLite file: each writes with group commit and delivers every commit, its own and the
+others' (store/peers.py), to the watchers connected to it.
+
+The parent only supervises: a worker that dies is started again on the same socket, whose
+queued connections then wait for it instead of being refused; SIGTERM or SIGINT is passed on to
+every worker, and the parent exits when they have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("watchroute")
+
+# A worker that exits with an error within this many seconds of its start failed to start:
+# starting it again would fail the same way, so the server stops instead. (One killed by a
+# signal is started again, however young.)
+STARTUP_SECONDS = 3.0
+RESTART_DELAY = 0.5
+
+
+def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
+    """`count` sockets bound to the same address; port 0 picks one port for them all."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+        port = sock.getsockname()[1]
+        sockets.append(sock)
+    return sockets
+
+
+class Supervisor:
+    def __init__(self, sockets: list[socket.socket], run_worker: Callable[[socket.socket], None]) -> None:
+        self.sockets = sockets
+        self.run_worker = run_worker
+        self.workers: dict[int, tuple[int, float]] = {}  # pid -> (socket index, started at)
+        self.stopping = False
+
+    def run(self) -> int:
+        """Start the workers and keep them running until a signal; the exit status."""
+        for index in range(len(self.sockets)):
+            self._start(index)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        status = 0
+        while self.workers:
+            try:
+                pid, wait_status = os.wait()
+            except ChildProcessError:
+                break
+            index, started = self.workers.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if self.stopping:
+                continue
+            if code > 0 and time.monotonic() - started < STARTUP_SECONDS:
+                log.error("worker %d exited with %d while starting; stopping the server", pid, code)
+                status = 1
+                self._stop(signal.SIGTERM, None)
+                continue
+            log.warning("worker %d exited with %d; starting another", pid, code)
+            time.sleep(RESTART_DELAY)
+            self._start(index)
+        return status
+
+    def _start(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for other, sock in enumerate(self.sockets):
+                if other != index:
+                    sock.close()
+            code = 1
+            try:
+                self.run_worker(self.sockets[index])
+                code = 0
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.workers[pid] = (index, time.monotonic())
+
+    def _stop(self, sig: int, frame: object) -> None:
+        self.stopping = True
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)

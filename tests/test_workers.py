@@ -1,0 +1,209 @@
+"""Several processes on one SQLite file: `--workers N`, and stores that share a file.
+
+Every process must hand its watchers every commit, its own and the others', once and in revision
+order; a worker killed with -9 is replaced and loses no acknowledged write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from watchroute.events import Change
+from watchroute.hub import Hub
+from watchroute.problems import Problem
+from watchroute.store import WriteOp
+from watchroute.store.sqlite import SQLiteStore
+from watchroute.tailer import Tailer
+from watchroute.watcher import Watcher
+from watchroute.window import Window
+
+from .test_crash_and_shutdown import storm
+
+
+async def read_stream(url: str, coll: str, until: int, opened: asyncio.Event | None = None) -> list[dict]:
+    """Every change event of `coll` from revision 0 up to `until`, on a connection of its own."""
+    events = []
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60) as c,
+        c.stream("GET", f"/v1/{coll}", params={"watch": "true", "since": 0, "timeout": 50}) as r,
+    ):
+        if opened is not None:
+            opened.set()
+        async for line in r.aiter_lines():
+            if line:
+                event = json.loads(line)
+                if event["type"] != "BOOKMARK":
+                    events.append(event)
+                if event["revision"] >= until:
+                    break
+    return events
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    return [child.pid for child in psutil.Process(server_pid).children()]
+
+
+def connections_by_worker(server_pid: int, port: int) -> dict[int, int]:
+    """Established connections to the server's port, per worker."""
+    return {
+        pid: sum(
+            1
+            for conn in psutil.Process(pid).net_connections(kind="tcp")
+            if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
+        )
+        for pid in worker_pids(server_pid)
+    }
+
+
+async def test_watchers_of_every_worker_see_every_commit_in_revision_order(make_server, coll):
+    server = make_server(workers=2)
+    assert len(worker_pids(server.pid)) == 2
+    writers, writes_each, watchers = 8, 40, 12
+    total = writers * writes_each
+
+    # Watch first: the watchers must be told of commits as they come, not find them in the log.
+    opened = [asyncio.Event() for _ in range(watchers)]
+    streams = [asyncio.create_task(read_stream(server.url, coll, total, event)) for event in opened]
+    for event in opened:
+        await event.wait()
+    # Each stream is its own connection; the kernel spreads connections over both workers.
+    spread = connections_by_worker(server.pid, server.port)
+    assert all(count > 0 for count in spread.values()), spread
+
+    acked: dict[int, dict] = {}
+
+    async def writer(n: int) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            for i in range(writes_each):
+                # A connection per write, so that both workers take writes.
+                fresh = {"Connection": "close"}
+                r = await c.put(f"/v1/{coll}/w{n}-{i % 5}", json={"n": n, "i": i}, headers=fresh)
+                assert r.status_code in (200, 201), r.text
+                acked[r.json()["revision"]] = r.json()
+
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    assert sorted(acked) == list(range(1, total + 1))  # one gap-free sequence across the workers
+    for events in await asyncio.gather(*streams):
+        assert [e["revision"] for e in events] == list(range(1, total + 1))
+        assert all(e["object"]["data"] == acked[e["revision"]]["data"] for e in events)
+
+
+async def test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost(make_server, coll):
+    server = make_server(workers=2)
+    first = worker_pids(server.pid)
+    acked: dict[int, dict] = {}
+    stop = asyncio.Event()
+
+    async def write_for_a_while() -> None:
+        # Writers that reconnect after the worker under them dies: the port stays served.
+        while not stop.is_set():
+            await storm(server.url, coll, acked, stop)
+
+    writing = asyncio.create_task(write_for_a_while())
+    await asyncio.sleep(1.0)
+    os.kill(first[0], signal.SIGKILL)
+    killed_at = len(acked)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = worker_pids(server.pid)
+        if len(now) == 2 and first[0] not in now:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"no worker took the place of the killed one: {worker_pids(server.pid)}")
+    await asyncio.sleep(1.0)  # writes reach the new worker too
+    stop.set()
+    await writing
+    assert len(acked) > killed_at  # the server kept taking writes
+
+    latest = max(acked)
+    events = await read_stream(server.url, coll, latest)
+    seen = {e["revision"]: e for e in events}
+    assert [e["revision"] for e in events] == sorted(seen)
+    lost = [rev for rev in acked if rev not in seen]
+    assert not lost, f"{len(lost)} acknowledged writes missing, e.g. {lost[:5]}"
+    for rev, body in acked.items():
+        assert seen[rev]["object"]["id"] == body["id"]
+    with httpx.Client(base_url=server.url) as c:
+        assert c.get("/readyz").json()["revision"] >= latest
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path):
+    from .server import ServerProcess
+
+    (tmp_path / "taken").write_text("a file where the database's directory should be")
+    server = ServerProcess(tmp_path, workers=2)
+    server.database = f"sqlite:///{tmp_path / 'taken' / 'watchroute.db'}"
+    with pytest.raises(RuntimeError, match="server exited"):
+        server.start(timeout=20)
+    assert server.proc is not None and server.proc.wait(10) != 0
+
+
+# -- stores sharing one file, in one process ---------------------------------------------------
+
+
+async def test_stores_on_one_file_hand_on_each_others_commits_in_order(tmp_path: Path):
+    path = str(tmp_path / "shared.db")
+    heard: list[list[int]] = [[], []]
+    stores = [SQLiteStore(path), SQLiteStore(path)]
+    for store, revisions in zip(stores, heard, strict=True):
+        await store.open(lambda changes, revisions=revisions: revisions.extend(c.revision for c in changes))
+    try:
+
+        async def write(store: SQLiteStore, n: int) -> None:
+            for i in range(50):
+                ops = [WriteOp("put", "t", f"{n}-{i}-{k}", {"k": k}) for k in range(1 + i % 3)]
+                await store.write(ops)
+
+        await asyncio.gather(*(write(stores[n % 2], n) for n in range(6)))
+        total = 6 * sum(1 + i % 3 for i in range(50))
+        deadline = time.monotonic() + 5
+        while any(len(revisions) < total for revisions in heard) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert heard[0] == list(range(1, total + 1))
+        assert heard[1] == heard[0]
+        assert stores[0].revision == stores[1].revision == total
+    finally:
+        for store in stores:
+            await store.close()
+
+
+class _CompactedLog:
+    """A store whose log holds nothing older than `compacted`."""
+
+    def __init__(self, compacted: int) -> None:
+        self.compacted = compacted
+
+    async def read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int):
+        if after < self.compacted:
+            raise Problem(410, "Expired", f"revision {after} is older than the history horizon")
+        raise AssertionError("read past the horizon")
+
+
+def _change(revision: int) -> Change:
+    return Change(revision, "ADDED", "t", f"r{revision}", revision, b'{"v":1}', None, 0.0)
+
+
+async def test_revisions_compacted_before_they_were_read_end_a_watch_with_410():
+    """An instance that fell behind its peers by more than the history horizon has lost
+    changes: its caught-up watchers must hear 410 and relist, not skip them in silence."""
+    window, hub = Window(100, 10), Hub()
+    tailer = Tailer(window, hub)
+    store = _CompactedLog(compacted=20)
+    with Watcher(hub, window, store, "t", None, None, 10) as watcher:  # type: ignore[arg-type]
+        parked = asyncio.create_task(watcher.next(10, 5.0))
+        await asyncio.sleep(0.01)
+        tailer.committed([_change(21), _change(22)])  # 11-20 were never read here
+        with pytest.raises(Problem) as refused:
+            await parked
+    assert refused.value.status == 410
+    assert window.revision == 22
