@@ -73,18 +73,27 @@ def _missing_modules(*names: str) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-def watchroute_server(args, workdir: Path, key: str = "watchroute") -> Server:
+def watchroute_server(args, workdir: Path, key: str = "watchroute", workers: int = 1) -> Server:
     """watchroute on --watchroute-port, on a database of its own in workdir/<key>/."""
     exe = REPO / ".venv" / "bin" / "watchroute"
     db = workdir / key / "bench.db"
     wr = Server(
         key=key,
-        label="watchroute",
+        label="watchroute" if workers == 1 else f"watchroute, {workers} worker processes",
         port=args.watchroute_port,
         sub_path="/v1/bench?watch=true",
         pub_path="/v1/bench",
         # an absolute path after "sqlite:///", i.e. four slashes, as SQLAlchemy URLs spell it
-        cmd=[str(exe), "serve", "--port", str(args.watchroute_port), "--database", f"sqlite:///{db}"],
+        cmd=[
+            str(exe),
+            "serve",
+            "--port",
+            str(args.watchroute_port),
+            "--database",
+            f"sqlite:///{db}",
+            "--workers",
+            str(workers),
+        ],
         cwd=db.parent,
         health_path="/healthz",
         prepare=lambda: db.parent.mkdir(parents=True, exist_ok=True),
@@ -98,6 +107,8 @@ def servers(args, workdir: Path) -> list[Server]:
     peers = Path(args.peers_dir).resolve()
     py = sys.executable
     out: list[Server] = [watchroute_server(args, workdir)]
+    if args.workers > 1:
+        out.append(watchroute_server(args, workdir, key="watchroute-workers", workers=args.workers))
 
     raw = Server(
         key="raw",
@@ -680,8 +691,8 @@ def parse_args(argv):
     )
     ap.add_argument(
         "--only",
-        help="comma list of what to run: watchroute,raw,sse,nchan (fan-out), ws (idle WebSocket "
-        "watchers), polling, filtered, writes",
+        help="comma list of what to run: watchroute,watchroute-workers,raw,sse,nchan (fan-out), "
+        "ws (idle WebSocket watchers), polling, filtered, writes",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
@@ -711,6 +722,12 @@ def parse_args(argv):
         help="before each server, wait up to this many seconds for other processes to go quiet",
     )
     ap.add_argument("--watchroute-port", type=int, default=9100)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also run watchroute with this many worker processes (fan-out and writes; 1: not)",
+    )
     ap.add_argument("--json", help="also write the raw results as JSON to this file")
     ap.add_argument("--write-docs", action="store_true", help="write the report to --docs-path")
     ap.add_argument("--docs-path", default=str(REPO / "docs" / "benchmarks.md"))
@@ -808,11 +825,13 @@ def run_writes(args, workdir: Path, loop) -> dict:
             writes.run_batch(url, writes.BATCH_CONNECTIONS, writes.BATCH_SIZE, seconds, collection)
         )
 
-    out: dict = {"seconds": seconds}
-    for srv, modes in (
-        (watchroute_server(args, workdir, key="watchroute-writes"), {"put": put, "batch": batch}),
-        (floor, {"floor": put}),
-    ):
+    out: dict = {"seconds": seconds, "workers": args.workers}
+    runs = [(watchroute_server(args, workdir, key="watchroute-writes"), {"put": put, "batch": batch})]
+    if args.workers > 1:
+        workers = watchroute_server(args, workdir, key="watchroute-writes-workers", workers=args.workers)
+        runs.append((workers, {"put_workers": put, "batch_workers": batch}))
+    runs.append((floor, {"floor": put}))
+    for srv, modes in runs:
         if srv.unavailable:
             out["error"] = srv.unavailable
             return out
@@ -933,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
     # the databases; logs are kept
     for db_dir in (
         "watchroute",
+        "watchroute-workers",
+        "watchroute-writes-workers",
         "watchroute-polling",
         "watchroute-filtered",
         "watchroute-ws",

@@ -192,6 +192,8 @@ def section(res: dict, seconds: float) -> str:
     rows = [
         ("put", f"single: `PUT /v1/bench/<new id>`, wrk, {PUT_CONNECTIONS} connections"),
         ("batch", f"`POST /v1/_batch` of {BATCH_SIZE:,} puts, {BATCH_CONNECTIONS} connections"),
+        ("put_workers", f"single, `--workers {res.get('workers')}`"),
+        ("batch_workers", f"`_batch`, `--workers {res.get('workers')}`"),
         ("floor", "floor: uvicorn + an ASGI app that reads the body and answers 201 (same wrk)"),
     ]
     head = ["writes", "writes/s", "latency p50 / p99", "server CPU busy", "server CPU per write"]
