@@ -17,6 +17,7 @@ from the table by the next process to notice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import secrets
 import socket
 import sqlite3
@@ -28,6 +29,29 @@ CREATE TABLE IF NOT EXISTS peers (name BLOB PRIMARY KEY, pid INTEGER NOT NULL, s
 
 HELLO = b"H"  # a new peer: refresh the list
 _REVISION = struct.Struct("!Q")
+
+
+class WriterTurn:
+    """Whose turn it is to write: an exclusive lock on a file beside the database, held from
+    BEGIN IMMEDIATE to COMMIT.
+
+    SQLite already lets one writer in at a time, but a process it turns away sleeps and tries
+    again (1, 2, 5, 10 ms...), which under a steady write load from several processes added
+    tens of milliseconds to writes and halved the rate. A process waiting on this lock is woken
+    the moment the other lets go.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self._file = open(database_path + "-lock", "ab")  # noqa: SIM115 - held until close()
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class Peers:

@@ -35,7 +35,7 @@ from ..filter import Filter
 from ..problems import Problem
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
-from .peers import PEERS_SCHEMA, Peers
+from .peers import PEERS_SCHEMA, Peers, WriterTurn
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -139,6 +139,7 @@ class SQLiteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit: CommitListener | None = None
         self._peers: Peers | None = None
+        self._turn: WriterTurn | None = None
         self._catch_up_queued = False
         self._peers_changed = False
         self._peer_check: asyncio.TimerHandle | None = None
@@ -170,6 +171,7 @@ class SQLiteStore:
         conn.executescript(SCHEMA + PEERS_SCHEMA)
         self.revision, self.compacted = self._read_meta(conn)
         self._peers = peers = Peers()
+        self._turn = WriterTurn(self.path)
         conn.execute("BEGIN IMMEDIATE")
         peers.join(conn, os.getpid(), time.time())
         conn.execute("COMMIT")
@@ -193,6 +195,8 @@ class SQLiteStore:
             self._writer = None
         if self._peers is not None:
             self._peers.close()
+        if self._turn is not None:
+            self._turn.close()
         self._readers.shutdown(wait=True)
 
     @staticmethod
@@ -310,53 +314,64 @@ class SQLiteStore:
         needs no savepoint, and the group's writes go to the database in a few multi-row
         statements.
         """
-        assert self._peers is not None
+        assert self._peers is not None and self._turn is not None
         outcomes: list[list[Change] | BaseException] = []
         others: list[Change] = []  # committed by other processes since `seen`
         start = revision = seen
-        try:
-            # Inside the try: a database locked past busy_timeout fails this group, not the
-            # writer thread (which would leave every later write waiting for ever).
-            conn.execute("BEGIN IMMEDIATE")
-            latest = self._read_meta(conn)[0]
-            if latest > seen:
-                others = self._log_after(conn, seen, latest)
-            start = revision = latest
-            self._peers.strike_gone(conn)
-            ts = time.time()
-            stored = self._current_rows(conn, jobs)
-            # The group's writes so far, by resource (None: deleted): a later job sees them, and
-            # each resource is written once, in its final state.
-            staged: dict[tuple[str, str], Change | None] = {}
-            log_rows: list[tuple[Any, ...]] = []
-            for job in jobs:
-                try:
-                    changes, written = self._apply_job(job.ops, revision, ts, stored, staged)
-                except Exception as exc:
-                    outcomes.append(exc)
-                    continue
-                staged.update(written)
-                revision += len(changes)
-                outcomes.append(changes)
-                log_rows += [
-                    (c.revision, ts, c.type, c.collection, c.id, c.created_revision, c.data_json, c.prev_json)
-                    for c in changes
-                ]
-            if revision != start:
-                self._write_group(conn, log_rows, staged, revision)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                exc = Problem(
-                    503,
-                    "StoreUnavailable",
-                    f"the database refused the write ({exc}); nothing was written, try again",
-                    headers={"Retry-After": "1"},
-                )
-            outcomes = [exc] * len(jobs)
-            revision = others[-1].revision if others else seen
+        # SQLite would turn another process away and make it sleep; this wakes it at COMMIT.
+        with self._turn:
+            try:
+                # Inside the try: a database locked past busy_timeout fails this group, not the
+                # writer thread (which would leave every later write waiting for ever).
+                conn.execute("BEGIN IMMEDIATE")
+                latest = self._read_meta(conn)[0]
+                if latest > seen:
+                    others = self._log_after(conn, seen, latest)
+                start = revision = latest
+                self._peers.strike_gone(conn)
+                ts = time.time()
+                stored = self._current_rows(conn, jobs)
+                # The group's writes so far, by resource (None: deleted): a later job sees them, and
+                # each resource is written once, in its final state.
+                staged: dict[tuple[str, str], Change | None] = {}
+                log_rows: list[tuple[Any, ...]] = []
+                for job in jobs:
+                    try:
+                        changes, written = self._apply_job(job.ops, revision, ts, stored, staged)
+                    except Exception as exc:
+                        outcomes.append(exc)
+                        continue
+                    staged.update(written)
+                    revision += len(changes)
+                    outcomes.append(changes)
+                    log_rows += [
+                        (
+                            c.revision,
+                            ts,
+                            c.type,
+                            c.collection,
+                            c.id,
+                            c.created_revision,
+                            c.data_json,
+                            c.prev_json,
+                        )
+                        for c in changes
+                    ]
+                if revision != start:
+                    self._write_group(conn, log_rows, staged, revision)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    exc = Problem(
+                        503,
+                        "StoreUnavailable",
+                        f"the database refused the write ({exc}); nothing was written, try again",
+                        headers={"Retry-After": "1"},
+                    )
+                outcomes = [exc] * len(jobs)
+                revision = others[-1].revision if others else seen
         self._hand_over(jobs, outcomes, others)
         if revision != start:
             self._peers.announce(revision)
