@@ -8,6 +8,8 @@ import random
 import time
 
 import httpx
+import psutil
+import pytest
 
 from .server import ServerProcess
 
@@ -100,7 +102,9 @@ async def test_kill_9_during_a_write_storm_loses_no_acknowledged_write(server: S
     assert [e["revision"] for e in rest] == list(range(last_seen + 1, store_revision + 1))
 
 
-async def test_sigterm_ends_every_stream_and_exits_quickly(server: ServerProcess):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_ends_every_stream_and_exits_quickly(make_server, workers: int):
+    server: ServerProcess = make_server(workers=workers)
     async with httpx.AsyncClient(base_url=server.url) as c:
         rev = (await c.put("/v1/t/a", json={})).json()["revision"]
 
@@ -129,10 +133,12 @@ async def test_sigterm_ends_every_stream_and_exits_quickly(server: ServerProcess
     while caught_up < len(streams) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert caught_up == len(streams), f"only {caught_up} of {len(streams)} streams got the event"
+    workers_before = psutil.Process(server.pid).children()
     started = time.monotonic()
     took = await asyncio.to_thread(server.stop)
     results = await asyncio.wait_for(asyncio.gather(*streams), 10)
     assert took < 5, f"the server took {took:.1f}s to exit"
+    assert not [p for p in workers_before if p.is_running()], "a worker outlived the server"
     assert time.monotonic() - started < 5
     for lines in results:
         assert f"id: {rev}" in lines  # each stream got its event, then a clean end

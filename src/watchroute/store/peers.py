@@ -10,13 +10,13 @@ is delivered is always read from the log.
 
 Each process binds a datagram socket in Linux's abstract namespace (no file to clean up: the
 name goes with the process) and lists itself in the database's `peers` table, which is how the
-others find it. A name that refuses a datagram belongs to a process that has gone; it is struck
-from the table by the next process to notice.
+others find it. Where there is no abstract namespace (not Linux), nobody is woken and each
+process finds the others' commits on its periodic check alone. A name that refuses a datagram
+belongs to a process that has gone; it is struck from the table by the next process to notice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import secrets
 import socket
@@ -59,9 +59,14 @@ class Peers:
 
     def __init__(self) -> None:
         self.name = b"\0watchroute/" + secrets.token_hex(8).encode()
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(self.name)
-        self.socket.setblocking(False)
+        self.socket: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.socket.bind(self.name)
+        except OSError:
+            self.socket.close()
+            self.socket = None
+        else:
+            self.socket.setblocking(False)
         self.others: list[bytes] = []
         self.gone: set[bytes] = set()  # names that refused a datagram, to strike from the table
 
@@ -84,6 +89,8 @@ class Peers:
 
     def announce(self, revision: int | None) -> None:
         """Tell every peer that `revision` has committed (None: that this process has joined)."""
+        if self.socket is None:
+            return
         datagram = HELLO if revision is None else _REVISION.pack(revision)
         for name in self.others:
             try:
@@ -98,7 +105,7 @@ class Peers:
     def receive(self) -> tuple[int, bool]:
         """Drain the socket: the highest revision announced (0 if none) and whether a peer joined."""
         highest, joined = 0, False
-        while True:
+        while self.socket is not None:
             try:
                 datagram = self.socket.recv(16)
             except (BlockingIOError, InterruptedError):
@@ -107,7 +114,8 @@ class Peers:
                 highest = max(highest, _REVISION.unpack(datagram)[0])
             else:
                 joined = True
+        return highest, joined
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        if self.socket is not None:
             self.socket.close()

@@ -177,7 +177,8 @@ class SQLiteStore:
         conn.execute("COMMIT")
         peers.refresh(conn)
         peers.announce(None)
-        self._loop.add_reader(peers.socket.fileno(), self._woken)
+        if peers.socket is not None:
+            self._loop.add_reader(peers.socket, self._woken)
         self._check_peers()
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="watchroute-writer", daemon=True
@@ -187,8 +188,8 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._peer_check is not None:
             self._peer_check.cancel()
-        if self._peers is not None and self._loop is not None:
-            self._loop.remove_reader(self._peers.socket.fileno())
+        if self._peers is not None and self._peers.socket is not None and self._loop is not None:
+            self._loop.remove_reader(self._peers.socket)
         if self._writer is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._writer.join)
