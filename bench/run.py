@@ -615,7 +615,16 @@ def report(
         goals(rows, args, ws, filt, wrote),
     ]
     if rows:
-        parts += ["", "## Fan-out", sizes, "", table(rows, args), "", "### Details", details(rows)]
+        parts += ["", "## Fan-out", sizes, "", table(rows, args)]
+        if any(srv.key == "watchroute-workers" for srv, _ in rows):
+            parts += [
+                "",
+                f"The worker-processes row is `watchroute serve --workers {args.workers}`: the "
+                "watchers and the writes spread over the processes by the kernel, every process "
+                "delivering every commit to its own watchers. The load generator runs on the same "
+                "cores, so this shows what more processes buy where the cores are already shared.",
+            ]
+        parts += ["", "### Details", details(rows)]
     if warn:
         parts += ["", "### Warnings", *[f"- {w}" for w in warn]]
     if ws is not None:

@@ -17,6 +17,7 @@ from .api import batch, resources, system, ws
 from .api.models import BatchOp, BatchRequest
 from .api.watch_front import StreamingWatchFront
 from .api.write_front import WriteFront
+from .api.ws_front import WebSocketWatchFront
 from .problems import Problem, invalid_parameters
 from .runtime import Runtime
 from .security.install import install as install_security
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added before security, so inside it: streaming watches see the caller's identity.
     app.add_middleware(StreamingWatchFront)
     app.add_middleware(WriteFront)  # the same, for single-resource writes
+    app.add_middleware(WebSocketWatchFront)  # and for WebSocket watches
     install_security(app, runtime.security)
     _expose_server_send(app)
     return app

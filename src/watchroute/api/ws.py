@@ -101,7 +101,7 @@ async def _open(
     return opened, heartbeat
 
 
-# -- routes ------------------------------------------------------------------------------------
+# -- routes (answered by ws_front.py ahead of the routing; declared here for the documents) ----
 
 
 @router.websocket("/_watch")
@@ -135,15 +135,15 @@ async def watch_many(websocket: WebSocket) -> None:
 
 @router.websocket("/{collection}")
 async def watch_collection(websocket: WebSocket, collection: str) -> None:
-    await _watch_one(websocket, collection, None)
+    await watch_one(websocket, collection, None)
 
 
 @router.websocket("/{collection}/{id}")
 async def watch_resource(websocket: WebSocket, collection: str, id: str) -> None:
-    await _watch_one(websocket, collection, id)
+    await watch_one(websocket, collection, id)
 
 
-async def _watch_one(websocket: WebSocket, collection: str, id: str | None) -> None:
+async def watch_one(websocket: WebSocket, collection: str, id: str | None) -> None:
     runtime = _runtime(websocket)
     await websocket.accept()
     params = websocket.query_params
