@@ -43,12 +43,18 @@ async def storm(url: str, coll: str, acked: dict[int, dict], stop: asyncio.Event
     await asyncio.gather(*(writer(n) for n in range(4)))
 
 
-async def watch_all(url: str, coll: str, since: int, until: int) -> list[dict]:
+async def watch_all(
+    url: str, coll: str, since: int, until: int, opened: asyncio.Event | None = None
+) -> list[dict]:
+    """Every change event of `coll` after `since` up to `until`, on a connection of its own;
+    `opened` is set once the stream has started."""
     events = []
     async with (
         httpx.AsyncClient(base_url=url, timeout=30) as c,
         c.stream("GET", f"/v1/{coll}", params={"watch": "true", "since": since, "timeout": 20}) as r,
     ):
+        if opened is not None:
+            opened.set()
         async for line in r.aiter_lines():
             if line:
                 event = json.loads(line)

@@ -7,7 +7,6 @@ order; a worker killed with -9 is replaced and loses no acknowledged write.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -26,26 +25,7 @@ from watchroute.tailer import Tailer
 from watchroute.watcher import Watcher
 from watchroute.window import Window
 
-from .test_crash_and_shutdown import storm
-
-
-async def read_stream(url: str, coll: str, until: int, opened: asyncio.Event | None = None) -> list[dict]:
-    """Every change event of `coll` from revision 0 up to `until`, on a connection of its own."""
-    events = []
-    async with (
-        httpx.AsyncClient(base_url=url, timeout=60) as c,
-        c.stream("GET", f"/v1/{coll}", params={"watch": "true", "since": 0, "timeout": 50}) as r,
-    ):
-        if opened is not None:
-            opened.set()
-        async for line in r.aiter_lines():
-            if line:
-                event = json.loads(line)
-                if event["type"] != "BOOKMARK":
-                    events.append(event)
-                if event["revision"] >= until:
-                    break
-    return events
+from .test_crash_and_shutdown import storm, watch_all
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -72,7 +52,7 @@ async def test_watchers_of_every_worker_see_every_commit_in_revision_order(make_
 
     # Watch first: the watchers must be told of commits as they come, not find them in the log.
     opened = [asyncio.Event() for _ in range(watchers)]
-    streams = [asyncio.create_task(read_stream(server.url, coll, total, event)) for event in opened]
+    streams = [asyncio.create_task(watch_all(server.url, coll, 0, total, event)) for event in opened]
     for event in opened:
         await event.wait()
     # Each stream is its own connection; the kernel spreads connections over both workers.
@@ -126,7 +106,7 @@ async def test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost(mak
     assert len(acked) > killed_at  # the server kept taking writes
 
     latest = max(acked)
-    events = await read_stream(server.url, coll, latest)
+    events = await watch_all(server.url, coll, 0, latest)
     seen = {e["revision"]: e for e in events}
     assert [e["revision"] for e in events] == sorted(seen)
     lost = [rev for rev in acked if rev not in seen]
