@@ -24,10 +24,11 @@ from collections.abc import Callable
 
 log = logging.getLogger("watchroute")
 
-# A worker that exits with an error within this many seconds of its start failed to start:
-# starting it again would fail the same way, so the server stops instead. (One killed by a
-# signal is started again, however young.)
+# A worker that exits with an error within this many seconds of its start failed to start.
+# After START_ATTEMPTS such failures in a row on one socket the server stops: the cause is not
+# passing (a bad database path, a port setting). One killed by a signal is simply started again.
 STARTUP_SECONDS = 3.0
+START_ATTEMPTS = 3
 RESTART_DELAY = 0.5
 
 
@@ -52,14 +53,15 @@ class Supervisor:
         self.sockets = sockets
         self.run_worker = run_worker
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (socket index, started at)
+        self.failed_starts = [0] * len(sockets)  # in a row, per socket
         self.stopping = False
 
     def run(self) -> int:
         """Start the workers and keep them running until a signal; the exit status."""
-        for index in range(len(self.sockets)):
-            self._start(index)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        for index in range(len(self.sockets)):
+            self._start(index)
         status = 0
         while self.workers:
             try:
@@ -70,8 +72,10 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(wait_status)
             if self.stopping:
                 continue
-            if code > 0 and time.monotonic() - started < STARTUP_SECONDS:
-                log.error("worker %d exited with %d while starting; stopping the server", pid, code)
+            starting = code > 0 and time.monotonic() - started < STARTUP_SECONDS
+            self.failed_starts[index] = self.failed_starts[index] + 1 if starting else 0
+            if self.failed_starts[index] >= START_ATTEMPTS:
+                log.error("worker %d failed to start %d times; stopping the server", pid, START_ATTEMPTS)
                 status = 1
                 self._stop(signal.SIGTERM, None)
                 continue
@@ -83,6 +87,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
+            self.workers = {}  # its siblings are not its to signal
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             for other, sock in enumerate(self.sockets):

@@ -158,23 +158,26 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 
     async def open(self, on_commit: CommitListener) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         self._on_commit = on_commit
-        conn = self._connect()
-        conn.executescript(SCHEMA + PEERS_SCHEMA)
-        self.revision, self.compacted = self._read_meta(conn)
-        self._peers = peers = Peers()
         self._turn = WriterTurn(self.path)
-        conn.execute("BEGIN IMMEDIATE")
-        peers.join(conn, os.getpid(), time.time())
-        conn.execute("COMMIT")
+        self._peers = peers = Peers()
+        conn = self._connect()
+        # In turn: processes starting together would both try to switch a new file to WAL (a
+        # setting kept in the file), and SQLite refuses the second at once, not after a wait.
+        with self._turn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA + PEERS_SCHEMA)
+            self.revision, self.compacted = self._read_meta(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            peers.join(conn, os.getpid(), time.time())
+            conn.execute("COMMIT")
         peers.refresh(conn)
         peers.announce(None)
         if peers.socket is not None:
