@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from watchroute.events import Change
 from watchroute.hub import Hub
 from watchroute.problems import Problem
 from watchroute.store import WriteOp
+from watchroute.store.peers import PEERS_SCHEMA, Peers
 from watchroute.store.sqlite import SQLiteStore
 from watchroute.tailer import Tailer
 from watchroute.watcher import Watcher
@@ -187,3 +189,27 @@ async def test_revisions_compacted_before_they_were_read_end_a_watch_with_410():
             await parked
     assert refused.value.status == 410
     assert window.revision == 22
+
+
+def test_peers_wake_each_other_and_strike_a_peer_that_has_gone(tmp_path: Path):
+    conn = sqlite3.connect(tmp_path / "peers.db", isolation_level=None)
+    conn.executescript(PEERS_SCHEMA)
+    writer, listener, gone = Peers(), Peers(), Peers()
+    for peer in (writer, listener, gone):
+        peer.join(conn, os.getpid(), time.time())
+    writer.refresh(conn)
+    assert sorted(writer.others) == sorted([listener.name, gone.name])
+
+    writer.announce(None)
+    assert listener.receive() == (0, True)  # a hello: look at who is there
+    gone.close()  # its process has died, and its name with it
+    writer.announce(7)
+    writer.announce(9)
+    assert listener.receive() == (9, False)
+    assert writer.others == [listener.name]
+    writer.strike_gone(conn)
+    assert sorted(name for (name,) in conn.execute("SELECT name FROM peers")) == sorted(
+        [writer.name, listener.name]
+    )
+    writer.close()
+    listener.close()
