@@ -102,15 +102,6 @@ class ParkedWatchers:
             return True
         return False
 
-    def members(self) -> list[Watcher]:
-        every = list(self.everyone)
-        for watchers in self.by_id.values():
-            every += watchers
-        for by_value in self.by_field.values():
-            for watchers in by_value.values():
-                every += watchers
-        return every
-
     def candidates(self, changes: list[Change]) -> dict[Watcher, list[Change]]:
         """Every parked watcher that one of `changes` may concern (a superset, never less), with
         the changes, in order, that may concern it. A watcher of the whole collection gets
@@ -265,10 +256,9 @@ class Hub:
         if self._flush is not None:
             self._flush.cancel()
             self._deliver_pending()
-        parked, self._parked = self._parked, {}
-        for watchers in parked.values():
-            for watcher in watchers.members():
-                watcher.wake()
+        self._parked = {}
+        for watcher in self.watchers:
+            watcher.wake()  # a watcher that is not waiting (busy reading) is not disturbed
 
     def close_all(self) -> None:
         """End every watch (server shutdown): each stream finishes cleanly."""
