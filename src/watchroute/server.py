@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .security.shared_limits import WorkerLimits
 from .settings import Settings
 from .workers import Supervisor, listening_sockets
 
@@ -60,13 +61,19 @@ def serve(settings: Settings) -> None:
         _serve_one(settings)
         return
     sockets = listening_sockets(settings.host, settings.port, settings.workers, BACKLOG)
-    status = Supervisor(sockets, lambda sock: _serve_one(settings, sock)).run()
+    # Made before the workers fork, so that they share it: their limits hold for the server.
+    limits = WorkerLimits(settings.workers)
+    status = Supervisor(sockets, lambda sock, index: _serve_one(settings, sock, (limits, index))).run()
     if status:
         raise SystemExit(status)
 
 
-def _serve_one(settings: Settings, sock: socket.socket | None = None) -> None:
+def _serve_one(
+    settings: Settings, sock: socket.socket | None = None, shared: tuple[WorkerLimits, int] | None = None
+) -> None:
     app = create_app(settings)
+    if shared is not None:
+        app.state.runtime.security.share_with_workers(*shared)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -49,7 +49,9 @@ def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[so
 
 
 class Supervisor:
-    def __init__(self, sockets: list[socket.socket], run_worker: Callable[[socket.socket], None]) -> None:
+    def __init__(
+        self, sockets: list[socket.socket], run_worker: Callable[[socket.socket, int], None]
+    ) -> None:
         self.sockets = sockets
         self.run_worker = run_worker
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (socket index, started at)
@@ -95,7 +97,7 @@ class Supervisor:
                     sock.close()
             code = 1
             try:
-                self.run_worker(self.sockets[index])
+                self.run_worker(self.sockets[index], index)
                 code = 0
             except BaseException:
                 log.exception("worker failed")

@@ -3,10 +3,12 @@
 A rate is written `N/PERIOD` (`20/s`, `600/m`, `100/10s`): a bucket holds N tokens and refills
 at N per PERIOD, so a client may burst N at once and then keeps to the average. Buckets live in
 this process, or in Redis when `redis_url` is set, so that every instance behind a balancer
-counts against the same bucket. If Redis stops answering, this instance counts alone (logged
+counts against the same bucket (the worker processes of one `serve --workers N` share theirs
+without Redis: shared_limits.py). If Redis stops answering, this instance counts alone (logged
 once) rather than refusing everyone: a limiter must not become the outage.
 
-Concurrent watches are counted here per instance (`WatchCounts`); with `redis_url`, every
+Concurrent watches are counted here per instance (`WatchCounts`, summed over its worker
+processes by shared_limits.py); with `redis_url`, every
 instance also holds a lease in Redis for each of its watches (leases.py), so that the caps hold
 for all instances together, and falls back to its own count when Redis does not answer.
 """
@@ -55,6 +57,15 @@ def parse_rate(text: str) -> Rate | None:
     return Rate(float(count), count / period)
 
 
+def take_token(tokens: float, at: float, now: float, rate: Rate) -> tuple[float, float]:
+    """A bucket that held `tokens` at `at`, refilled to `now`, after taking one if there is one:
+    (tokens left, 0.0), or (tokens, the seconds until one is there)."""
+    tokens = min(rate.capacity, tokens + (now - at) * rate.per_second)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate.per_second
+
+
 class LocalBuckets:
     def __init__(self) -> None:
         self._buckets: dict[str, list[float]] = {}
@@ -69,13 +80,9 @@ class LocalBuckets:
             self._added += 1
             if self._added >= SWEEP_EVERY:
                 self._sweep(now, rate)
-        tokens = min(rate.capacity, bucket[0] + (now - bucket[1]) * rate.per_second)
+        bucket[0], wait = take_token(bucket[0], bucket[1], now, rate)
         bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / rate.per_second
+        return wait
 
     def _sweep(self, now: float, rate: Rate) -> None:
         self._added = 0
@@ -158,6 +165,13 @@ class WatchCounts:
 
     def identity_full(self) -> str:
         return f"an identity may hold at most {self.max_per_identity} concurrent watches"
+
+    def try_add(self, key: str | None) -> str | None:
+        """Count one more watch of `key` unless the caps refuse it; why they do, or None."""
+        why = self.refusal(key)
+        if why is None:
+            self.add(key)
+        return why
 
     def add(self, key: str | None) -> None:
         self.total += 1

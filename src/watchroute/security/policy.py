@@ -29,6 +29,7 @@ from .leases import CapReached, Lease, WatchLeases
 from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
 from .refusals import forbidden, rate_limited, unauthorized
 from .rules import NothingFilter, Rules, restrict
+from .shared_limits import SharedBuckets, WorkerLimits
 from .tokens import JWTVerifier, TokenError
 
 log = logging.getLogger("watchroute")
@@ -52,12 +53,23 @@ class Security:
             self.key_watches = KeyWatches(keys, max(s.apikey_cache_seconds, 0.2))
         self._key_checks: asyncio.Task[None] | None = None
         self.rates: dict[str, Rate | None] = {name: parse_rate(getattr(s, name)) for name in RATE_SETTINGS}
-        self.buckets: LocalBuckets | RedisBuckets = LocalBuckets()
+        self.buckets: LocalBuckets | RedisBuckets | SharedBuckets = LocalBuckets()
         self.watches = WatchCounts(s.max_watches, s.max_watches_per_identity)
         # With redis_url, the caps hold across instances: each watch leases its place in Redis.
         self.leases: WatchLeases | None = None
         self._redis: Any = None
         self.allowed_origins = frozenset(s.cors_origin_list)
+
+    def share_with_workers(self, region: WorkerLimits, worker: int) -> None:
+        """Count rates and watches together with the other worker processes of this server,
+        unless Redis does that for every instance."""
+        if self.settings.redis_url:
+            return
+        if any(self.rates.values()):
+            self.buckets = region.buckets()
+        if self.watches.enabled:
+            s = self.settings
+            self.watches = region.watch_counts(worker, s.max_watches, s.max_watches_per_identity)
 
     async def start(self) -> None:
         url, prefix = self.settings.redis_url, self.settings.redis_prefix
@@ -227,9 +239,10 @@ class WatchAdmission:
         if lease is not None:
             releases.append(lease.release)
         elif counts.enabled:
-            self.security._check_count(identity, args[3])
             key = identity.key
-            counts.add(key)
+            why = counts.try_add(key)  # checked and counted at once: other workers count too
+            if why is not None:
+                self.security._refuse_watch(identity, args[3], why)
             releases.append(lambda: counts.remove(key))
 
         def release() -> None:

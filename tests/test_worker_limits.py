@@ -1,0 +1,156 @@
+"""Rate limits and watch caps hold for `serve --workers N` as a whole, without Redis: the worker
+processes count in shared memory, a worker's own counts end with it, and nothing is let through
+twice when processes race for the last place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from watchroute.security.limits import Rate
+from watchroute.security.shared_limits import WorkerLimits
+
+from .test_workers import connections_by_worker, worker_pids
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def in_processes(count: int, work: Callable[[int], int]) -> list[int]:
+    """Run work(i) in `count` forked processes at once; what each returned (0..255)."""
+    children = []
+    for i in range(count):
+        pid = os.fork()
+        if pid == 0:
+            code = 255
+            try:
+                code = work(i)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+
+
+def test_worker_processes_take_from_one_bucket() -> None:
+    region = WorkerLimits(4)
+    rate = Rate(capacity=60.0, per_second=0.001)  # 60 at once, then hardly any refill
+
+    def take_many(_: int) -> int:
+        buckets = region.buckets()
+        return sum(buckets.take("rate_limit_ip:10.0.0.1", rate) == 0.0 for _ in range(40))
+
+    assert sum(in_processes(4, take_many)) == 60  # not 4 x 40 = 160, nor 4 x 60
+    buckets = region.buckets()
+    assert buckets.take("rate_limit_ip:10.0.0.1", rate) > 0  # empty for this process too...
+    assert buckets.take("rate_limit_ip:10.0.0.2", rate) == 0.0  # ...and for that key only
+
+
+def test_worker_processes_racing_for_the_last_watches_admit_exactly_the_cap() -> None:
+    region = WorkerLimits(4)
+
+    def open_many(worker: int) -> int:
+        counts = region.watch_counts(worker, 50, 30)
+        return sum(counts.try_add("alice" if n % 2 else None) is None for n in range(30))
+
+    admitted = in_processes(4, open_many)
+    assert sum(admitted) == 50
+    # Worker 3 is started again: the places its predecessor held are free, and only those.
+    counts = region.watch_counts(3, 50, 30)
+    again = [counts.try_add(None) for _ in range(admitted[3] + 1)]
+    assert again[:-1] == [None] * admitted[3]
+    assert "most concurrent watches (50)" in (again[-1] or "")
+
+
+def test_identity_caps_sum_over_workers_and_a_replaced_worker_counts_nothing() -> None:
+    region = WorkerLimits(2)
+    first, second = region.watch_counts(0, 5, 3), region.watch_counts(1, 5, 3)
+    assert first.try_add("alice") is None and first.try_add("alice") is None
+    assert second.try_add("alice") is None
+    why = second.try_add("alice")
+    assert why is not None and "at most 3" in why
+    assert first.try_add("alice") is not None  # on either worker
+    assert second.try_add("bob") is None and second.try_add("bob") is None
+    assert "most concurrent watches (5)" in (first.try_add("carol") or "")
+
+    first.remove("alice")
+    assert second.try_add("alice") is None  # a place given back on one worker, taken on another
+    assert first.refusal("dave") is not None  # total 5 again
+
+    # The worker behind `second` dies; the one started in its place clears its counts: alice
+    # keeps her one watch on the first worker, bob none.
+    second = region.watch_counts(1, 5, 3)
+    again = [first.try_add("alice") for _ in range(3)]
+    assert again[:2] == [None, None] and "at most 3" in (again[2] or "")
+    assert second.try_add("bob") is None and second.try_add("bob") is None
+    assert second.try_add("bob") is not None  # 5 in all
+
+
+# -- through the server ------------------------------------------------------------------------
+
+
+class OpenWatches:
+    def __init__(self, http: httpx.AsyncClient, stack: contextlib.AsyncExitStack, url: str) -> None:
+        self.http, self.stack, self.url = http, stack, url
+
+    async def open(self) -> int:
+        """Open a watch on a connection of its own; its status (an admitted one stays open)."""
+        request = self.http.build_request("GET", self.url + "/v1/caps", params={"watch": "true"})
+        response = await self.http.send(request, stream=True)
+        self.stack.push_async_callback(response.aclose)
+        if response.status_code != 200:
+            await response.aclose()
+        return response.status_code
+
+
+@contextlib.asynccontextmanager
+async def open_watches(url: str) -> Any:
+    async with contextlib.AsyncExitStack() as stack:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10, limits=limits))
+        yield OpenWatches(http, stack, url)
+
+
+async def test_two_workers_hold_one_watch_cap(make_server: Any) -> None:
+    server = make_server(workers=2, max_watches=4)
+    async with open_watches(server.url) as watches:
+        statuses = [await watches.open() for _ in range(10)]
+        assert statuses.count(200) == 4 and statuses.count(429) == 6, statuses
+        # The ten connections were spread over both workers; apart, they would admit up to 8.
+        held = connections_by_worker(server.pid, server.port)
+        assert sum(held.values()) == 4, held
+
+
+async def test_two_workers_hold_one_rate_limit(make_server: Any) -> None:
+    server = make_server(workers=2, rate_limit_ip="6/m")
+    statuses = []
+    for _ in range(12):
+        # A connection per request, so that both workers answer some; a client address of the
+        # test's own (the server's start-up probe took a token from 127.0.0.1's bucket).
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            forwarded = {"X-Forwarded-For": "203.0.113.9"}
+            statuses.append((await c.get("/v1/limited", headers=forwarded)).status_code)
+    assert statuses == [200] * 6 + [429] * 6
+
+
+async def test_the_watches_of_a_killed_worker_stop_counting(make_server: Any) -> None:
+    server = make_server(workers=2, max_watches=6)
+    async with open_watches(server.url) as watches:
+        assert [await watches.open() for _ in range(6)] == [200] * 6
+        held = connections_by_worker(server.pid, server.port)
+        victim = max(held, key=held.__getitem__)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while len(worker_pids(server.pid)) != 2 or victim in worker_pids(server.pid):
+            assert time.monotonic() < deadline, "no worker took the killed one's place"
+            await asyncio.sleep(0.1)
+        # Connections to the replacement wait in its socket's queue until it has cleared the
+        # counts of the worker before it.
+        statuses = [await watches.open() for _ in range(held[victim] + 4)]
+        assert statuses.count(200) == held[victim], (held, statuses)
