@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,29 +26,50 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def in_processes(count: int, work: Callable[[int], int]) -> list[int]:
-    """Run work(i) in `count` forked processes at once; what each returned (0..255)."""
+    """Run work(i) in `count` forked processes, released together; what each returned."""
+    gate_out, gate_in = os.pipe()
+    results_out, results_in = os.pipe()
     children = []
     for i in range(count):
         pid = os.fork()
         if pid == 0:
-            code = 255
             try:
-                code = work(i)
+                os.read(gate_out, 1)
+                os.write(results_in, struct.pack("=ii", i, work(i)))
             finally:
-                os._exit(code)
+                os._exit(0)
         children.append(pid)
-    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    os.write(gate_in, b"x" * count)
+    for pid in children:
+        os.waitpid(pid, 0)
+    results = dict(struct.iter_unpack("=ii", os.read(results_out, 8 * count)))
+    for fd in (gate_out, gate_in, results_out, results_in):
+        os.close(fd)
+    return [results[i] for i in range(count)]
+
+
+def lock_is_free(region: WorkerLimits) -> bool:
+    """Whether another process could take the region's lock now."""
+    return in_processes(1, lambda _: _try_lock(region))[0] == 0
+
+
+def _try_lock(region: WorkerLimits) -> int:
+    try:
+        fcntl.lockf(region._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 1
+    return 0
 
 
 def test_worker_processes_take_from_one_bucket() -> None:
     region = WorkerLimits(4)
-    rate = Rate(capacity=60.0, per_second=0.001)  # 60 at once, then hardly any refill
+    rate = Rate(capacity=3000.0, per_second=0.001)  # 3000 at once, then hardly any refill
 
     def take_many(_: int) -> int:
         buckets = region.buckets()
-        return sum(buckets.take("rate_limit_ip:10.0.0.1", rate) == 0.0 for _ in range(40))
+        return sum(buckets.take("rate_limit_ip:10.0.0.1", rate) == 0.0 for _ in range(1500))
 
-    assert sum(in_processes(4, take_many)) == 60  # not 4 x 40 = 160, nor 4 x 60
+    assert sum(in_processes(4, take_many)) == 3000  # not 4 x 1500 = 6000
     buckets = region.buckets()
     assert buckets.take("rate_limit_ip:10.0.0.1", rate) > 0  # empty for this process too...
     assert buckets.take("rate_limit_ip:10.0.0.2", rate) == 0.0  # ...and for that key only
@@ -56,19 +79,20 @@ def test_worker_processes_racing_for_the_last_watches_admit_exactly_the_cap() ->
     region = WorkerLimits(4)
 
     def open_many(worker: int) -> int:
-        counts = region.watch_counts(worker, 50, 30)
-        return sum(counts.try_add("alice" if n % 2 else None) is None for n in range(30))
+        counts = region.watch_counts(worker, 200, 10**6)
+        return sum(counts.try_add("alice" if n % 2 else None) is None for n in range(100))
 
     admitted = in_processes(4, open_many)
-    assert sum(admitted) == 50
-    # Worker 3 is started again: the places its predecessor held are free, and only those.
-    counts = region.watch_counts(3, 50, 30)
+    assert sum(admitted) == 200
+    # Worker 3 has gone: the places it held are free, and only those.
+    region.clear_worker(3)
+    counts = region.watch_counts(3, 200, 10**6)
     again = [counts.try_add(None) for _ in range(admitted[3] + 1)]
     assert again[:-1] == [None] * admitted[3]
-    assert "most concurrent watches (50)" in (again[-1] or "")
+    assert "most concurrent watches (200)" in (again[-1] or "")
 
 
-def test_identity_caps_sum_over_workers_and_a_replaced_worker_counts_nothing() -> None:
+def test_identity_caps_sum_over_workers_and_a_gone_worker_counts_nothing() -> None:
     region = WorkerLimits(2)
     first, second = region.watch_counts(0, 5, 3), region.watch_counts(1, 5, 3)
     assert first.try_add("alice") is None and first.try_add("alice") is None
@@ -83,13 +107,33 @@ def test_identity_caps_sum_over_workers_and_a_replaced_worker_counts_nothing() -
     assert second.try_add("alice") is None  # a place given back on one worker, taken on another
     assert first.refusal("dave") is not None  # total 5 again
 
-    # The worker behind `second` dies; the one started in its place clears its counts: alice
-    # keeps her one watch on the first worker, bob none.
+    # The worker behind `second` dies: alice keeps her one watch on the first worker, bob none.
+    region.clear_worker(1)
     second = region.watch_counts(1, 5, 3)
     again = [first.try_add("alice") for _ in range(3)]
     assert again[:2] == [None, None] and "at most 3" in (again[2] or "")
     assert second.try_add("bob") is None and second.try_add("bob") is None
     assert second.try_add("bob") is not None  # 5 in all
+
+
+def test_an_identity_with_no_room_left_is_capped_by_its_worker_and_touches_no_other() -> None:
+    region = WorkerLimits(2, identity_slots=8)  # one window: the ninth identity finds it full
+    counts = region.watch_counts(0, 100, 2)
+    users = [f"user{i}" for i in range(9)]
+    assert [counts.try_add(user) for user in users] == [None] * 9
+    counts.remove("user8")  # the one counted here alone: the others keep theirs
+    assert counts.try_add("user0") is None and counts.try_add("user0") is not None
+    assert counts.try_add("user8") is None and counts.try_add("user8") is None
+    assert "at most 2" in (counts.try_add("user8") or "")
+
+
+def test_a_nested_section_holds_the_lock_until_the_outermost_ends() -> None:
+    region = WorkerLimits(2)
+    with region.locked():
+        # A watcher's end may come inside another section (the garbage collector runs anywhere).
+        region.watch_counts(0, 5, 5).remove("alice")
+        assert not lock_is_free(region)
+    assert lock_is_free(region)
 
 
 # -- through the server ------------------------------------------------------------------------

@@ -63,7 +63,11 @@ def serve(settings: Settings) -> None:
     sockets = listening_sockets(settings.host, settings.port, settings.workers, BACKLOG)
     # Made before the workers fork, so that they share it: their limits hold for the server.
     limits = WorkerLimits(settings.workers)
-    status = Supervisor(sockets, lambda sock, index: _serve_one(settings, sock, (limits, index))).run()
+
+    def run_worker(sock: socket.socket, index: int) -> None:
+        _serve_one(settings, sock, (limits, index))
+
+    status = Supervisor(sockets, run_worker, worker_gone=limits.clear_worker).run()
     if status:
         raise SystemExit(status)
 

@@ -50,10 +50,14 @@ def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[so
 
 class Supervisor:
     def __init__(
-        self, sockets: list[socket.socket], run_worker: Callable[[socket.socket, int], None]
+        self,
+        sockets: list[socket.socket],
+        run_worker: Callable[[socket.socket, int], None],
+        worker_gone: Callable[[int], None] = lambda index: None,
     ) -> None:
         self.sockets = sockets
         self.run_worker = run_worker
+        self.worker_gone = worker_gone  # told the socket index of a worker that has exited
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (socket index, started at)
         self.failed_starts = [0] * len(sockets)  # in a row, per socket
         self.stopping = False
@@ -71,6 +75,7 @@ class Supervisor:
             except ChildProcessError:
                 break
             index, started = self.workers.pop(pid)
+            self.worker_gone(index)
             code = os.waitstatus_to_exitcode(wait_status)
             if self.stopping:
                 continue
