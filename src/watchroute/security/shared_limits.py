@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import logging
 import mmap
 import os
 import tempfile
@@ -37,8 +36,6 @@ from collections import Counter
 from collections.abc import Iterator
 
 from .limits import Rate, WatchCounts, take_token
-
-log = logging.getLogger("watchroute")
 
 BUCKET_SLOTS = 1 << 16
 IDENTITY_SLOTS = 1 << 15
