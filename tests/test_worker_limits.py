@@ -92,6 +92,23 @@ def test_worker_processes_racing_for_the_last_watches_admit_exactly_the_cap() ->
     assert "most concurrent watches (200)" in (again[-1] or "")
 
 
+def test_watches_opened_and_closed_by_racing_workers_never_exceed_the_cap() -> None:
+    region = WorkerLimits(4)
+
+    def churn(worker: int) -> int:
+        counts = region.watch_counts(worker, 1, 10**6)
+        over = 0
+        for _ in range(5000):
+            if counts.try_add("alice") is None:
+                with region.locked():
+                    open_now = sum(region.q[region.totals_at : region.totals_at + region.workers])
+                over += open_now > 1
+                counts.remove("alice")
+        return over
+
+    assert in_processes(4, churn) == [0, 0, 0, 0]
+
+
 def test_identity_caps_sum_over_workers_and_a_gone_worker_counts_nothing() -> None:
     region = WorkerLimits(2)
     first, second = region.watch_counts(0, 5, 3), region.watch_counts(1, 5, 3)
