@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,6 +38,31 @@ def test_window_refuses_a_gap():
         window.append([change(7)])
 
 
+@given(
+    id=st.text(min_size=1, max_size=12),
+    data=st.dictionaries(
+        st.text(max_size=5), st.integers(-(2**53), 2**53) | st.text(max_size=5) | st.none(), max_size=4
+    ),
+    prev=st.none() | st.dictionaries(st.text(max_size=5), st.integers(0, 9), max_size=3),
+)
+def test_event_frames_are_the_event_as_json(id, data, prev):
+    """Every framing carries exactly `{"type", "revision", "object": the resource}` as JSON, for
+    any id (quotes, control characters, non-ASCII); a withdrawn change shows its previous state."""
+    c = Change(7, MODIFIED, "c", id, 3, encode(data), None if prev is None else encode(prev), 0.0)
+    resource = {"id": id, "revision": 7, "created_revision": 3, "data": data}
+    assert orjson.loads(c.framed(MODIFIED, events.JSON)) == {
+        "type": MODIFIED,
+        "revision": 7,
+        "object": resource,
+    }
+    sse = c.framed(ADDED, SSE)
+    assert sse.startswith(b"id: 7\ndata: ") and sse.endswith(b"\n\n") and sse.count(b"\n") == 3
+    assert orjson.loads(sse[len(b"id: 7\ndata: ") :]) == {"type": ADDED, "revision": 7, "object": resource}
+    withdrawn = orjson.loads(c.framed(events.WITHDRAWN, events.NDJSON))
+    shown = data if prev is None else prev
+    assert withdrawn == {"type": DELETED, "revision": 7, "object": {**resource, "data": shown}}
+
+
 def test_filtered_classification_follows_membership():
     hub, window = Hub(), Window(16, 0)
     w = Watcher(hub, window, None, "c", None, compile_filter("state=open"), 0)  # type: ignore[arg-type]
@@ -52,8 +78,8 @@ def test_filtered_classification_follows_membership():
 
 async def test_each_event_is_encoded_once_for_all_watchers(monkeypatch):
     calls = []
-    real = events.encode
-    monkeypatch.setattr(events, "encode", lambda v: calls.append(v) or real(v))
+    real = Change._event_json
+    monkeypatch.setattr(Change, "_event_json", lambda c, kind: calls.append(c) or real(c, kind))
     hub, window = Hub(), Window(64, 0)
     pushed: dict[int, list[bytes]] = {}
     watchers = []
