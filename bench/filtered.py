@@ -408,7 +408,7 @@ async def run_all(
         for mode, writes, size in (
             ("unfiltered", unfiltered_writes, unfiltered_chunk),
             ("filtered", filtered_writes, chunk),
-            ("single", filtered_writes // 5, chunk),
+            ("single", filtered_writes, chunk),  # as many: its figure is the smaller, so the noisier
             ("batched", batched_writes, max(1, unfiltered_chunk // 2)),
         ):
             try:
