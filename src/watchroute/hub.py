@@ -155,6 +155,9 @@ class Hub:
         # The last revision taken to the parked watchers; a watcher parks only once its cursor
         # has reached every published change, so what comes later is up to the hub to deliver.
         self.delivered = 0
+        # For /metrics, added up once per delivery, not per watcher.
+        self.pushes = 0
+        self.wakeups = 0
 
     def add(self, watcher: Watcher) -> None:
         self.watchers.add(watcher)
@@ -181,6 +184,10 @@ class Hub:
             watcher.cursor = self.delivered
         if not parked.size:
             del self._parked[watcher.collection]
+
+    def parked_count(self) -> int:
+        """Watchers parked now: caught up, waiting for the next commit."""
+        return sum(parked.size for parked in self._parked.values())
 
     def publish(self, changes: list[Change]) -> None:
         """Take a commit's changes (already in the window) to the parked watchers."""
@@ -244,6 +251,8 @@ class Hub:
                 parked.discard(watcher)
                 watcher.wake()
             reached += pushed + len(woken)
+            self.pushes += pushed
+            self.wakeups += len(woken)
             if not parked.size:
                 del self._parked[collection]
         if changes:

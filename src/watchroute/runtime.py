@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from . import metrics
 from .hub import Hub
 from .security.policy import Security
 from .settings import Settings
@@ -24,6 +25,8 @@ class Runtime:
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)
+        self.worker: int | None = None  # this process's index under `serve --workers N`
+        self.metrics = metrics.registry_for(self)
         self._compactor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -78,6 +78,7 @@ def _serve_one(
     app = create_app(settings)
     if shared is not None:
         app.state.runtime.security.share_with_workers(*shared)
+        app.state.runtime.worker = shared[1]
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -22,6 +22,10 @@ class Tailer:
         self.window = window
         self.hub = hub
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # For /metrics: what has gone through, and what was lost before it could (_skip_lost).
+        self.commits = 0
+        self.changes = 0
+        self.revisions_lost = 0
 
     @property
     def revision(self) -> int:
@@ -31,6 +35,8 @@ class Tailer:
         if changes and changes[0].revision > self.window.revision + 1:
             self._skip_lost(changes[0].revision - 1)
         self.window.append(changes)
+        self.commits += 1
+        self.changes += len(changes)
         self.hub.publish(changes)
         if self._waiters:
             ready = [(r, f) for r, f in self._waiters if r <= self.revision]
@@ -45,6 +51,7 @@ class Tailer:
         Nobody may be taken past them in silence: the window starts again after them, and every
         parked watcher is woken to read the log, where it meets 410 Expired and relists."""
         log.error("changes %d-%d were compacted before this instance read them", self.revision + 1, revision)
+        self.revisions_lost += revision - self.revision
         self.hub.wake_all()
         self.window.restart(revision)
 

@@ -22,6 +22,11 @@ class Window:
         """The oldest revision held (revision + 1 when empty)."""
         return self.revision - len(self._changes) + 1
 
+    @property
+    def size(self) -> int:
+        """Changes held now (up to twice `capacity` between two trims)."""
+        return len(self._changes)
+
     def append(self, changes: list[Change]) -> None:
         for change in changes:
             if change.revision != self.revision + 1:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from .. import metrics
 from ..problems import Problem
 from ..security.identity import identity_of
 
@@ -31,6 +32,17 @@ async def readyz(request: Request) -> Any:
         {"status": "ok" if status == 200 else "behind", "revision": runtime.tailer.revision},
         status_code=status,
     )
+
+
+@router.get(
+    "/metrics",
+    summary="The instance's figures in the Prometheus text format",
+    response_class=Response,
+    responses={200: {"content": {metrics.MEDIA_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def prometheus_metrics(request: Request) -> Response:
+    body, media_type = metrics.exposition(request.app.state.runtime.metrics, request.headers.get("accept"))
+    return Response(body, media_type=media_type)
 
 
 @router.get("/v1/_collections", summary="The collections and how many resources each holds")

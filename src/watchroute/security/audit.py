@@ -14,11 +14,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
 
 log = logging.getLogger("watchroute.audit")
+
+# Lines written so far, by event, for /metrics: the whole process, whatever app wrote them.
+counts: Counter[str] = Counter()
 
 AUTH_FAILED = "auth_failed"
 DENIED = "denied"
@@ -62,4 +66,5 @@ def record(
         line["method"] = method
         line["path"] = path
     line.update(more)
+    counts[event] += 1
     log.warning(line)
