@@ -1,4 +1,4 @@
-"""System routes: liveness, readiness and the list of collections."""
+"""System routes: liveness, readiness, metrics, the AsyncAPI document and the list of collections."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from .. import metrics
 from ..problems import Problem
 from ..security.identity import identity_of
+from . import asyncapi
 
 router = APIRouter(tags=["system"])
 
@@ -43,6 +44,13 @@ async def readyz(request: Request) -> Any:
 async def prometheus_metrics(request: Request) -> Response:
     body, media_type = metrics.exposition(request.app.state.runtime.metrics, request.headers.get("accept"))
     return Response(body, media_type=media_type)
+
+
+@router.get("/asyncapi.json", summary="The watch route as an AsyncAPI 3.0 document")
+async def asyncapi_document(request: Request) -> dict[str, Any]:
+    settings = request.app.state.runtime.settings
+    host = request.headers.get("host") or f"{settings.host}:{settings.port}"
+    return asyncapi.document(host, secure=request.url.scheme == "https")
 
 
 @router.get("/v1/_collections", summary="The collections and how many resources each holds")
