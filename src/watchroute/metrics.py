@@ -67,7 +67,11 @@ class RuntimeCollector(Collector):
             "Open watches that have read everything and wait for the next commit.",
             hub.parked_count(),
         )
-        yield counter("commits", "Commits taken to the watchers.", tailer.commits)
+        yield counter(
+            "commits",
+            "Commits taken to the watchers (a group commit of many writes counts once).",
+            tailer.commits,
+        )
         yield counter("changes", "Changes taken to the watchers.", tailer.changes)
         yield counter(
             "revisions_lost",
