@@ -158,26 +158,9 @@ def _multiplexed_schemas() -> dict[str, Any]:
     }
 
 
-def _message(name: str, summary: str) -> dict[str, Any]:
-    payload = _ref(f"components/schemas/{name}")
-    return {"name": name, "summary": summary, "contentType": "application/json", "payload": payload}
-
-
-MESSAGES = {
-    "Change": "ADDED, MODIFIED or DELETED",
-    "Patch": "MODIFIED as a merge patch (format=patch)",
-    "Bookmark": "a heartbeat that moves the resume point",
-    "Error": "the last event of a watch",
-    "Subscribe": "open a subscription",
-    "Unsubscribe": "close a subscription",
-    "Auth": "refresh the credential",
-    "Ping": "ask for a PONG",
-    "Subscribed": "a subscription is open",
-    "Unsubscribed": "a subscription is closed",
-    "Authenticated": "the new credential holds",
-    "Pong": "the answer to a ping",
-    "SubscriptionEvent": "an event of one subscription",
-}
+def _message(name: str) -> dict[str, Any]:
+    """A message of the document: its payload is the schema of the same name, which says what it is."""
+    return {"name": name, "contentType": "application/json", "payload": _ref(f"components/schemas/{name}")}
 
 
 def document(host: str, secure: bool) -> dict[str, Any]:
@@ -247,6 +230,6 @@ def document(host: str, secure: bool) -> dict[str, Any]:
         },
         "components": {
             "schemas": {**_schemas(), **_multiplexed_schemas()},
-            "messages": {name: _message(name, summary) for name, summary in MESSAGES.items()},
+            "messages": {name: _message(name) for name in EVENTS + CLIENT_OPS + ANSWERS},
         },
     }
