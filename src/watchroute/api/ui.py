@@ -1,0 +1,70 @@
+"""The live dashboard at `/ui`: a page that watches one collection from the browser.
+
+The page and its two files ship inside the package and are served as they are, public like the
+other system routes: everything the page shows it reads from `/v1/` with the visitor's own
+credential. It is plain HTML, a script module and a style sheet, with nothing to build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..problems import Problem
+
+router = APIRouter(tags=["system"])
+
+MEDIA_TYPES = {
+    "index.html": "text/html; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
+
+# Scripts, styles and connections from this server only, and no inline script at all: the page
+# shows documents anyone may have written, so markup smuggled into one must never run. The page
+# writes them as text; this policy holds even if a mistake ever let one through as markup.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # Revalidated on every load (answered 304 while unchanged): a new version shows at once.
+    "Cache-Control": "no-cache",
+}
+
+
+@cache
+def _file(name: str) -> tuple[bytes, str]:
+    body = resources.files("watchroute").joinpath("ui", name).read_bytes()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+def _serve(request: Request, name: str) -> Response:
+    body, etag = _file(name)
+    headers = {**SECURITY_HEADERS, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, headers=headers, media_type=MEDIA_TYPES[name])
+
+
+@router.get(
+    "/ui",
+    summary="The live dashboard: watch a collection in the browser",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
+async def dashboard(request: Request) -> Response:
+    return _serve(request, "index.html")
+
+
+@router.get("/ui/{name}", include_in_schema=False)
+async def dashboard_file(request: Request, name: str) -> Response:
+    if name not in MEDIA_TYPES or name == "index.html":
+        raise Problem(404, "NotFound", f"the dashboard has no file {name!r}")
+    return _serve(request, name)

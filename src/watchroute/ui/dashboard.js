@@ -1,0 +1,339 @@
+// The live dashboard: one collection (filtered or not) watched from the browser over SSE and
+// kept as a table that follows every change.
+//
+// A watch starts with `initial=true`: the server sends the current state, a BOOKMARK that ends
+// it, then every later change. After a dropped connection EventSource reconnects by itself and
+// sends `Last-Event-ID`, so the server resumes after the last change seen and the table stays as
+// it is. When a watch cannot resume (the history horizon has passed it: 410 Expired) the page
+// lists again: a fresh watch with `initial=true`, whose state replaces the table once complete.
+// Documents are anyone's data: they reach the page only as text (textContent), never as markup.
+
+const ROWS_SHOWN = 500; // longer tables are not read; the count says how many there are
+const EVENTS_KEPT = 50;
+const RETRY_MS = 2000;
+const TOKEN_KEY = "watchroute.token"; // kept for the tab only, never in the URL
+
+const $ = (id) => document.getElementById(id);
+
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+let watch = null; // {collection, filter} of the current watch
+let source = null; // its EventSource
+let items = new Map(); // id -> resource: what the table shows
+let incoming = null; // the initial state being received, until the BOOKMARK that ends it
+let revision = null; // the revision the table is current to
+let retry = null; // the timer of a reconnection the page makes itself
+const rows = new Map(); // id -> <tr> shown
+const changed = new Set(); // ids to repaint
+let reshape = false; // rows came or went: the shown set is rebuilt
+let paintDue = false;
+let eventsThisSecond = 0;
+
+function api(path) {
+  // Relative to the page, so that an app mounted under a prefix serves its own API.
+  return new URL(`v1/${path}`, document.baseURI);
+}
+
+function authHeaders() {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function setState(state) {
+  const el = $("state");
+  el.textContent = state;
+  el.dataset.state = state;
+}
+
+function showProblem(problem) {
+  const el = $("problem");
+  el.hidden = !problem;
+  el.textContent = problem ? `${problem.status} ${problem.title}: ${problem.detail}` : "";
+}
+
+async function readProblem(response) {
+  try {
+    return await response.json();
+  } catch {
+    return { status: response.status, title: response.statusText, detail: "no problem details" };
+  }
+}
+
+// -- the watch ------------------------------------------------------------------------------
+
+function start(collection, filter) {
+  watch = { collection, filter };
+  items = new Map();
+  revision = null;
+  for (const tr of rows.values()) tr.remove();
+  rows.clear();
+  reshape = true;
+  showProblem(null);
+  $("events").replaceChildren();
+  schedulePaint();
+  open(null);
+  loadCollections();
+}
+
+// Opens the watch: from `since`, or with the initial state when `since` is null.
+function open(since) {
+  clearTimeout(retry);
+  if (source) source.close();
+  const url = api(encodeURIComponent(watch.collection));
+  url.searchParams.set("watch", "true");
+  if (since === null) url.searchParams.set("initial", "true");
+  else url.searchParams.set("since", since);
+  if (watch.filter) url.searchParams.set("filter", watch.filter);
+  if (token) url.searchParams.set("access_token", token); // EventSource cannot send headers
+  incoming = since === null ? new Map() : null;
+  setState(since === null ? "syncing" : "connecting");
+  const es = (source = new EventSource(url));
+  es.onopen = () => {
+    if (es !== source) return;
+    // A connection lost before the initial state was complete starts it over (its events
+    // carry no id, so there is nothing to resume from).
+    if (incoming) {
+      incoming = new Map();
+      setState("syncing");
+    } else setState("live");
+  };
+  es.onmessage = (e) => {
+    if (es === source) receive(JSON.parse(e.data));
+  };
+  es.onerror = () => {
+    if (es !== source) return;
+    if (es.readyState === EventSource.CONNECTING) setState("reconnecting");
+    else diagnose(); // the server refused the request; EventSource does not say why
+  };
+}
+
+function receive(event) {
+  const target = incoming || items;
+  switch (event.type) {
+    case "ADDED":
+    case "MODIFIED":
+      target.set(event.object.id, event.object);
+      break;
+    case "DELETED":
+      target.delete(event.object.id);
+      break;
+    case "BOOKMARK":
+      if (event.initial_events_end && incoming) {
+        items = incoming;
+        incoming = null;
+        reshape = true;
+        setState("live");
+        log(`initial state: ${items.size} @${event.revision}`);
+      }
+      break;
+    case "ERROR":
+      source.close();
+      if (event.error.status === 410) relist();
+      else stop(event.error);
+      return;
+  }
+  if (incoming) return; // the initial state is shown once complete
+  revision = event.revision;
+  if (event.type !== "BOOKMARK") {
+    eventsThisSecond += 1;
+    changed.add(event.object.id);
+    if (event.type !== "MODIFIED") reshape = true;
+    log(`${event.type} ${event.object.id} @${event.revision}`);
+  }
+  schedulePaint();
+}
+
+function relist() {
+  setState("relisting");
+  open(null);
+}
+
+function stop(problem) {
+  clearTimeout(retry);
+  if (source) source.close();
+  setState("stopped");
+  showProblem(problem);
+}
+
+// Asks the refused question again as a plain request, whose answer can be read: a long-poll
+// from the same revision (or a one-item list while there is none yet).
+async function diagnose() {
+  const current = watch;
+  const url = api(encodeURIComponent(current.collection));
+  if (revision === null) url.searchParams.set("limit", "1");
+  else {
+    url.searchParams.set("watch", "longpoll");
+    url.searchParams.set("since", revision);
+    url.searchParams.set("timeout", "1");
+  }
+  if (current.filter) url.searchParams.set("filter", current.filter);
+  let problem = null;
+  let wait = RETRY_MS;
+  try {
+    const response = await fetch(url, { headers: authHeaders() });
+    if (!response.ok) problem = await readProblem(response);
+    wait = Math.max(wait, 1000 * Number(response.headers.get("Retry-After") || 0));
+  } catch {
+    // not reachable: try again below
+  }
+  if (current !== watch) return; // another watch started meanwhile
+  if (problem && problem.status === 410) relist();
+  else if (problem && problem.status < 500 && problem.status !== 429) stop(problem);
+  else {
+    // Refused for now (a limit, an overloaded server) or not reachable: again from where the
+    // table is, as soon as the server says it may be.
+    setState("reconnecting");
+    retry = setTimeout(() => open(revision), wait);
+  }
+}
+
+// -- painting -------------------------------------------------------------------------------
+
+function schedulePaint() {
+  if (!paintDue) {
+    paintDue = true;
+    requestAnimationFrame(paint);
+  }
+}
+
+function paint() {
+  paintDue = false;
+  $("count").textContent = items.size;
+  $("revision").textContent = revision ?? "-";
+  if (reshape) {
+    const ids = [...items.keys()].sort().slice(0, ROWS_SHOWN);
+    const body = $("resources").tBodies[0];
+    const shown = new Set(ids);
+    for (const [id, tr] of rows) {
+      if (!shown.has(id)) {
+        tr.remove();
+        rows.delete(id);
+      }
+    }
+    // Rows kept are filled again: after a relist any of them may have changed.
+    body.replaceChildren(...ids.map((id) => (rows.has(id) ? fill(rows.get(id), items.get(id)) : newRow(id))));
+    const more = $("more");
+    more.hidden = items.size <= ROWS_SHOWN;
+    more.textContent = `showing the first ${ROWS_SHOWN} of ${items.size} by id`;
+    reshape = false;
+  }
+  for (const id of changed) {
+    const tr = rows.get(id);
+    if (tr) {
+      fill(tr, items.get(id));
+      tr.classList.remove("changed");
+      void tr.offsetWidth; // restarts the highlight
+      tr.classList.add("changed");
+    }
+  }
+  changed.clear();
+}
+
+function newRow(id) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = id;
+  for (let i = 0; i < 3; i++) tr.append(document.createElement("td"));
+  const remove = document.createElement("button");
+  remove.textContent = "delete";
+  remove.dataset.delete = id;
+  const cell = document.createElement("td");
+  cell.append(remove);
+  tr.append(cell);
+  fill(tr, items.get(id));
+  rows.set(id, tr);
+  return tr;
+}
+
+function fill(tr, resource) {
+  const [id, rev, data] = tr.cells;
+  id.textContent = resource.id;
+  rev.textContent = resource.revision;
+  data.textContent = JSON.stringify(resource.data);
+  return tr;
+}
+
+function log(text) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toISOString().slice(11, 23)} ${text}`;
+  const list = $("events");
+  list.prepend(li);
+  while (list.children.length > EVENTS_KEPT) list.lastChild.remove();
+}
+
+// -- writes and the list of collections ---------------------------------------------------
+
+async function write(method, id, body) {
+  const init = { method, headers: authHeaders() };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = body;
+  }
+  const path = `${encodeURIComponent(watch.collection)}/${encodeURIComponent(id)}`;
+  const response = await fetch(api(path), init);
+  // The table changes when the watch reports the write, not from this answer.
+  showProblem(response.ok ? null : await readProblem(response));
+}
+
+async function loadCollections() {
+  try {
+    const response = await fetch(api("_collections"), { headers: authHeaders() });
+    if (!response.ok) return;
+    const options = (await response.json()).items.map((c) => {
+      const option = document.createElement("option");
+      option.value = c.name;
+      if (c.count !== undefined) option.label = `${c.name} (${c.count})`;
+      return option;
+    });
+    $("collections").replaceChildren(...options);
+  } catch {
+    // the list is a convenience: the form works without it
+  }
+}
+
+// -- wiring -----------------------------------------------------------------------------------
+
+$("watch").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const collection = form.get("collection").trim();
+  const filter = form.get("filter").trim();
+  token = form.get("token");
+  sessionStorage.setItem(TOKEN_KEY, token);
+  const query = new URLSearchParams({ collection });
+  if (filter) query.set("filter", filter);
+  history.replaceState(null, "", `?${query}`);
+  start(collection, filter);
+});
+
+$("write").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!watch) return;
+  const form = new FormData(e.target);
+  const text = form.get("data");
+  try {
+    const data = JSON.parse(text);
+    if (data === null || typeof data !== "object" || Array.isArray(data)) throw new Error();
+  } catch {
+    showProblem({ status: 400, title: "Bad Request", detail: "data must be a JSON object" });
+    return;
+  }
+  write("PUT", form.get("id").trim(), text);
+});
+
+$("resources").addEventListener("click", (e) => {
+  const id = e.target.dataset.delete;
+  if (id !== undefined) write("DELETE", id);
+});
+
+setInterval(() => {
+  $("rate").textContent = eventsThisSecond;
+  eventsThisSecond = 0;
+}, 1000);
+
+{
+  const params = new URLSearchParams(location.search);
+  const form = $("watch").elements;
+  form.collection.value = params.get("collection") || "";
+  form.filter.value = params.get("filter") || "";
+  form.token.value = token;
+  if (form.collection.value) start(form.collection.value, form.filter.value);
+  else loadCollections();
+}

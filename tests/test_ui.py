@@ -1,0 +1,311 @@
+"""The live dashboard at /ui: how it is served, and, in a real browser (headless Chromium), that
+its table follows the server through writes, filters, restarts, an expired history and refusals."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .security_keys import AUDIENCE, ISSUER, SECRET, hs_token
+from .server import ServerProcess
+
+JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+
+
+# -- served ------------------------------------------------------------------------------------
+
+
+def test_the_page_and_its_files_are_served_under_a_policy_that_runs_no_inline_script(api):
+    page = api.get("/ui")
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "unsafe" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "<script" in page.text and "<script>" not in page.text  # the script is a file of its own
+    for name, media_type in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+        assert f'"ui/{name}"' in page.text  # relative: an app mounted under a prefix still works
+        file = api.get(f"/ui/{name}")
+        assert file.status_code == 200 and file.headers["content-type"].startswith(media_type)
+        again = api.get(f"/ui/{name}", headers={"If-None-Match": file.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+    missing = api.get("/ui/secrets.txt")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    assert "/ui" in api.get("/openapi.json").json()["paths"]
+
+
+def test_the_page_is_public_where_the_api_asks_for_a_credential(jwt_server: ServerProcess):
+    assert httpx.get(jwt_server.url + "/ui").status_code == 200
+    assert httpx.get(jwt_server.url + "/ui/dashboard.js").status_code == 200
+    assert httpx.get(jwt_server.url + "/v1/notes").status_code == 401
+
+
+# -- in a browser --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("jwt"), **JWT).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip(
+            "no Chromium on this machine (Debian: apt-get install chromium); the /ui browser tests need it"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
+    with sync_api.sync_playwright() as playwright:
+        # No sandbox: CI runs as root, where Chromium's sandbox cannot start.
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
+    """Opens a URL in a fresh browser context; fails the test on any script error of the page.
+    The page's requests are kept in `page.sent`."""
+    contexts, errors = [], []
+
+    def open_(url: str) -> Any:
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.sent = []
+        page.on("request", lambda request: page.sent.append(request))
+        page.on("pageerror", lambda error: errors.append(error))
+        page.goto(url)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not errors, errors
+
+
+def table(page: Any) -> dict[str, tuple[int, Any]]:
+    """The dashboard's table: id -> (revision, data), read from the page's text."""
+    rows = page.evaluate(
+        """() => [...document.querySelectorAll('#resources tbody tr')].map(
+            (tr) => [tr.cells[0].textContent, tr.cells[1].textContent, tr.cells[2].textContent])"""
+    )
+    return {id: (int(revision), json.loads(data)) for id, revision, data in rows}
+
+
+def server_table(url: str, collection: str, filter: str | None = None) -> dict[str, tuple[int, Any]]:
+    params = {"limit": 10_000, **({"filter": filter} if filter else {})}
+    listed = httpx.get(f"{url}/v1/{collection}", params=params).json()
+    return {r["id"]: (r["revision"], r["data"]) for r in listed["items"]}
+
+
+def shown(page: Any) -> tuple[str, str, int, str]:
+    """State, revision, resource count and problem text, as the status line and alert show them."""
+    return (
+        page.get_attribute("#state", "data-state"),
+        page.inner_text("#revision"),
+        int(page.inner_text("#count")),
+        page.inner_text("#problem") if page.is_visible("#problem") else "",
+    )
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def lists(page: Any) -> int:
+    """How many watches the server answered with the whole state: asked with `initial=true` and
+    not resuming with `Last-Event-ID`, as EventSource does on its own when it reconnects.
+    (Attempts that found no server are left out: they were never answered.)"""
+    return sum(
+        1
+        for request in page.sent
+        if "initial=true" in request.url
+        and request.response() is not None
+        and "last-event-id" not in request.all_headers()
+    )
+
+
+def follows(page: Any, url: str, collection: str, filter: str | None = None, timeout: float = 10.0) -> None:
+    """The page is live and shows exactly what the server holds."""
+    expected = server_table(url, collection, filter)
+
+    def same() -> bool:
+        state, _, count, _ = shown(page)
+        return state == "live" and table(page) == expected and count == len(expected)
+
+    eventually(same, timeout)
+
+
+def storm(url: str, collection: str, writes: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(writes):
+            id = f"r{rng.randrange(12)}"
+            action = rng.random()
+            if action < 0.6:
+                client.put(
+                    f"/v1/{collection}/{id}", json={"n": rng.randrange(100), "state": rng.choice("ab")}
+                )
+            elif action < 0.8:
+                client.patch(
+                    f"/v1/{collection}/{id}",
+                    json={"n": rng.randrange(100)},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
+            else:
+                client.delete(f"/v1/{collection}/{id}")
+
+
+def test_the_table_follows_every_change_and_shows_documents_only_as_text(server, open_page):
+    markup = "<img src=x onerror=window.pwned=1>"
+    httpx.put(f"{server.url}/v1/notes/a", json={"text": "first"})
+    httpx.put(f"{server.url}/v1/notes/b", json={"text": markup})
+    page = open_page(f"{server.url}/ui?collection=notes")
+    follows(page, server.url, "notes")
+    assert table(page)["b"][1] == {"text": markup}
+    assert page.evaluate("window.pwned") is None
+
+    storm(server.url, "notes", writes=60, seed=1)
+    follows(page, server.url, "notes")
+    assert lists(page) == 1
+    log = page.inner_text("#events")
+    assert "ADDED" in log and "MODIFIED" in log and "DELETED" in log
+
+    # The page's own write form and delete buttons: the table changes when the watch says so.
+    page.fill("#write input[name=id]", "from-page")
+    page.fill("#write input[name=data]", '{"x": 1}')
+    page.click("#write button")
+    eventually(lambda: table(page).get("from-page", (0, None))[1] == {"x": 1})
+    page.click("button[data-delete='a']")
+    eventually(lambda: "a" not in table(page))
+    assert httpx.get(f"{server.url}/v1/notes/a").status_code == 404
+    follows(page, server.url, "notes")
+
+
+def test_a_filtered_table_keeps_membership_and_a_bad_filter_says_why(server, open_page):
+    for i in range(6):
+        httpx.put(f"{server.url}/v1/orders/o{i}", json={"state": "open" if i % 2 else "shut"})
+    page = open_page(f"{server.url}/ui?collection=orders&filter=state%3Dopen")
+    follows(page, server.url, "orders", "state=open")
+    assert set(table(page)) == {"o1", "o3", "o5"}
+    httpx.put(f"{server.url}/v1/orders/o1", json={"state": "shut"})  # leaves the filter
+    httpx.put(f"{server.url}/v1/orders/o2", json={"state": "open"})  # joins it
+    follows(page, server.url, "orders", "state=open")
+    assert set(table(page)) == {"o2", "o3", "o5"}
+
+    page.fill("#watch input[name=filter]", "state>")
+    page.click("#watch button")
+    eventually(lambda: shown(page)[0] == "stopped")
+    assert "400" in shown(page)[3] and "expected a value" in shown(page)[3]
+    assert table(page) == {}
+
+
+def test_the_table_resumes_across_restarts_and_a_kill_without_listing_again(make_server, open_page):
+    server: ServerProcess = make_server(sse_retry_ms=100, shutdown_grace=0.5)
+    storm(server.url, "stocks", writes=20, seed=2)
+    page = open_page(f"{server.url}/ui?collection=stocks")
+    follows(page, server.url, "stocks")
+    for stop in (server.stop, server.kill):
+        stop()
+        server.start()
+        storm(server.url, "stocks", writes=40, seed=3)  # some before the page is back, some after
+        follows(page, server.url, "stocks")
+    # Every change came by resuming from the last one seen (Last-Event-ID), none by a new list.
+    assert lists(page) == 1
+
+
+def test_a_refused_reconnection_is_tried_again_from_the_last_revision_seen(make_server, open_page):
+    # Watches are rationed (3 per 20 s per address) and used up as soon as the server is back; the
+    # page comes back 3 s after it went away, so its reconnection is refused with 429, on which
+    # EventSource gives up: the page must try again itself, when Retry-After says, from the last
+    # revision it has.
+    server: ServerProcess = make_server(sse_retry_ms=3000, shutdown_grace=0.5, watch_rate_limit_ip="3/20s")
+    storm(server.url, "quotes", writes=10, seed=6)
+    page = open_page(f"{server.url}/ui?collection=quotes")
+    follows(page, server.url, "quotes")
+    server.stop()
+    server.start()
+    rationed = [
+        httpx.get(f"{server.url}/v1/quotes", params={"watch": "longpoll", "timeout": 0.1}).status_code
+        for _ in range(4)
+    ]
+    assert rationed == [200, 200, 200, 429]
+    storm(server.url, "quotes", writes=30, seed=7)
+    follows(page, server.url, "quotes", timeout=30)
+    refused = [r for r in page.sent if r.response() is not None and r.response().status == 429]
+    resumed = [r for r in page.sent if "since=" in r.url and r.response() is not None]
+    assert refused and any(r.response().status == 200 for r in resumed)
+    assert lists(page) == 1
+
+
+def test_the_table_lists_again_once_the_history_horizon_has_passed_it(make_server, open_page):
+    # The page comes back 3 s after the server stops; by then its revision is compacted away.
+    server: ServerProcess = make_server(
+        sse_retry_ms=3000, shutdown_grace=0.5, history_events=5, compaction_interval=0.1
+    )
+    storm(server.url, "ticks", writes=10, seed=4)
+    page = open_page(f"{server.url}/ui?collection=ticks")
+    follows(page, server.url, "ticks")
+    server.stop()
+    server.start()
+    storm(server.url, "ticks", writes=40, seed=5)
+    eventually(lambda: lists(page) == 2, timeout=15)
+    follows(page, server.url, "ticks")
+
+
+def test_a_refused_watch_says_why_and_a_token_lets_it_in(jwt_server: ServerProcess, open_page):
+    token = hs_token()
+    auth = {"Authorization": f"Bearer {token}"}
+    httpx.put(f"{jwt_server.url}/v1/secrets/s1", json={"v": 1}, headers=auth)
+    page = open_page(f"{jwt_server.url}/ui?collection=secrets")
+    eventually(lambda: shown(page)[0] == "stopped")
+    assert shown(page)[3].startswith("401 Unauthorized")
+
+    page.fill("#watch input[name=token]", token)
+    page.click("#watch button")
+    eventually(lambda: shown(page)[0] == "live" and table(page) == {"s1": (1, {"v": 1})})
+    assert "access_token" not in page.url  # the token stays out of the address bar and history
+    page.fill("#write input[name=id]", "s2")
+    page.fill("#write input[name=data]", '{"v": 2}')
+    page.click("#write button")
+    eventually(lambda: "s2" in table(page))
+    assert httpx.get(f"{jwt_server.url}/v1/secrets/s2", headers=auth).json()["data"] == {"v": 2}
+
+
+def test_the_wheel_carries_the_page(tmp_path: Path):
+    # Package data: a server installed from the wheel, not from this checkout, serves /ui too.
+    repo = Path(__file__).resolve().parent.parent
+    source = tmp_path / "source"  # built from a copy: the build leaves its files beside the source
+    shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("watchroute-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"watchroute/ui/{name}" for name in ("index.html", "dashboard.js", "dashboard.css")} <= names
