@@ -10,7 +10,8 @@
 
 const ROWS_SHOWN = 500; // longer tables are not read; the count says how many there are
 const EVENTS_KEPT = 50;
-const RETRY_MS = 2000;
+const RETRY_MS = 2000; // the first wait before a reconnection the page makes itself
+const RETRY_MAX_MS = 30000; // doubling up to this, with jitter
 const TOKEN_KEY = "watchroute.token"; // kept for the tab only, never in the URL
 
 const $ = (id) => document.getElementById(id);
@@ -22,6 +23,7 @@ let items = new Map(); // id -> resource: what the table shows
 let incoming = null; // the initial state being received, until the BOOKMARK that ends it
 let revision = null; // the revision the table is current to
 let retry = null; // the timer of a reconnection the page makes itself
+let backoff = RETRY_MS;
 const rows = new Map(); // id -> <tr> shown
 const changed = new Set(); // ids to repaint
 let reshape = false; // rows came or went: the shown set is rebuilt
@@ -74,7 +76,7 @@ function start(collection, filter) {
 }
 
 // Opens the watch: from `since`, or with the initial state when `since` is null.
-function open(since) {
+function open(since, state = since === null ? "syncing" : "connecting") {
   clearTimeout(retry);
   if (source) source.close();
   const url = api(encodeURIComponent(watch.collection));
@@ -84,10 +86,11 @@ function open(since) {
   if (watch.filter) url.searchParams.set("filter", watch.filter);
   if (token) url.searchParams.set("access_token", token); // EventSource cannot send headers
   incoming = since === null ? new Map() : null;
-  setState(since === null ? "syncing" : "connecting");
+  setState(state);
   const es = (source = new EventSource(url));
   es.onopen = () => {
     if (es !== source) return;
+    backoff = RETRY_MS;
     // A connection lost before the initial state was complete starts it over (its events
     // carry no id, so there is nothing to resume from).
     if (incoming) {
@@ -142,8 +145,8 @@ function receive(event) {
 }
 
 function relist() {
-  setState("relisting");
-  open(null);
+  revision = null; // expired: nothing can resume from it any more
+  open(null, "relisting");
 }
 
 function stop(problem) {
@@ -153,33 +156,35 @@ function stop(problem) {
   showProblem(problem);
 }
 
-// Asks the refused question again as a plain request, whose answer can be read: a long-poll
-// from the same revision (or a one-item list while there is none yet).
+// Asks the refused question again as a request whose answer can be read: a long-poll watch
+// of the same collection and filter, from the table's revision when there is one, so that the
+// same grants and limits apply to it.
 async function diagnose() {
   const current = watch;
   const url = api(encodeURIComponent(current.collection));
-  if (revision === null) url.searchParams.set("limit", "1");
-  else {
-    url.searchParams.set("watch", "longpoll");
-    url.searchParams.set("since", revision);
-    url.searchParams.set("timeout", "1");
-  }
+  url.searchParams.set("watch", "longpoll");
+  url.searchParams.set("timeout", "1");
+  if (revision !== null) url.searchParams.set("since", revision);
   if (current.filter) url.searchParams.set("filter", current.filter);
+  let status = 0;
   let problem = null;
-  let wait = RETRY_MS;
+  let wait = backoff * (0.5 + Math.random()); // jittered, so that many pages do not come back at once
   try {
     const response = await fetch(url, { headers: authHeaders() });
+    status = response.status;
     if (!response.ok) problem = await readProblem(response);
     wait = Math.max(wait, 1000 * Number(response.headers.get("Retry-After") || 0));
   } catch {
     // not reachable: try again below
   }
   if (current !== watch) return; // another watch started meanwhile
-  if (problem && problem.status === 410) relist();
-  else if (problem && problem.status < 500 && problem.status !== 429) stop(problem);
+  backoff = Math.min(2 * backoff, RETRY_MAX_MS);
+  // Expired, or a revision the server has never had (its database was replaced): list again.
+  if (status === 410 || (problem && problem.reason === "FutureRevision")) relist();
+  else if (status >= 400 && status < 500 && status !== 429) stop(problem);
   else {
     // Refused for now (a limit, an overloaded server) or not reachable: again from where the
-    // table is, as soon as the server says it may be.
+    // table is, once the server says it may be and never in a tight loop.
     setState("reconnecting");
     retry = setTimeout(() => open(revision), wait);
   }
@@ -230,6 +235,8 @@ function paint() {
 function newRow(id) {
   const tr = document.createElement("tr");
   tr.dataset.id = id;
+  // Once lit, a row goes dark for good: moved in the table later, it does not light up again.
+  tr.addEventListener("animationend", () => tr.classList.remove("changed"));
   for (let i = 0; i < 3; i++) tr.append(document.createElement("td"));
   const remove = document.createElement("button");
   remove.textContent = "delete";
@@ -267,9 +274,13 @@ async function write(method, id, body) {
     init.body = body;
   }
   const path = `${encodeURIComponent(watch.collection)}/${encodeURIComponent(id)}`;
-  const response = await fetch(api(path), init);
-  // The table changes when the watch reports the write, not from this answer.
-  showProblem(response.ok ? null : await readProblem(response));
+  try {
+    const response = await fetch(api(path), init);
+    // The table changes when the watch reports the write, not from this answer.
+    if (!response.ok) showProblem(await readProblem(response));
+  } catch {
+    showProblem({ status: 0, title: "Unreachable", detail: `the server did not answer the ${method}` });
+  }
 }
 
 async function loadCollections() {
@@ -295,7 +306,7 @@ $("watch").addEventListener("submit", (e) => {
   const form = new FormData(e.target);
   const collection = form.get("collection").trim();
   const filter = form.get("filter").trim();
-  token = form.get("token");
+  token = form.get("token").trim();
   sessionStorage.setItem(TOKEN_KEY, token);
   const query = new URLSearchParams({ collection });
   if (filter) query.set("filter", filter);
