@@ -66,27 +66,31 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     # Grant, rate and caps first: a refused watch costs no read. The rule narrows the filter,
     # so the initial state, live events and membership all see only what the caller may see.
     admission = await runtime.security.admit_watch(spec.identity, spec.collection)
-    flt = admission.restrict(spec.filter)
-    initial: list[Row] | None = None
-    if spec.initial:
-        if spec.since is not None:
-            raise bad_request("BadParameter", "initial=true cannot be combined with since")
-        page = await store.list(spec.collection, flt, 2**62, None, spec.id)
-        initial, cursor = page.rows, page.revision
-    elif spec.since is None:
-        cursor = tailer.revision
-    else:
-        cursor = spec.since
-        if cursor < store.compacted:
-            raise expired(cursor, store.compacted)
-    if cursor > tailer.revision:
-        latest = await store.committed_revision()
-        if cursor > latest:
-            raise future_revision(cursor, latest)
-        await tailer.wait_for(cursor, CATCH_UP_SECONDS)
-    watcher: Watcher = admission.watcher(
-        runtime.hub, runtime.window, store, spec.collection, spec.id, flt, cursor
-    )
+    try:
+        flt = admission.restrict(spec.filter)
+        initial: list[Row] | None = None
+        if spec.initial:
+            if spec.since is not None:
+                raise bad_request("BadParameter", "initial=true cannot be combined with since")
+            page = await store.list(spec.collection, flt, 2**62, None, spec.id)
+            initial, cursor = page.rows, page.revision
+        elif spec.since is None:
+            cursor = tailer.revision
+        else:
+            cursor = spec.since
+            if cursor < store.compacted:
+                raise expired(cursor, store.compacted)
+        if cursor > tailer.revision:
+            latest = await store.committed_revision()
+            if cursor > latest:
+                raise future_revision(cursor, latest)
+            await tailer.wait_for(cursor, CATCH_UP_SECONDS)
+        watcher: Watcher = admission.watcher(
+            runtime.hub, runtime.window, store, spec.collection, spec.id, flt, cursor
+        )
+    except BaseException:
+        admission.release()
+        raise
     watcher.conflate = spec.conflate
     return OpenedWatch(watcher, initial, cursor, admission.expires_at, patches)
 

@@ -220,6 +220,14 @@ class WatchAdmission:
     def restrict(self, user_filter: Any) -> Any:
         return restrict(self.rule, user_filter)
 
+    def release(self) -> None:
+        """Give the place back when the watch does not start after all (refused for its cursor,
+        say). Not left to the lease's finaliser: the refusal's traceback can keep the admission
+        alive until a garbage collection, and the caller's next watch would meet the cap."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
     def watcher(self, *args: Any) -> Any:
         """A Watcher(hub, window, store, collection, id, filter, cursor), guarded when needed."""
         from ..watcher import Watcher
