@@ -203,6 +203,7 @@ function paint() {
   paintDue = false;
   $("count").textContent = items.size;
   $("revision").textContent = revision ?? "-";
+  const refilled = reshape; // every shown row is filled below
   if (reshape) {
     const ids = [...items.keys()].sort().slice(0, ROWS_SHOWN);
     const body = $("resources").tBodies[0];
@@ -220,16 +221,13 @@ function paint() {
     more.textContent = `showing the first ${ROWS_SHOWN} of ${items.size} by id`;
     reshape = false;
   }
-  for (const id of changed) {
-    const tr = rows.get(id);
-    if (tr) {
-      fill(tr, items.get(id));
-      tr.classList.remove("changed");
-      void tr.offsetWidth; // restarts the highlight
-      tr.classList.add("changed");
-    }
-  }
+  const lit = [...changed].map((id) => rows.get(id)).filter(Boolean);
   changed.clear();
+  if (!refilled) for (const tr of lit) fill(tr, items.get(tr.dataset.id));
+  // Restarts the highlight of rows still lit from an earlier change: one layout for them all.
+  for (const tr of lit) tr.classList.remove("changed");
+  if (lit.length) void $("resources").offsetWidth;
+  for (const tr of lit) tr.classList.add("changed");
 }
 
 function newRow(id) {
