@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -37,8 +39,15 @@ def test_the_page_and_its_files_are_served_under_a_policy_that_runs_no_inline_sc
         assert f'"ui/{name}"' in page.text  # relative: an app mounted under a prefix still works
         file = api.get(f"/ui/{name}")
         assert file.status_code == 200 and file.headers["content-type"].startswith(media_type)
-        again = api.get(f"/ui/{name}", headers={"If-None-Match": file.headers["etag"]})
-        assert again.status_code == 304 and again.content == b""
+        etag = file.headers["etag"]
+        for if_none_match in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            again = api.get(f"/ui/{name}", headers={"If-None-Match": if_none_match})
+            assert again.status_code == 304 and again.content == b"", if_none_match
+        assert api.get(f"/ui/{name}", headers={"If-None-Match": '"other"'}).status_code == 200
+        head = api.head(f"/ui/{name}")  # what GET would answer, without the body
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(file.content)) and head.headers["etag"] == etag
+    assert api.head("/ui").status_code == 200
     missing = api.get("/ui/secrets.txt")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert "/ui" in api.get("/openapi.json").json()["paths"]
@@ -236,6 +245,71 @@ def test_the_table_resumes_across_restarts_and_a_kill_without_listing_again(make
     # Every change came by resuming from the last one seen (Last-Event-ID), none by a new list.
     assert lists(page) == 1
     assert any(r.response() is not None and "last-event-id" in r.all_headers() for r in page.sent)
+
+
+class SilencingProxy:
+    """A TCP relay to `port` that can go silent: `silence()` makes every connection open so far
+    swallow what it is sent, in both directions, without closing (a path that died with no FIN
+    or RST, as after a NAT dropped it). Connections made later are relayed as usual."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.opened = 0
+        self.silent_below = 0  # connections numbered below this relay nothing
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence(self) -> None:
+        self.silent_below = self.opened
+
+    def close(self) -> None:
+        for sock in [self.listener, *self.sockets]:
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            number, self.opened = self.opened, self.opened + 1
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._relay, args=(source, sink, number), daemon=True).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket, number: int) -> None:
+        try:
+            while data := source.recv(65536):
+                if number >= self.silent_below:
+                    sink.sendall(data)
+            if number >= self.silent_below:
+                sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def test_a_connection_that_went_silent_is_dropped_and_the_table_resumes(server, open_page):
+    # No heartbeat comes through a dead path and EventSource never notices: after two heartbeats
+    # and a second of silence the page must drop it and resume from its revision on a new one.
+    proxy = SilencingProxy(server.port)
+    try:
+        storm(server.url, "feeds", writes=10, seed=8)
+        page = open_page(f"{proxy.url}/ui?collection=feeds&heartbeat=1")
+        follows(page, server.url, "feeds")
+        assert all("heartbeat=1" in r.url for r in page.sent if "watch=true" in r.url)
+        proxy.silence()
+        silenced_at = time.monotonic()
+        storm(server.url, "feeds", writes=20, seed=9)
+        follows(page, server.url, "feeds", timeout=20)
+        assert time.monotonic() - silenced_at > 2  # the page waited for two heartbeats
+        assert "nothing heard for" in page.inner_text("#events")
+        assert any("since=" in r.url and "watch=true" in r.url for r in page.sent)
+        assert lists(page) == 1
+    finally:
+        proxy.close()
 
 
 def test_a_refused_reconnection_is_tried_again_from_the_last_revision_seen(make_server, open_page):

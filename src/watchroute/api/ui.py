@@ -45,16 +45,27 @@ def _file(name: str) -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
 
 
+def _unchanged(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match compares weakly (RFC 9110): `W/"x"` matches `"x"`; it may list several
+    tags, or be `*`."""
+    if if_none_match is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
 def _serve(request: Request, name: str) -> Response:
     body, etag = _file(name)
     headers = {**SECURITY_HEADERS, "ETag": etag}
-    if request.headers.get("if-none-match") == etag:
+    if _unchanged(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, headers=headers, media_type=MEDIA_TYPES[name])
 
 
-@router.get(
+# GET and HEAD: a link checker or a proxy asks with HEAD, and is told what GET would answer.
+@router.api_route(
     "/ui",
+    methods=["GET", "HEAD"],
     summary="The live dashboard: watch a collection in the browser",
     response_class=Response,
     responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
@@ -63,7 +74,7 @@ async def dashboard(request: Request) -> Response:
     return _serve(request, "index.html")
 
 
-@router.get("/ui/{name}", include_in_schema=False)
+@router.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def dashboard_file(request: Request, name: str) -> Response:
     if name not in MEDIA_TYPES or name == "index.html":
         raise Problem(404, "NotFound", f"the dashboard has no file {name!r}")

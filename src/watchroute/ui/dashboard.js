@@ -6,6 +6,10 @@
 // sends `Last-Event-ID`, so the server resumes after the last change seen and the table stays as
 // it is. When a watch cannot resume (the history horizon has passed it: 410 Expired) the page
 // lists again: a fresh watch with `initial=true`, whose state replaces the table once complete.
+// A connection can also die without a word (a network that drops it silently, a laptop that
+// slept): the server sends a BOOKMARK after every `heartbeat` seconds of silence, so when nothing
+// at all has come for two of them and a second, the page drops the connection and resumes from
+// its revision on a new one, as the Python client does.
 // Documents are anyone's data: they reach the page only as text (textContent), never as markup.
 
 const ROWS_SHOWN = 500; // longer tables are not read; the count says how many there are
@@ -13,6 +17,7 @@ const EVENTS_KEPT = 50;
 const RETRY_MS = 2000; // the first wait before a reconnection the page makes itself
 const RETRY_MAX_MS = 30000; // doubling up to this, with jitter
 const TOKEN_KEY = "watchroute.token"; // kept for the tab only, never in the URL
+const HEARTBEAT_S = 15; // the server's default; `?heartbeat=S` on the page's address sets another
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,6 +34,8 @@ const changed = new Set(); // ids to repaint
 let reshape = false; // rows came or went: the shown set is rebuilt
 let paintDue = false;
 let eventsThisSecond = 0;
+let heartbeat = HEARTBEAT_S;
+let heardAt = 0; // when the current connection last gave a sign of life (or was asked for)
 
 function api(path) {
   // Relative to the page, so that an app mounted under a prefix serves its own API.
@@ -84,12 +91,15 @@ function open(since, state = since === null ? "syncing" : "connecting") {
   if (since === null) url.searchParams.set("initial", "true");
   else url.searchParams.set("since", since);
   if (watch.filter) url.searchParams.set("filter", watch.filter);
+  url.searchParams.set("heartbeat", heartbeat);
   if (token) url.searchParams.set("access_token", token); // EventSource cannot send headers
   incoming = since === null ? new Map() : null;
   setState(state);
+  heardAt = Date.now();
   const es = (source = new EventSource(url));
   es.onopen = () => {
     if (es !== source) return;
+    heardAt = Date.now();
     backoff = RETRY_MS;
     // A connection lost before the initial state was complete starts it over (its events
     // carry no id, so there is nothing to resume from).
@@ -99,7 +109,9 @@ function open(since, state = since === null ? "syncing" : "connecting") {
     } else setState("live");
   };
   es.onmessage = (e) => {
-    if (es === source) receive(JSON.parse(e.data));
+    if (es !== source) return;
+    heardAt = Date.now();
+    receive(JSON.parse(e.data));
   };
   es.onerror = () => {
     if (es !== source) return;
@@ -142,6 +154,17 @@ function receive(event) {
     log(`${event.type} ${event.object.id} @${event.revision}`);
   }
   schedulePaint();
+}
+
+// Checked every second. Also while EventSource is still connecting: a request that went into a
+// dead connection gets no answer and no error either.
+function checkAlive() {
+  if (!source || source.readyState === EventSource.CLOSED) return;
+  const silent = Date.now() - heardAt;
+  if (silent <= (2 * heartbeat + 1) * 1000) return;
+  log(`nothing heard for ${Math.round(silent / 1000)} s: reconnecting`);
+  // Before the initial state is complete there is nothing to resume from.
+  open(incoming ? null : revision, incoming ? "syncing" : "reconnecting");
 }
 
 function relist() {
@@ -308,6 +331,7 @@ $("watch").addEventListener("submit", (e) => {
   sessionStorage.setItem(TOKEN_KEY, token);
   const query = new URLSearchParams({ collection });
   if (filter) query.set("filter", filter);
+  if (heartbeat !== HEARTBEAT_S) query.set("heartbeat", heartbeat);
   history.replaceState(null, "", `?${query}`);
   start(collection, filter);
 });
@@ -335,10 +359,13 @@ $("resources").addEventListener("click", (e) => {
 setInterval(() => {
   $("rate").textContent = eventsThisSecond;
   eventsThisSecond = 0;
+  checkAlive();
 }, 1000);
 
 {
   const params = new URLSearchParams(location.search);
+  const asked = Number(params.get("heartbeat"));
+  if (Number.isInteger(asked) && asked >= 1 && asked <= 300) heartbeat = asked;
   const form = $("watch").elements;
   form.collection.value = params.get("collection") || "";
   form.filter.value = params.get("filter") || "";
