@@ -1,15 +1,20 @@
 """`/metrics` against real servers: the figures follow writes, watchers and refusals, in the
-format the scraper asks for, and under `--workers` each worker labels its own."""
+format the scraper asks for, and under `--workers` every scrape shows every worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import Any
 
 import httpx
+import psutil
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
+
+from watchroute.worker_metrics import SLOT_BYTES, WorkerMetrics
 
 from .server import ServerProcess
 from .watching import sse
@@ -98,20 +103,90 @@ def test_openmetrics_when_the_scraper_asks_for_it(server: ServerProcess) -> None
     assert r.text.endswith("# EOF\n") and "watchroute_revision" in r.text
 
 
-async def test_each_worker_labels_its_own_figures(make_server: Any, coll: str) -> None:
+def scrape_workers(url: str, client: httpx.Client | None = None) -> dict[str, dict[str, float]]:
+    """One scrape (on a new connection, or on `client`'s), its samples by worker and name (of a
+    sample with several, such as one per GC generation, one is kept)."""
+    r = (client or httpx).get(url + "/metrics", timeout=10)
+    assert r.status_code == 200
+    workers: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            if "worker" in s.labels:
+                workers.setdefault(s.labels["worker"], {})[s.name] = s.value
+    return workers
+
+
+async def test_every_scrape_shows_every_worker_and_a_restarted_one_starts_afresh(
+    make_server: Any, coll: str
+) -> None:
     server = make_server(workers=2)
-    r = httpx.put(f"{server.url}/v1/{coll}/a", json={"n": 1}, timeout=10)
-    revision = r.json()["revision"]
-    seen: dict[str, float] = {}
-    # A connection per scrape: the kernel spreads them over both workers (all forty on one: a
-    # chance of 2 in a million million).
-    for _ in range(40):
-        for worker in ("0", "1"):
-            figures = scrape(server.url, worker=worker)
-            if "watchroute_revision" in figures:
-                seen[worker] = figures["watchroute_revision"]
-        if len(seen) == 2 and min(seen.values()) >= revision:
-            break
-        await asyncio.sleep(0.05)
-    # Both answered, each for itself, and each had taken the commit to its watchers.
-    assert set(seen) == {"0", "1"} and min(seen.values()) >= revision, seen
+    writes = 20
+    for i in range(writes):
+        revision = httpx.put(f"{server.url}/v1/{coll}/d{i}", json={"n": i}, timeout=10).json()["revision"]
+
+    def whole(scraped: dict[str, dict[str, float]]) -> bool:
+        # Both workers, each with the data path's figures, its process's and its collector's,
+        # published within the last few seconds, and each has taken every write to its watchers.
+        return set(scraped) == {"0", "1"} and all(
+            f["watchroute_revision"] >= revision
+            and "process_cpu_seconds_total" in f
+            and "python_gc_collections_total" in f
+            and f["watchroute_worker_figures_age_seconds"] < 3
+            for f in scraped.values()
+        )
+
+    # A connection per scrape: the kernel spreads them over both workers, and each answers for
+    # both (ten in a row).
+    await wait_for(lambda: whole(scrape_workers(server.url)))
+    for _ in range(10):
+        scraped = scrape_workers(server.url)
+        assert whole(scraped), scraped
+        assert all(f["watchroute_changes_total"] >= writes for f in scraped.values()), scraped
+    first_started = {w: f["process_start_time_seconds"] for w, f in scraped.items()}
+
+    # A worker killed and started again counts from nothing: its figures are its own, not the
+    # dead one's, and the other's go on. Until another takes its place, scrapes show the living
+    # worker only, not the dead one's last figures: asked on a connection the living one holds
+    # (a new connection may be queued for the dead one's socket until its successor is up).
+    with httpx.Client(base_url=server.url, timeout=10) as pinned:
+        assert pinned.get("/healthz").status_code == 200
+        (mine,) = [
+            c.laddr.port
+            for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED
+        ]
+        victim = next(
+            child
+            for child in psutil.Process(server.proc.pid).children()
+            if not any(c.raddr and c.raddr.port == mine for c in child.net_connections(kind="tcp"))
+        )
+        victim.kill()
+        await wait_for(lambda: len(scrape_workers(server.url, pinned)) == 1, timeout=5)
+    await wait_for(
+        lambda: (
+            (s := scrape_workers(server.url))
+            and whole(s)
+            and any(f["process_start_time_seconds"] != first_started[w] for w, f in s.items())
+        ),
+        timeout=20,
+    )
+    for _ in range(10):
+        scraped = scrape_workers(server.url)
+        assert whole(scraped), scraped
+        restarted = [w for w, f in scraped.items() if f["process_start_time_seconds"] != first_started[w]]
+        assert len(restarted) == 1, scraped
+        (kept,) = set(scraped) - set(restarted)
+        assert scraped[restarted[0]]["watchroute_changes_total"] < writes
+        assert scraped[kept]["watchroute_changes_total"] >= writes
+
+
+def test_the_shared_region_keeps_what_json_cannot_say_and_refuses_what_does_not_fit() -> None:
+    region = WorkerMetrics(2)
+    region.publish(1, [GaugeMetricFamily("odd", "not a number", value=math.nan)])
+    ((worker, _, (family,)),) = region.read()
+    assert worker == 1 and family.name == "odd" and math.isnan(family.samples[0].value)
+    huge = GaugeMetricFamily("huge", "x" * SLOT_BYTES, value=1)
+    region.publish(1, [huge])  # too big for a slot: the last figures that fitted stay
+    assert [f.name for _, _, families in region.read() for f in families] == ["odd"]
+    region.clear(1)
+    assert region.read() == []

@@ -6,10 +6,8 @@ event), so that being measurable costs the fan-out nothing. prometheus-client wr
 and adds its process (CPU, resident memory, open files) and Python (garbage collector, version)
 collectors.
 
-With `--workers N` each worker process keeps its own figures, and a scrape is answered by
-whichever worker the kernel hands the connection to. So that one worker's counters do not look
-like another's after a reset, every watchroute sample then carries `worker="<index>"`; the
-process collectors describe the process that answered.
+With `--workers N` each worker process keeps its own figures, and whichever worker answers a
+scrape reports every worker's, each labelled `worker="<index>"` (worker_metrics.py).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.registry import Collector
 
 from .security import audit
+from .worker_metrics import WorkerMetrics, WorkersCollector
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -38,21 +37,13 @@ class RuntimeCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        rt = self.runtime
-        worker = rt.worker
-        labels = [] if worker is None else ["worker"]
-        values = [] if worker is None else [str(worker)]
-
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(f"watchroute_{name}", doc, labels=labels)
-            family.add_metric(values, value)
-            return family
+            return GaugeMetricFamily(f"watchroute_{name}", doc, value=value)
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            family = CounterMetricFamily(f"watchroute_{name}", doc, labels=labels)
-            family.add_metric(values, value)
-            return family
+            return CounterMetricFamily(f"watchroute_{name}", doc, value=value)
 
+        rt = self.runtime
         window, hub, tailer = rt.window, rt.hub, rt.tailer
         yield gauge("revision", "The last revision this instance has taken to its watchers.", tailer.revision)
         yield gauge(
@@ -92,10 +83,10 @@ class RuntimeCollector(Collector):
             "watchroute_refusals",
             "Requests refused by authentication, permissions or limits, by audit event "
             "(counted for the whole process).",
-            labels=[*labels, "event"],
+            labels=["event"],
         )
         for event, count in sorted(audit.counts.items()):
-            refusals.add_metric([*values, event], count)
+            refusals.add_metric([event], count)
         yield refusals
 
 
@@ -103,11 +94,29 @@ def registry_for(runtime: Runtime) -> CollectorRegistry:
     """A registry of its own per app, so that several apps in one process (or a host app's own
     registry) do not mix their figures."""
     registry = CollectorRegistry()
-    registry.register(RuntimeCollector(runtime))
-    ProcessCollector(registry=registry)
+    for collector in process_collectors(runtime):
+        registry.register(collector)
     PlatformCollector(registry=registry)
-    registry.register(GC_COLLECTOR)
     return registry
+
+
+def process_collectors(runtime: Runtime) -> list[Collector]:
+    """What differs from one process to the next: the data path's figures, the process's
+    (CPU, resident memory, open files) and its garbage collector's."""
+    return [RuntimeCollector(runtime), ProcessCollector(registry=None), GC_COLLECTOR]
+
+
+def worker_registry(
+    runtime: Runtime, region: WorkerMetrics, worker: int
+) -> tuple[CollectorRegistry, WorkersCollector]:
+    """The registry of one worker of several: every worker's per-process figures, from the
+    region, and the platform's; and the collector that publishes this worker's."""
+    local = process_collectors(runtime)
+    workers = WorkersCollector(region, worker, lambda: [f for c in local for f in c.collect()])
+    registry = CollectorRegistry()
+    registry.register(workers)
+    PlatformCollector(registry=registry)
+    return registry, workers
 
 
 def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:

@@ -9,10 +9,12 @@ import logging
 from . import metrics
 from .hub import Hub
 from .security.policy import Security
+from .security.shared_limits import WorkerLimits
 from .settings import Settings
 from .store import Store, open_store
 from .tailer import Tailer
 from .window import Window
+from .worker_metrics import PUBLISH_INTERVAL, WorkerMetrics, WorkersCollector
 
 log = logging.getLogger("watchroute")
 
@@ -25,9 +27,16 @@ class Runtime:
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)
-        self.worker: int | None = None  # this process's index under `serve --workers N`
         self.metrics = metrics.registry_for(self)
+        self._worker_metrics: WorkersCollector | None = None
         self._compactor: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+
+    def share_with_workers(self, limits: WorkerLimits, figures: WorkerMetrics, worker: int) -> None:
+        """Make this the process `worker` of several serving one port: limits and watch caps
+        count for them all, and a scrape of any shows every worker's figures."""
+        self.security.share_with_workers(limits, worker)
+        self.metrics, self._worker_metrics = metrics.worker_registry(self, figures, worker)
 
     async def start(self) -> None:
         await self.security.start()
@@ -35,13 +44,16 @@ class Runtime:
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
+        if self._worker_metrics is not None:
+            self._publisher = asyncio.create_task(self._publish_loop(self._worker_metrics))
 
     async def stop(self) -> None:
         self.hub.close_all()
-        if self._compactor is not None:
-            self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
+        for task in (self._compactor, self._publisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.store.close()
         await self.security.stop()
 
@@ -56,3 +68,13 @@ class Runtime:
             except Exception:  # a failed pass is retried on the next one
                 log.exception("log compaction failed")
             await asyncio.sleep(s.compaction_interval)
+
+    @staticmethod
+    async def _publish_loop(collector: WorkersCollector) -> None:
+        """This worker's figures to the shared region, for whichever worker answers a scrape."""
+        while True:
+            try:
+                collector.publish()
+            except Exception:
+                log.exception("publishing this worker's metrics failed")
+            await asyncio.sleep(PUBLISH_INTERVAL)

@@ -18,6 +18,7 @@ import uvicorn
 from .app import create_app
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
+from .worker_metrics import WorkerMetrics
 from .workers import Supervisor, listening_sockets
 
 log = logging.getLogger("watchroute")
@@ -61,24 +62,31 @@ def serve(settings: Settings) -> None:
         _serve_one(settings)
         return
     sockets = listening_sockets(settings.host, settings.port, settings.workers, BACKLOG)
-    # Made before the workers fork, so that they share it: their limits hold for the server.
+    # Made before the workers fork, so that they share them: their limits hold for the server,
+    # and a scrape of any of them shows them all.
     limits = WorkerLimits(settings.workers)
+    figures = WorkerMetrics(settings.workers)
 
     def run_worker(sock: socket.socket, index: int) -> None:
-        _serve_one(settings, sock, (limits, index))
+        _serve_one(settings, sock, (limits, figures, index))
 
-    status = Supervisor(sockets, run_worker, worker_gone=limits.clear_worker).run()
+    def worker_gone(index: int) -> None:
+        limits.clear_worker(index)
+        figures.clear(index)
+
+    status = Supervisor(sockets, run_worker, worker_gone=worker_gone).run()
     if status:
         raise SystemExit(status)
 
 
 def _serve_one(
-    settings: Settings, sock: socket.socket | None = None, shared: tuple[WorkerLimits, int] | None = None
+    settings: Settings,
+    sock: socket.socket | None = None,
+    shared: tuple[WorkerLimits, WorkerMetrics, int] | None = None,
 ) -> None:
     app = create_app(settings)
     if shared is not None:
-        app.state.runtime.security.share_with_workers(*shared)
-        app.state.runtime.worker = shared[1]
+        app.state.runtime.share_with_workers(*shared)
     config = uvicorn.Config(
         app,
         host=settings.host,

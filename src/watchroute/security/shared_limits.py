@@ -27,14 +27,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import mmap
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 
+from ..shared_memory import shared_region
 from .limits import Rate, WatchCounts, take_token
 
 BUCKET_SLOTS = 1 << 16
@@ -65,13 +64,7 @@ class WorkerLimits:
         self.totals_at = bucket_slots * BUCKET_WIDTH
         self.identities_at = self.totals_at + workers
         size = 8 * (self.identities_at + identity_slots * self.identity_width)
-        if hasattr(os, "memfd_create"):  # Linux: memory with no name in any file system
-            self._fd = os.memfd_create("watchroute-limits")
-        else:
-            self._fd, path = tempfile.mkstemp(prefix="watchroute-limits-")
-            os.unlink(path)
-        os.ftruncate(self._fd, size)
-        self._map = mmap.mmap(self._fd, size)  # shared, and so inherited shared across fork
+        self._fd, self._map = shared_region("watchroute-limits", size)
         self.q = memoryview(self._map).cast("q")  # the same memory as integers...
         self.d = memoryview(self._map).cast("d")  # ...and as floats
         self._mutex = threading.RLock()
