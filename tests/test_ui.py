@@ -214,6 +214,44 @@ def test_the_table_follows_every_change_and_shows_documents_only_as_text(server,
     follows(page, server.url, "notes")
 
 
+def test_a_long_table_shows_the_first_rows_by_id_as_resources_come_and_go(server, open_page):
+    shown_at_most = 500  # ROWS_SHOWN in the page
+
+    def batch(ops: list[dict[str, Any]]) -> None:
+        assert httpx.post(f"{server.url}/v1/_batch", json={"ops": ops}, timeout=30).status_code == 200
+
+    def put(id: str, n: int) -> dict[str, Any]:
+        return {"op": "put", "collection": "long", "id": id, "data": {"n": n}}
+
+    batch([put(f"k{i:04d}", i) for i in range(0, 1200, 2)])  # 600 resources, even numbers
+    page = open_page(f"{server.url}/ui?collection=long")
+
+    def first_rows_in_order() -> bool:
+        expected = dict(sorted(server_table(server.url, "long").items())[:shown_at_most])
+        rows = table(page)
+        return list(rows) == list(expected) and rows == expected and shown(page)[2] == 600
+
+    eventually(first_rows_in_order)
+    assert page.inner_text("#more") == "showing the first 500 of 600 by id"
+    rng = random.Random(10)
+    for _ in range(5):
+        # Ids that come before, among and after the shown ones; some go, some change.
+        born = [put(f"k{rng.randrange(1, 1200, 2):04d}", -1) for _ in range(30)]
+        gone = [
+            {"op": "delete", "collection": "long", "id": id}
+            for id in rng.sample(sorted(server_table(server.url, "long")), 30)
+            if id not in {op["id"] for op in born}
+        ]
+        changed = [put(f"k{rng.randrange(0, 1200, 2):04d}", rng.randrange(1000)) for _ in range(30)]
+        changed = [op for op in changed if op["id"] not in {g["id"] for g in gone}]
+        batch(born + gone + changed)
+    eventually(lambda: shown(page)[2] == len(server_table(server.url, "long")))
+    eventually(lambda: list(table(page)) == sorted(server_table(server.url, "long"))[:shown_at_most])
+    expected = dict(sorted(server_table(server.url, "long").items())[:shown_at_most])
+    eventually(lambda: table(page) == expected)
+    assert lists(page) == 1
+
+
 def test_a_filtered_table_keeps_membership_and_a_bad_filter_says_why(server, open_page):
     for i in range(6):
         httpx.put(f"{server.url}/v1/orders/o{i}", json={"state": "open" if i % 2 else "shut"})

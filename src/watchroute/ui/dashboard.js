@@ -14,6 +14,7 @@
 
 const ROWS_SHOWN = 500; // longer tables are not read; the count says how many there are
 const EVENTS_KEPT = 50;
+const FLASH = [{ backgroundColor: "#fff3b0" }, { backgroundColor: "transparent" }];
 const RETRY_MS = 2000; // the first wait before a reconnection the page makes itself
 const RETRY_MAX_MS = 30000; // doubling up to this, with jitter
 const TOKEN_KEY = "watchroute.token"; // kept for the tab only, never in the URL
@@ -25,6 +26,7 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let watch = null; // {collection, filter} of the current watch
 let source = null; // its EventSource
 let items = new Map(); // id -> resource: what the table shows
+let order = []; // the ids of `items`, sorted: the table's order, kept as they come and go
 let incoming = null; // the initial state being received, until the BOOKMARK that ends it
 let revision = null; // the revision the table is current to
 let retry = null; // the timer of a reconnection the page makes itself
@@ -32,6 +34,7 @@ let backoff = RETRY_MS;
 const rows = new Map(); // id -> <tr> shown
 const changed = new Set(); // ids to repaint
 let reshape = false; // rows came or went: the shown set is rebuilt
+let refill = false; // the items were replaced: every shown row is filled again
 let paintDue = false;
 let eventsThisSecond = 0;
 let heartbeat = HEARTBEAT_S;
@@ -71,6 +74,7 @@ async function readProblem(response) {
 function start(collection, filter) {
   watch = { collection, filter };
   items = new Map();
+  order = [];
   revision = null;
   for (const tr of rows.values()) tr.remove();
   rows.clear();
@@ -125,16 +129,25 @@ function receive(event) {
   switch (event.type) {
     case "ADDED":
     case "MODIFIED":
+      if (target === items && !items.has(event.object.id)) {
+        order.splice(bisect(order, event.object.id), 0, event.object.id);
+        reshape = true;
+      }
       target.set(event.object.id, event.object);
       break;
     case "DELETED":
+      if (target === items && items.has(event.object.id)) {
+        order.splice(bisect(order, event.object.id), 1);
+        reshape = true;
+      }
       target.delete(event.object.id);
       break;
     case "BOOKMARK":
       if (event.initial_events_end && incoming) {
         items = incoming;
+        order = [...items.keys()].sort();
         incoming = null;
-        reshape = true;
+        reshape = refill = true;
         setState("live");
         log(`initial state: ${items.size} @${event.revision}`);
       }
@@ -150,7 +163,6 @@ function receive(event) {
   if (event.type !== "BOOKMARK") {
     eventsThisSecond += 1;
     changed.add(event.object.id);
-    if (event.type !== "MODIFIED") reshape = true;
     log(`${event.type} ${event.object.id} @${event.revision}`);
   }
   schedulePaint();
@@ -222,13 +234,25 @@ function schedulePaint() {
   }
 }
 
+// Where `id` is, or would go, in the sorted `ids`.
+function bisect(ids, id) {
+  let low = 0;
+  let high = ids.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (ids[middle] < id) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
 function paint() {
   paintDue = false;
   $("count").textContent = items.size;
   $("revision").textContent = revision ?? "-";
-  const refilled = reshape; // every shown row is filled below
+  const refilled = refill; // every shown row is filled below
   if (reshape) {
-    const ids = [...items.keys()].sort().slice(0, ROWS_SHOWN);
+    const ids = order.slice(0, ROWS_SHOWN);
     const body = $("resources").tBodies[0];
     const shown = new Set(ids);
     for (const [id, tr] of rows) {
@@ -237,27 +261,40 @@ function paint() {
         rows.delete(id);
       }
     }
-    // Rows kept are filled again: after a relist any of them may have changed.
-    body.replaceChildren(...ids.map((id) => (rows.has(id) ? fill(rows.get(id), items.get(id)) : newRow(id))));
+    // The rows kept are in order already: only the new ones go in, each in its place, so that
+    // one resource more in a long table is one row inserted, not the table rebuilt.
+    let next = body.firstElementChild;
+    for (const id of ids) {
+      let tr = rows.get(id);
+      if (!tr) tr = newRow(id);
+      else if (refill) fill(tr, items.get(id)); // after a relist any of them may have changed
+      if (tr === next) next = next.nextElementSibling;
+      else body.insertBefore(tr, next);
+    }
     const more = $("more");
     more.hidden = items.size <= ROWS_SHOWN;
     more.textContent = `showing the first ${ROWS_SHOWN} of ${items.size} by id`;
-    reshape = false;
+    reshape = refill = false;
   }
-  const lit = [...changed].map((id) => rows.get(id)).filter(Boolean);
+  for (const id of changed) {
+    const tr = rows.get(id);
+    if (!tr) continue; // not shown
+    if (!refilled) fill(tr, items.get(id));
+    light(tr);
+  }
   changed.clear();
-  if (!refilled) for (const tr of lit) fill(tr, items.get(tr.dataset.id));
-  // Restarts the highlight of rows still lit from an earlier change: one layout for them all.
-  for (const tr of lit) tr.classList.remove("changed");
-  if (lit.length) void $("resources").offsetWidth;
-  for (const tr of lit) tr.classList.add("changed");
+}
+
+// Lights a changed row up and lets it fade, starting over when it changes again. An animation
+// of its own (not a class put back) needs no layout to restart.
+function light(tr) {
+  tr.flash?.cancel();
+  tr.flash = tr.animate(FLASH, { duration: 1200, easing: "ease-out" });
 }
 
 function newRow(id) {
   const tr = document.createElement("tr");
   tr.dataset.id = id;
-  // Once lit, a row goes dark for good: moved in the table later, it does not light up again.
-  tr.addEventListener("animationend", () => tr.classList.remove("changed"));
   for (let i = 0; i < 3; i++) tr.append(document.createElement("td"));
   const remove = document.createElement("button");
   remove.textContent = "delete";
