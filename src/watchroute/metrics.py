@@ -94,25 +94,22 @@ def registry_for(runtime: Runtime) -> CollectorRegistry:
     """A registry of its own per app, so that several apps in one process (or a host app's own
     registry) do not mix their figures."""
     registry = CollectorRegistry()
-    for collector in process_collectors(runtime):
-        registry.register(collector)
+    registry.register(RuntimeCollector(runtime))
+    ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    registry.register(GC_COLLECTOR)
     return registry
-
-
-def process_collectors(runtime: Runtime) -> list[Collector]:
-    """What differs from one process to the next: the data path's figures, the process's
-    (CPU, resident memory, open files) and its garbage collector's."""
-    return [RuntimeCollector(runtime), ProcessCollector(registry=None), GC_COLLECTOR]
 
 
 def worker_registry(
     runtime: Runtime, region: WorkerMetrics, worker: int
 ) -> tuple[CollectorRegistry, WorkersCollector]:
-    """The registry of one worker of several: every worker's per-process figures, from the
-    region, and the platform's; and the collector that publishes this worker's."""
-    local = process_collectors(runtime)
-    workers = WorkersCollector(region, worker, lambda: [f for c in local for f in c.collect()])
+    """The registry of one worker of several, with every worker's figures from the region (the
+    platform's are the same for all), and the collector that publishes this worker's there."""
+    on_loop = CollectorRegistry()
+    on_loop.register(RuntimeCollector(runtime))
+    on_loop.register(GC_COLLECTOR)
+    workers = WorkersCollector(region, worker, on_loop, ProcessCollector(registry=None))
     registry = CollectorRegistry()
     registry.register(workers)
     PlatformCollector(registry=registry)

@@ -14,7 +14,7 @@ from .settings import Settings
 from .store import Store, open_store
 from .tailer import Tailer
 from .window import Window
-from .worker_metrics import PUBLISH_INTERVAL, WorkerMetrics, WorkersCollector
+from .worker_metrics import WorkerMetrics, WorkersCollector
 
 log = logging.getLogger("watchroute")
 
@@ -45,7 +45,7 @@ class Runtime:
         self.window.revision = self.store.revision
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
         if self._worker_metrics is not None:
-            self._publisher = asyncio.create_task(self._publish_loop(self._worker_metrics))
+            self._publisher = asyncio.create_task(self._worker_metrics.publish())
 
     async def stop(self) -> None:
         self.hub.close_all()
@@ -68,13 +68,3 @@ class Runtime:
             except Exception:  # a failed pass is retried on the next one
                 log.exception("log compaction failed")
             await asyncio.sleep(s.compaction_interval)
-
-    @staticmethod
-    async def _publish_loop(collector: WorkersCollector) -> None:
-        """This worker's figures to the shared region, for whichever worker answers a scrape."""
-        while True:
-            try:
-                collector.publish()
-            except Exception:
-                log.exception("publishing this worker's metrics failed")
-            await asyncio.sleep(PUBLISH_INTERVAL)
