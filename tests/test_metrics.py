@@ -80,7 +80,8 @@ async def test_figures_follow_writes_and_watchers(server: ServerProcess, coll: s
     assert after["watchroute_window_first_revision"] <= revisions[0]
     assert after["watchroute_window_events"] >= 5
     assert after["watchroute_revisions_lost_total"] == 0
-    assert after["process_resident_memory_bytes"] > 0
+    assert after["process_resident_memory_bytes"] > 0 and after["process_open_fds"] > 3
+    assert "python_gc_collections_total" in after and after["python_info"] == 1
     # Closed watches stop counting.
     await wait_for(lambda: scrape(url)["watchroute_watchers"] == 0)
 

@@ -27,7 +27,7 @@ class Runtime:
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)
-        self.metrics = metrics.registry_for(self)
+        self.metrics = metrics.Metrics(self)
         self._worker_metrics: WorkersCollector | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -36,7 +36,7 @@ class Runtime:
         """Make this the process `worker` of several serving one port: limits and watch caps
         count for them all, and a scrape of any shows every worker's figures."""
         self.security.share_with_workers(limits, worker)
-        self.metrics, self._worker_metrics = metrics.worker_registry(self, figures, worker)
+        self._worker_metrics = self.metrics.share_with_workers(figures, worker)
 
     async def start(self) -> None:
         await self.security.start()

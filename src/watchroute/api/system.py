@@ -42,7 +42,7 @@ async def readyz(request: Request) -> Any:
     responses={200: {"content": {metrics.MEDIA_TYPE: {"schema": {"type": "string"}}}}},
 )
 async def prometheus_metrics(request: Request) -> Response:
-    body, media_type = metrics.exposition(request.app.state.runtime.metrics, request.headers.get("accept"))
+    body, media_type = await request.app.state.runtime.metrics.scrape(request.headers.get("accept"))
     return Response(body, media_type=media_type)
 
 
