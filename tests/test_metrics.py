@@ -181,13 +181,23 @@ async def test_every_scrape_shows_every_worker_and_a_restarted_one_starts_afresh
         assert scraped[kept]["watchroute_changes_total"] >= writes
 
 
-def test_the_shared_region_keeps_what_json_cannot_say_and_refuses_what_does_not_fit() -> None:
+def test_the_shared_region_keeps_what_json_cannot_say_and_shows_nothing_it_cannot_read() -> None:
     region = WorkerMetrics(2)
-    region.publish(1, [GaugeMetricFamily("odd", "not a number", value=math.nan)])
-    ((worker, _, (family,)),) = region.read()
-    assert worker == 1 and family.name == "odd" and math.isnan(family.samples[0].value)
-    huge = GaugeMetricFamily("huge", "x" * SLOT_BYTES, value=1)
-    region.publish(1, [huge])  # too big for a slot: the last figures that fitted stay
-    assert [f.name for _, _, families in region.read() for f in families] == ["odd"]
-    region.clear(1)
+    region.publish(1, [GaugeMetricFamily(name, "not finite", value=v) for name, v in NOT_FINITE.items()])
+    ((worker, _, families),) = region.read()
+    read = {f.name: f.samples[0].value for f in families}
+    assert worker == 1 and read.keys() == NOT_FINITE.keys()
+    assert math.isnan(read["nan"]) and read["inf"] == math.inf and read["minus_inf"] == -math.inf
+    # Too big for a slot: nothing is shown for that worker, rather than its last figures as if new.
+    region.publish(0, [GaugeMetricFamily("fine", "", value=1)])
+    region.publish(1, [GaugeMetricFamily("huge", "x" * SLOT_BYTES, value=1)])
+    assert [w for w, _, _ in region.read()] == [0]
+    # A slot that does not read as what publish writes leaves that worker out, not the scrape.
+    region.publish(1, [GaugeMetricFamily("fine", "", value=2)])
+    region._map[SLOT_BYTES + 20 : SLOT_BYTES + 24] = b"\xff\xff\xff\xff"
+    assert [w for w, _, _ in region.read()] == [0]
+    region.clear(0)
     assert region.read() == []
+
+
+NOT_FINITE = {"nan": math.nan, "inf": math.inf, "minus_inf": -math.inf}

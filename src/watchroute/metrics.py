@@ -13,6 +13,7 @@ scrape reports every worker's, each labelled `worker="<index>"` (worker_metrics.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -22,10 +23,12 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.registry import Collector
 
 from .security import audit
-from .worker_metrics import WorkerMetrics, WorkersCollector
+from .worker_metrics import WorkerMetrics, every_worker
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+log = logging.getLogger("watchroute")
 
 # What a scraper that asks for nothing in particular gets: the text format every Prometheus reads.
 MEDIA_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -100,30 +103,40 @@ class Metrics:
     that delivers events should not wait for at every scrape.
     """
 
+    PUBLISH_INTERVAL = 1.0  # seconds, under --workers
+
     def __init__(self, runtime: Runtime) -> None:
         self.on_loop: list[Collector] = [RuntimeCollector(runtime), GC_COLLECTOR]
         self.off_loop = ProcessCollector(registry=None)
         self.platform = PlatformCollector(registry=None)
-        self.workers: WorkersCollector | None = None
+        self.region: WorkerMetrics | None = None
+        self.worker = 0
 
-    def share_with_workers(self, region: WorkerMetrics, worker: int) -> WorkersCollector:
+    def share_with_workers(self, region: WorkerMetrics, worker: int) -> None:
         """Make this worker `worker` of several: a scrape shows every worker's figures from the
-        region, where the collector handed back publishes this one's."""
-        self.workers = WorkersCollector(region, worker, self._local)
-        return self.workers
+        region, where `publish_forever` puts this one's."""
+        self.region, self.worker = region, worker
 
     async def _local(self) -> list[Metric]:
         """This process's figures."""
         off_loop = await asyncio.to_thread(lambda: list(self.off_loop.collect()))
         return [*(f for c in self.on_loop for f in c.collect()), *off_loop]
 
+    async def publish_forever(self) -> None:
+        """Under --workers: this worker's figures to the region, once a second, until cancelled."""
+        region = self.region
+        assert region is not None
+        while True:
+            try:
+                region.publish(self.worker, await self._local())
+            except Exception:
+                log.exception("publishing this worker's metrics failed")
+            await asyncio.sleep(self.PUBLISH_INTERVAL)
+
     async def scrape(self, accept: str | None) -> tuple[bytes, str]:
         """The figures and their media type, in the format the scraper's Accept header prefers
         (OpenMetrics, or Prometheus text)."""
-        if self.workers is None:
-            families = await self._local()
-        else:
-            families = list(self.workers.collect())
+        families = await self._local() if self.region is None else every_worker(self.region)
         encode, media_type = choose_encoder(accept or "")
         return encode(_Families([*families, *self.platform.collect()])), media_type
 

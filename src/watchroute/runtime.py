@@ -14,7 +14,7 @@ from .settings import Settings
 from .store import Store, open_store
 from .tailer import Tailer
 from .window import Window
-from .worker_metrics import WorkerMetrics, WorkersCollector
+from .worker_metrics import WorkerMetrics
 
 log = logging.getLogger("watchroute")
 
@@ -28,7 +28,6 @@ class Runtime:
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)
         self.metrics = metrics.Metrics(self)
-        self._worker_metrics: WorkersCollector | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
 
@@ -36,7 +35,7 @@ class Runtime:
         """Make this the process `worker` of several serving one port: limits and watch caps
         count for them all, and a scrape of any shows every worker's figures."""
         self.security.share_with_workers(limits, worker)
-        self._worker_metrics = self.metrics.share_with_workers(figures, worker)
+        self.metrics.share_with_workers(figures, worker)
 
     async def start(self) -> None:
         await self.security.start()
@@ -44,8 +43,8 @@ class Runtime:
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
-        if self._worker_metrics is not None:
-            self._publisher = asyncio.create_task(self._worker_metrics.publish())
+        if self.metrics.region is not None:
+            self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
     async def stop(self) -> None:
         self.hub.close_all()

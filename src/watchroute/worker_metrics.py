@@ -18,18 +18,16 @@ begins from nothing, as its counters do: Prometheus sees the reset it should.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
 import math
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import orjson
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from .shared_memory import shared_region
 
@@ -37,7 +35,6 @@ log = logging.getLogger("watchroute")
 
 SLOT_BYTES = 64 * 1024  # a worker's families take about 4 KiB
 _HEADER = struct.Struct("<dI")  # published at (seconds since the epoch), length of the JSON
-PUBLISH_INTERVAL = 1.0
 
 
 class WorkerMetrics:
@@ -47,6 +44,7 @@ class WorkerMetrics:
         self.workers = workers
         size = workers * SLOT_BYTES
         self._fd, self._map = shared_region("watchroute-metrics", size)
+        self._too_big_told = False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -59,17 +57,27 @@ class WorkerMetrics:
     def publish(self, worker: int, families: Iterable[Metric]) -> None:
         blob = orjson.dumps(
             [
-                [f.name, f.documentation, f.type, f.unit, [[s.name, s.labels, s.value] for s in f.samples]]
+                [
+                    f.name,
+                    f.documentation,
+                    f.type,
+                    f.unit,
+                    [[s.name, s.labels, _value(s.value)] for s in f.samples],
+                ]
                 for f in families
             ]
         )
         if _HEADER.size + len(blob) > SLOT_BYTES:
-            log.warning(
-                "worker %d's metrics take %d bytes, more than a slot holds: not published", worker, len(blob)
-            )
+            # Shown no more, rather than shown as current when they are not.
+            self.clear(worker)
+            if not self._too_big_told:
+                log.error("worker %d's metrics take %d bytes, more than a slot holds", worker, len(blob))
+                self._too_big_told = True
             return
         at = worker * SLOT_BYTES
         with self._locked():
+            # Emptied first: a worker killed in the middle of the copy leaves an empty slot.
+            _HEADER.pack_into(self._map, at, 0.0, 0)
             self._map[at + _HEADER.size : at + _HEADER.size + len(blob)] = blob
             _HEADER.pack_into(self._map, at, time.time(), len(blob))
 
@@ -90,56 +98,44 @@ class WorkerMetrics:
                     slots.append((worker, published_at, self._map[start : start + length]))
         read = []
         for worker, published_at, blob in slots:
-            families = []
-            for name, documentation, typ, unit, samples in orjson.loads(blob):
-                family = Metric(name, documentation, typ, unit)
-                for sample_name, labels, value in samples:
-                    # JSON has no NaN or infinity: orjson writes them as null.
-                    family.add_sample(sample_name, labels, math.nan if value is None else value)
-                families.append(family)
+            try:
+                families = []
+                for name, documentation, typ, unit, samples in orjson.loads(blob):
+                    family = Metric(name, documentation, typ, unit)
+                    for sample_name, labels, value in samples:
+                        family.add_sample(sample_name, labels, float(value))
+                    families.append(family)
+            except (ValueError, TypeError):  # not what publish writes: that worker is left out
+                log.error("worker %d's metrics could not be read", worker)
+                continue
             read.append((worker, published_at, families))
         return read
 
 
-class WorkersCollector(Collector):
-    """A worker's side of the region: `publish` puts this worker's figures there once a second;
-    a scrape answered here shows every worker's from it, merged by name (one family per name,
-    as the format requires)."""
+def _value(value: float) -> float | str:
+    """JSON has no NaN or infinity (orjson writes null): those go as the strings float() reads."""
+    return value if math.isfinite(value) else str(value)
 
-    def __init__(
-        self, region: WorkerMetrics, worker: int, local: Callable[[], Awaitable[list[Metric]]]
-    ) -> None:
-        self.region = region
-        self.worker = worker
-        self.local = local  # this process's families, unlabelled
 
-    async def publish(self) -> None:
-        """Every second, until cancelled."""
-        while True:
-            try:
-                self.region.publish(self.worker, await self.local())
-            except Exception:
-                log.exception("publishing this worker's metrics failed")
-            await asyncio.sleep(PUBLISH_INTERVAL)
-
-    def collect(self) -> Iterator[Metric]:
-        now = time.time()
-        merged: dict[str, Metric] = {}
-        age = GaugeMetricFamily(
-            "watchroute_worker_figures_age_seconds",
-            "How long ago each worker published the figures this scrape shows for it.",
-            labels=["worker"],
-        )
-        for worker, published_at, families in self.region.read():
-            label = str(worker)
-            age.add_metric([label], max(0.0, now - published_at))
-            for family in families:
-                into = merged.get(family.name)
-                if into is None:
-                    into = merged[family.name] = Metric(
-                        family.name, family.documentation, family.type, family.unit
-                    )
-                for sample in family.samples:
-                    into.add_sample(sample.name, {"worker": label, **sample.labels}, sample.value)
-        yield from merged.values()
-        yield age
+def every_worker(region: WorkerMetrics) -> list[Metric]:
+    """Every worker's families from `region`, merged by name (one family per name, as the format
+    requires), each sample labelled with its worker; and how old each worker's are."""
+    now = time.time()
+    merged: dict[str, Metric] = {}
+    age = GaugeMetricFamily(
+        "watchroute_worker_figures_age_seconds",
+        "How long ago each worker published the figures this scrape shows for it.",
+        labels=["worker"],
+    )
+    for worker, published_at, families in region.read():
+        label = str(worker)
+        age.add_metric([label], max(0.0, now - published_at))
+        for family in families:
+            into = merged.get(family.name)
+            if into is None:
+                into = merged[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            for sample in family.samples:
+                into.add_sample(sample.name, {"worker": label, **sample.labels}, sample.value)
+    return [*merged.values(), age]
