@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import psutil
@@ -16,13 +17,15 @@ BATCH = 1_000
 RSS_BOUND = 48 * 1024 * 1024
 
 
-def blocked_sse_watch(port: int, since: int) -> socket.socket:
-    """An SSE watch whose reader never reads: a small receive buffer fills at once."""
+def blocked_sse_watch(port: int, since: int, heartbeat: int = 300) -> socket.socket:
+    """An SSE watch whose reader does not read: a small receive buffer fills at once. The server
+    gives up on a client that has not read for two heartbeats (and two seconds); these wait for
+    longer, so they ask for the longest heartbeat."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.sendall(
-        f"GET /v1/slow?watch=true&since={since} HTTP/1.1\r\nHost: x\r\n"
+        f"GET /v1/slow?watch=true&since={since}&heartbeat={heartbeat} HTTP/1.1\r\nHost: x\r\n"
         "Accept: text/event-stream\r\n\r\n".encode()
     )
     return sock
@@ -94,3 +97,40 @@ def test_blocked_watcher_past_the_horizon_gets_410(make_server):
     sock.close()
     assert error is not None and error["status"] == 410 and error["reason"] == "Expired"
     assert revisions == list(range(1, len(revisions) + 1)), "no gap before the error"
+
+
+def open_watches(url: str) -> float:
+    (value,) = [
+        float(line.split()[1])
+        for line in httpx.get(url + "/metrics").text.splitlines()
+        if line.startswith("watchroute_watchers ")
+    ]
+    return value
+
+
+def test_a_client_that_reads_nothing_for_two_heartbeats_is_let_go(make_server):
+    # As on a path that died without a word: what the server sends goes unanswered. It ends the
+    # watch, and its place under the caps, a little after the client stopped hearing heartbeats;
+    # a watcher that reads, with the same heartbeat, stays.
+    server = make_server()
+    write_events(server.url, 2 * BATCH)
+    reading = socket.create_connection(("127.0.0.1", server.port))
+    reading.sendall(
+        b"GET /v1/slow?watch=true&heartbeat=1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    blocked = blocked_sse_watch(server.port, since=0, heartbeat=1)
+    deadline = time.monotonic() + 30
+    while open_watches(server.url) != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    while open_watches(server.url) != 1:
+        assert reading.recv(1 << 16), "the reading watcher must stay"
+        assert time.monotonic() < started + 30, "the blocked watcher was never let go"
+        time.sleep(0.2)
+    assert time.monotonic() - started > 3  # not before two heartbeats and two seconds
+    last = write_events(server.url, 10)
+    revisions, error = read_events(reading, last)
+    assert error is None and revisions[-1] == last
+    reading.close()
+    blocked.close()

@@ -57,6 +57,9 @@ class WatchStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         connection = take_over(send_body)
         if connection is not None:
+            # A client hears a heartbeat at least every `heartbeat` seconds and gives up after
+            # two missed (and a second); the server gives up on it a little after that.
+            connection.give_up_after(2 * self.heartbeat + 2)
             # The watch goes on in a task of its own; the request is over for the server.
             asyncio.get_running_loop().create_task(self._run_on(connection))
             return

@@ -16,6 +16,8 @@ an ordinary ASGI response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +54,22 @@ class StreamConnection(asyncio.Protocol):
         self.closed = False
         self._drained: asyncio.Future[None] | None = None
         self._on_close: Callable[[], None] | None = None
+
+    def give_up_after(self, seconds: float) -> None:
+        """Have the kernel end the connection once what it sent has gone unacknowledged, or the
+        client's window has stayed shut, for `seconds` (TCP_USER_TIMEOUT; Linux only).
+
+        Without it a path that died silently (a NAT that forgot the connection, a laptop that
+        slept, a client that froze) keeps the watch open while the kernel retransmits, about
+        15 minutes, holding its place under the watch caps; with it the watch ends and its
+        client, which stopped hearing heartbeats at the same time, resumes on a new connection.
+        """
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        sock = self.transport.get_extra_info("socket")
+        if option is None or sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call `callback` once when the client goes away (or at once if it already has)."""
