@@ -10,6 +10,8 @@ import httpx
 import psutil
 import pytest
 
+from .test_metrics import scrape
+
 EVENTS = 100_000
 BATCH = 1_000
 # What the server may grow by while one watcher sits blocked through 100,000 events: the
@@ -100,12 +102,7 @@ def test_blocked_watcher_past_the_horizon_gets_410(make_server):
 
 
 def open_watches(url: str) -> float:
-    (value,) = [
-        float(line.split()[1])
-        for line in httpx.get(url + "/metrics").text.splitlines()
-        if line.startswith("watchroute_watchers ")
-    ]
-    return value
+    return scrape(url)["watchroute_watchers"]
 
 
 def test_a_client_that_reads_nothing_for_two_heartbeats_is_let_go(make_server):
