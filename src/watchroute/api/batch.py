@@ -88,10 +88,17 @@ async def batch(request: Request) -> Any:
                 op.guard = security.write_guard(identity, op.kind, op.collection, op.id)
                 if op.guard is None:
                     unguarded.add(op.collection)
+            if op.guard is None and op.data_json is not None:
+                op.data = None  # encoded, and no rule will read it: see below
             ops.append(op)
         except Problem as problem:
             problem.extra["op_index"] = index
             raise
+    # The parsed body is not needed past this point. Let go now, its thousands of objects are
+    # freed at once; kept alive through the commit, they would be scanned by every collection
+    # of the garbage collector meanwhile and moved into its older generations, to be scanned
+    # there again: about a tenth of the server's CPU per batched write.
+    del document, raw_ops, raw
     try:
         changes = await runtime.store.write(ops)
     except Problem as problem:

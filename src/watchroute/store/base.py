@@ -24,6 +24,8 @@ class WriteOp:
     kind: str  # "create" | "put" | "patch" | "delete"
     collection: str
     id: str
+    # None for a delete or a patch, and for a put or create whose `data_json` is set and that
+    # no guard checks (a batch lets its parsed documents go once they are encoded).
     data: dict[str, Any] | None = None
     # `data` encoded by whoever had it at hand (and in cache); None: the store encodes it.
     data_json: bytes | None = None
