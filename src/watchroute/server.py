@@ -24,6 +24,7 @@ from .workers import Supervisor, listening_sockets
 log = logging.getLogger("watchroute")
 
 BACKLOG = 4096
+GC_THRESHOLDS = (2000, 20, 10)
 
 
 class WatchrouteServer(uvicorn.Server):
@@ -44,6 +45,13 @@ class WatchrouteServer(uvicorn.Server):
         # (the p99 of a write from 90 ms to 25) and a tenth off the loop's CPU.
         gc.collect()
         gc.freeze()
+        # A young collection every 2,000 objects allocated and not yet freed instead of 700, an
+        # older one every 20 of those instead of 10 (a full one every 10 of those, as before).
+        # Under writes the defaults spent about a tenth of the process's CPU in the collector,
+        # most of it re-scanning what a request keeps alive while its commit runs: 0.89 s in
+        # 10 s of single PUTs (29 full collections) and 0.92 s in 10 s of batches; these
+        # thresholds 0.46 s and 0.64 s, with the longest pause 7 ms instead of 13.
+        gc.set_threshold(*GC_THRESHOLDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.loaded_app
