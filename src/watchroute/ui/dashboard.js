@@ -251,6 +251,7 @@ function paint() {
   $("count").textContent = items.size;
   $("revision").textContent = revision ?? "-";
   const refilled = refill; // every shown row is filled below
+  const made = new Set(); // and every new one, as it is made
   if (reshape) {
     const ids = order.slice(0, ROWS_SHOWN);
     const body = $("resources").tBodies[0];
@@ -266,7 +267,7 @@ function paint() {
     let next = body.firstElementChild;
     for (const id of ids) {
       let tr = rows.get(id);
-      if (!tr) tr = newRow(id);
+      if (!tr) made.add((tr = newRow(id)));
       else if (refill) fill(tr, items.get(id)); // after a relist any of them may have changed
       if (tr === next) next = next.nextElementSibling;
       else body.insertBefore(tr, next);
@@ -279,7 +280,7 @@ function paint() {
   for (const id of changed) {
     const tr = rows.get(id);
     if (!tr) continue; // not shown
-    if (!refilled) fill(tr, items.get(id));
+    if (!refilled && !made.has(tr)) fill(tr, items.get(id));
     light(tr);
   }
   changed.clear();
