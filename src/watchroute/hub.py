@@ -226,7 +226,7 @@ class Hub:
             everything = [(c.type, c) for c in relevant]
             first = relevant[0].revision
             woken = []
-            pushed = 0
+            pushes = []
             for watcher, concerning in parked.candidates(relevant).items():
                 if concerning is relevant and watcher.filter is None and watcher.cursor < first:
                     events = everything
@@ -241,12 +241,19 @@ class Hub:
                 if not events:
                     continue
                 if watcher.push is not None:
-                    # Synced: written from here, no task wake-up; they are the socket's now.
-                    watcher.cursor = events[-1][1].revision
-                    watcher.push(events)
-                    pushed += 1
+                    pushes.append((watcher, events))
                 else:
                     woken.append(watcher)
+            # Every watcher's events first, the writes after. A socket write runs the kernel's
+            # TCP path on this core, and matching done between writes seems to find the caches
+            # full of the kernel's data: 1,000 filtered watchers, each receiving one of a
+            # 1,000-change commit, took 19.1 us of CPU per delivery matched and written in
+            # turn, 17.3 us this way.
+            for watcher, events in pushes:
+                # Synced: written from here, no task wake-up; they are the socket's now.
+                watcher.cursor = events[-1][1].revision
+                watcher.push(events)
+            pushed = len(pushes)
             for watcher in woken:
                 parked.discard(watcher)
                 watcher.wake()
