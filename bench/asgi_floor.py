@@ -1,13 +1,16 @@
 """The floor under every REST write: an ASGI app that reads the request body and answers 201 with
 a small JSON body, and does nothing else. Served by uvicorn with httptools and uvloop, as
 watchroute is, and loaded by the same wrk script, it shows what the HTTP server alone costs per
-request on this machine (bench/writes.py).
+request on this machine (bench/writes.py). Like watchroute, it has uvicorn write each response's
+head and body in one write (`transports/held_head.py`), so that the floor stays a floor.
 
     .venv/bin/python -m uvicorn asgi_floor:app --app-dir bench --port 9104 --loop uvloop \
         --http httptools --no-access-log
 """
 
 from __future__ import annotations
+
+from watchroute.transports.held_head import hold_head
 
 ANSWER = b'{"id":"x","revision":1,"created_revision":1,"data":{}}'
 START = {
@@ -24,5 +27,8 @@ async def app(scope, receive, send) -> None:
     while more:  # the whole body, as a real write must read it
         message = await receive()
         more = message.get("more_body", False)
+    held = hold_head(send)
     await send(START)
     await send({"type": "http.response.body", "body": ANSWER})
+    if held is not None:
+        held.release()

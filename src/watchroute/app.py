@@ -22,6 +22,7 @@ from .problems import Problem, invalid_parameters
 from .runtime import Runtime
 from .security.install import install as install_security
 from .settings import Settings
+from .transports.held_head import hold_head
 from .transports.stream import SERVER_SEND
 
 
@@ -65,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _expose_server_send(app: FastAPI) -> None:
-    """Hand streaming watches the server's own `send` for their body chunks.
+    """Hand streaming watches the server's own `send` for their body chunks, and have each
+    response's head written together with its body (`transports/held_head.py`).
 
     Every middleware layer wraps `send` in a coroutine of its own, and a watch stream sends a
     body chunk per commit to every caught-up watcher: on that path the layers cost about a tenth
@@ -78,9 +80,16 @@ def _expose_server_send(app: FastAPI) -> None:
         stack = build()
 
         async def outermost(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                scope[SERVER_SEND] = send
-            await stack(scope, receive, send)
+            if scope["type"] != "http":
+                await stack(scope, receive, send)
+                return
+            scope[SERVER_SEND] = send
+            held = hold_head(send)
+            try:
+                await stack(scope, receive, send)
+            finally:
+                if held is not None:
+                    held.release()
 
         return outermost
 
