@@ -12,7 +12,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from watchroute import Settings, create_app
-from watchroute.transports.held_head import HeldHead
+from watchroute.transports.held_head import HeldHead, hold_head
 
 
 class RecordingTransport(asyncio.Transport):
@@ -148,3 +148,24 @@ def test_a_released_head_lets_later_writes_through():
     held.write(b"one")  # one who took the stand-in while it held writes straight through
     held.write(b"two")
     assert connection.writes == [b"head", b"one", b"two"]
+
+
+def test_pipelined_responses_leave_in_order_when_the_first_is_a_head_alone():
+    async def app(scope, receive, send) -> None:
+        # As the app's outermost layer does: hold the head, release it when the app returns.
+        if scope["type"] != "http":
+            return
+        held = hold_head(send)
+        body = b"" if scope["method"] == "HEAD" else b"ok"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": body})
+        await asyncio.sleep(0.05)  # work after the response (a background task)
+        if held is not None:
+            held.release()
+
+    writes = asyncio.run(
+        exchange(app, b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n", responses=2)
+    )
+    head, get = writes
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")  # the HEAD's
+    assert get.startswith(b"HTTP/1.1 200 OK\r\n") and get.endswith(b"\r\n\r\nok")

@@ -9,10 +9,11 @@ average (2-core machine, server and load generator on a core each).
 
 So while a request runs, its request-response cycle writes to a `HeldHead` that stands in for
 the connection's transport: it keeps the first write (the head) and sends it with the second
-(the body, or the first chunk of a chunked body), then gives the cycle its transport back.
-A response without a body (HEAD) goes out when the app returns. A watch stream releases its
-head at once (`release`): its first event may be hours away. Under any other server, or a
-request that expects `100 Continue` (written before the head), nothing is held.
+(the body, or the first chunk of a chunked body), then gives the cycle its transport back;
+a head still held when the app returns goes out then. A watch stream releases its head at once
+(`release`): its first event may be hours away. Under any other server, for a HEAD request (no
+body to wait for), or for a request that expects `100 Continue` (written before the head),
+nothing is held.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def hold_head(server_send: Send) -> HeldHead | None:
         type(cycle).__name__ != "RequestResponseCycle"
         or getattr(cycle, "waiting_for_100_continue", True)
         or not hasattr(cycle, "transport")
+        # A HEAD response is its head alone: nothing would send it before the app returns, and
+        # a request pipelined behind could be answered first.
+        or cycle.scope.get("method") == "HEAD"
     ):
         return None
     return HeldHead(cycle)
