@@ -194,7 +194,7 @@ def section(res: dict, seconds: float) -> str:
         ("batch", f"`POST /v1/_batch` of {BATCH_SIZE:,} puts, {BATCH_CONNECTIONS} connections"),
         ("put_workers", f"single, `--workers {res.get('workers')}`"),
         ("batch_workers", f"`_batch`, `--workers {res.get('workers')}`"),
-        ("floor", "floor: uvicorn + an ASGI app that reads the body and answers 201 (same wrk)"),
+        ("floor", "floor: uvicorn + an ASGI app that reads the body and answers 201 in one write (same wrk)"),
     ]
     head = ["writes", "writes/s", "latency p50 / p99", "server CPU busy", "server CPU per write"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
