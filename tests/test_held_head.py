@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
+from starlette.responses import StreamingResponse
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -50,9 +52,8 @@ class RecordingTransport(asyncio.Transport):
         return self.protocol
 
 
-async def exchange(app: object, request: bytes, responses: int = 1) -> list[bytes]:
-    """Send `request` on a new connection to uvicorn's httptools protocol running `app`; the
-    writes until `responses` responses are complete."""
+def connect(app: object) -> tuple[HttpToolsProtocol, RecordingTransport, ServerState]:
+    """A new connection to uvicorn's httptools protocol running `app`."""
     config = Config(app=app, http="httptools", access_log=False, log_level="warning", proxy_headers=False)
     config.load()
     state = ServerState()
@@ -60,11 +61,21 @@ async def exchange(app: object, request: bytes, responses: int = 1) -> list[byte
     protocol = HttpToolsProtocol(config=config, server_state=state, app_state={})
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    protocol.data_received(request)
+    return protocol, transport, state
+
+
+async def answered(state: ServerState, responses: int = 1) -> None:
     deadline = time.monotonic() + 10
     while state.total_requests < responses:
-        assert time.monotonic() < deadline, f"no response: {transport.writes}"
+        assert time.monotonic() < deadline, "no response"
         await asyncio.sleep(0.005)
+
+
+async def exchange(app: object, request: bytes, responses: int = 1) -> list[bytes]:
+    """Send `request` on a new connection; the writes until `responses` responses are complete."""
+    protocol, transport, state = connect(app)
+    protocol.data_received(request)
+    await answered(state, responses)
     protocol.connection_lost(None)
     return transport.writes
 
@@ -111,6 +122,30 @@ def test_a_client_expecting_100_continue_hears_it_before_the_response(app):
     asyncio.run(run())
 
 
+def test_a_streamed_response_sends_its_head_before_its_first_chunk(app):
+    async def run() -> None:
+        ready = asyncio.Event()
+
+        async def rows() -> AsyncIterator[bytes]:
+            await ready.wait()
+            yield b"rows"
+
+        async def export() -> StreamingResponse:
+            return StreamingResponse(rows())
+
+        app.add_api_route("/export", export)  # a route of the application's own
+        async with app.router.lifespan_context(app):
+            protocol, transport, state = connect(app)
+            protocol.data_received(b"GET /export HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(0.2)
+            assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+            ready.set()
+            await answered(state)
+            assert b"".join(transport.writes[1:]) == b"4\r\nrows\r\n0\r\n\r\n"
+
+    asyncio.run(run())
+
+
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
 @pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "pipelined"])
 def test_a_watch_stream_sends_its_head_at_once_and_every_event_after(server, client, accept, pipelined):
@@ -135,7 +170,9 @@ def test_a_watch_stream_sends_its_head_at_once_and_every_event_after(server, cli
 
 
 def test_a_released_head_lets_later_writes_through():
-    class Cycle:
+    class Cycle:  # uvicorn's, writing a response of known length
+        chunked_encoding = False
+
         def __init__(self) -> None:
             self.transport = RecordingTransport()
 
@@ -169,3 +206,20 @@ def test_pipelined_responses_leave_in_order_when_the_first_is_a_head_alone():
     head, get = writes
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")  # the HEAD's
     assert get.startswith(b"HTTP/1.1 200 OK\r\n") and get.endswith(b"\r\n\r\nok")
+
+
+def test_a_response_to_a_client_already_gone_is_dropped_without_error():
+    class Cycle:  # uvicorn's, writing a response of known length
+        chunked_encoding = False
+
+        def __init__(self) -> None:
+            self.transport = RecordingTransport()
+
+    cycle = Cycle()
+    connection = cycle.transport
+    held = HeldHead(cycle)
+    held.write(b"head")
+    connection.close()  # the client reset the connection while the response was being made
+    held.write(b"body")
+    held.release()
+    assert connection.writes == [] and cycle.transport is connection

@@ -8,12 +8,11 @@ resource) were faster in each of 6 alternating pairs of runs, 9,800 against 8,23
 average (2-core machine, server and load generator on a core each).
 
 So while a request runs, its request-response cycle writes to a `HeldHead` that stands in for
-the connection's transport: it keeps the first write (the head) and sends it with the second
-(the body, or the first chunk of a chunked body), then gives the cycle its transport back;
-a head still held when the app returns goes out then. A watch stream releases its head at once
-(`release`): its first event may be hours away. Under any other server, for a HEAD request (no
-body to wait for), or for a request that expects `100 Continue` (written before the head),
-nothing is held.
+the connection's transport. The head of a response of known length is kept and sent with the
+body, then the cycle gets its transport back; a head still held when the app returns goes out
+then. Any other head goes out at once: a chunked response (a watch stream) may wait hours for
+its first chunk. Nothing is held under any other server, for a HEAD request (no body to wait
+for), or for a request that expects `100 Continue` (written before the head).
 """
 
 from __future__ import annotations
@@ -39,11 +38,19 @@ class HeldHead:
         if not self.holding:  # whoever kept hold of this stand-in writes straight through
             self.transport.write(data)
         elif self.head is None:
-            self.head = data
+            # uvicorn has read the head's framing before writing it: False is a known length.
+            if self.cycle.chunked_encoding is False:
+                self.head = data
+            else:
+                self.release()
+                self.transport.write(data)
         else:
             head = self.head
             self.release(write=False)
-            self.transport.write(head + data)
+            # A connection already closing has lost its client (uvicorn marks only the newest
+            # of pipelined requests disconnected): nothing more goes out, and no error.
+            if not self.transport.is_closing():
+                self.transport.write(head + data)
 
     def close(self) -> None:
         # The head goes first (an app that fails after starting its response).
@@ -69,16 +76,10 @@ def hold_head(server_send: Send) -> HeldHead | None:
         type(cycle).__name__ != "RequestResponseCycle"
         or getattr(cycle, "waiting_for_100_continue", True)
         or not hasattr(cycle, "transport")
+        or not hasattr(cycle, "chunked_encoding")  # uvicorn's httptools protocol
         # A HEAD response is its head alone: nothing would send it before the app returns, and
         # a request pipelined behind could be answered first.
         or cycle.scope.get("method") == "HEAD"
     ):
         return None
     return HeldHead(cycle)
-
-
-def release(server_send: Send) -> None:
-    """Write the held head of this request's response now, if there is one."""
-    transport = getattr(getattr(server_send, "__self__", None), "transport", None)
-    if isinstance(transport, HeldHead):
-        transport.release()

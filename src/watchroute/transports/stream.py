@@ -15,7 +15,6 @@ from ..watch import OpenedWatch
 from ..watcher import Watcher
 from .delivery import Delivery, SendNow, Write
 from .framing import Framing
-from .held_head import release as release_head
 from .takeover import StreamConnection, can_take_over, take_over
 
 log = logging.getLogger("watchroute")
@@ -56,7 +55,6 @@ class WatchStream(Response):
             headers.append((b"connection", b"close"))
         # The start goes through every middleware layer (CORS and security headers).
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        release_head(send_body)  # the client hears of the stream now, not with its first event
         connection = take_over(send_body)
         if connection is not None:
             # A client hears a heartbeat at least every `heartbeat` seconds and gives up after
