@@ -169,14 +169,17 @@ def test_a_watch_stream_sends_its_head_at_once_and_every_event_after(server, cli
     sock.close()
 
 
+class FixedLengthCycle:
+    """What a `HeldHead` sees of uvicorn's cycle writing a response of known length."""
+
+    chunked_encoding = False
+
+    def __init__(self) -> None:
+        self.transport = RecordingTransport()
+
+
 def test_a_released_head_lets_later_writes_through():
-    class Cycle:  # uvicorn's, writing a response of known length
-        chunked_encoding = False
-
-        def __init__(self) -> None:
-            self.transport = RecordingTransport()
-
-    cycle = Cycle()
+    cycle = FixedLengthCycle()
     connection = cycle.transport
     held = HeldHead(cycle)
     held.write(b"head")
@@ -209,13 +212,7 @@ def test_pipelined_responses_leave_in_order_when_the_first_is_a_head_alone():
 
 
 def test_a_response_to_a_client_already_gone_is_dropped_without_error():
-    class Cycle:  # uvicorn's, writing a response of known length
-        chunked_encoding = False
-
-        def __init__(self) -> None:
-            self.transport = RecordingTransport()
-
-    cycle = Cycle()
+    cycle = FixedLengthCycle()
     connection = cycle.transport
     held = HeldHead(cycle)
     held.write(b"head")
