@@ -22,6 +22,8 @@ from typing import Any
 
 from starlette.types import Send
 
+from .takeover import uvicorn_cycle
+
 
 class HeldHead:
     """The transport of one request's cycle, holding back its first write."""
@@ -38,32 +40,28 @@ class HeldHead:
     def write(self, data: bytes) -> None:
         if not self.holding:  # whoever kept hold of this stand-in writes straight through
             self.transport.write(data)
-        elif self.head is None:
-            # uvicorn has read the head's framing before writing it: False is a known length.
-            if self.cycle.chunked_encoding is False:
-                self.head = data
-            else:
-                self.release()
-                self.transport.write(data)
+        elif self.head is not None:
+            self.release(data)
+        # uvicorn has read the head's framing before writing it: False is a known length.
+        elif self.cycle.chunked_encoding is False:
+            self.head = data
         else:
-            head = self.head
-            self.release(write=False)
-            # A connection already closing has lost its client (uvicorn marks only the newest
-            # of pipelined requests disconnected): nothing more goes out, and no error.
-            if not self.transport.is_closing():
-                self.transport.write(head + data)
+            self.release()
+            self.transport.write(data)
 
     def close(self) -> None:
         # The head goes first (an app that fails after starting its response).
         self.release()
         self.transport.close()
 
-    def release(self, write: bool = True) -> None:
-        """Give the cycle its transport back, writing the head if one is held."""
+    def release(self, body: bytes = b"") -> None:
+        """Give the cycle its transport back, writing the held head (with `body`, if given)."""
         self.cycle.transport = transport = self.transport
         head, self.head, self.holding = self.head, None, False
-        if write and head is not None and not transport.is_closing():
-            transport.write(head)
+        # A connection already closing has lost its client (uvicorn marks only the newest of
+        # pipelined requests disconnected): nothing more goes out, and no error.
+        if head is not None and not transport.is_closing():
+            transport.write(head + body)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
@@ -72,11 +70,10 @@ class HeldHead:
 def hold_head(server_send: Send) -> HeldHead | None:
     """Hold the head of the response to the request behind uvicorn's `send`; None (and nothing
     held) under another server."""
-    cycle = getattr(server_send, "__self__", None)
+    cycle = uvicorn_cycle(server_send)
     if (
-        type(cycle).__name__ != "RequestResponseCycle"
+        cycle is None
         or getattr(cycle, "waiting_for_100_continue", True)
-        or not hasattr(cycle, "transport")
         or not hasattr(cycle, "chunked_encoding")  # uvicorn's httptools protocol
         # A HEAD response is its head alone: nothing would send it before the app returns, and
         # a request pipelined behind could be answered first.

@@ -146,13 +146,22 @@ class StreamConnection(asyncio.Protocol):
             drained.set_result(None)
 
 
+def uvicorn_cycle(server_send: Any) -> Any:
+    """uvicorn's request-response cycle behind its own `send` (the one that writes to the
+    connection's `transport`); None under another server."""
+    cycle = getattr(server_send, "__self__", None)
+    if type(cycle).__name__ != "RequestResponseCycle" or getattr(cycle, "transport", None) is None:
+        return None
+    return cycle
+
+
 def _claimable(server_send: Any) -> Any:
     """uvicorn's request-response cycle behind `server_send`, if its connection can be taken
     over once the response has started; else None."""
-    cycle = getattr(server_send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if type(cycle).__name__ != "RequestResponseCycle" or transport is None:
+    cycle = uvicorn_cycle(server_send)
+    if cycle is None:
         return None
+    transport = cycle.transport
     protocol = transport.get_protocol()
     if (
         getattr(protocol, "cycle", None) is not cycle
