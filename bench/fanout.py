@@ -186,6 +186,12 @@ class Stats:
         self.done = asyncio.get_running_loop().create_future()
         self.active = True
 
+    def lower_goal(self, goal: int):
+        """Fewer deliveries are due than armed for (a schedule given up early)."""
+        self.goal = goal
+        if self.count >= goal and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
 
 class StreamReader(asyncio.Protocol):
     """One streaming HTTP response, read raw: checks the status, then hands `lines` the body in
@@ -584,6 +590,7 @@ async def run_steady(
     max_conns: int = 16,
     record_every: int = 1,
     drain_timeout: float = 15.0,
+    give_up_after: float = 2.0,
 ) -> dict:
     """Open-loop load: write k is due at start + k/rate, whatever happened to write k-1.
 
@@ -591,6 +598,10 @@ async def run_steady(
     schedule. A write sent on time carries its real send time; one that had to wait for a free
     connection carries its *due* time, so the server's slowness shows in the latency instead of
     silently lowering the rate (no coordinated omission).
+
+    A server that has not taken every write after `give_up_after` times the planned duration
+    cannot keep the rate: the rest of the schedule is not sent (it would only stretch the run,
+    by minutes for the slowest peer), and the result says how many writes went out.
     """
     probe = ServerProbe(target.pid)
     me = psutil.Process()
@@ -612,6 +623,8 @@ async def run_steady(
         stats.arm(total * subscribers, _time_ns())  # every write is stamped later than this
         cpu0, gen0, all0 = probe.cpu(), sum(me.cpu_times()[:2]), machine_busy()
         late = 0
+        sent = total
+        give_up = start + int(give_up_after * seconds * 1e9)
         tasks = set()
 
         async def send(pub: Publisher, body: bytes):
@@ -624,6 +637,10 @@ async def run_steady(
                 free.notify()
 
         for k in range(total):
+            if _time_ns() > give_up:
+                sent = k
+                stats.lower_goal(sent * subscribers)
+                break
             due = start + int(k * interval)
             delay = (due - _time_ns()) / 1e9
             if delay > 0:
@@ -662,8 +679,10 @@ async def run_steady(
         "subscribers": subscribers,
         "rate": rate,
         "seconds": seconds,
-        "achieved_rate": total / max(1e-9, (sent_end - start) / 1e9),
-        "expected": total * subscribers,
+        "achieved_rate": sent / max(1e-9, (sent_end - start) / 1e9),
+        "planned": total,
+        "sent": sent,
+        "expected": sent * subscribers,
         "delivered": stats.count,
         "timed_out": timed_out,
         "late_writes": late,
