@@ -432,7 +432,26 @@ def warnings(rows) -> list[str]:
     return out
 
 
-def machine() -> str:
+def speed_check() -> dict:
+    """How fast this machine is right now: ns per system call (getppid) and per iteration of a
+    plain Python loop, best of 3. A shared VM varies from day to day, and both show it."""
+
+    def syscall(n: int = 200_000) -> float:
+        t = time.perf_counter_ns()
+        for _ in range(n):
+            os.getppid()
+        return (time.perf_counter_ns() - t) / n
+
+    def python_loop(n: int = 1_000_000) -> float:
+        t, total = time.perf_counter_ns(), 0
+        for i in range(n):
+            total += i
+        return (time.perf_counter_ns() - t) / n
+
+    return {"syscall_ns": min(syscall() for _ in range(3)), "loop_ns": min(python_loop() for _ in range(3))}
+
+
+def machine(speed: dict) -> str:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -456,6 +475,9 @@ def machine() -> str:
             f"- memory: {mem}",
             f"- kernel: {platform.system()} {platform.release()}",
             f"- Python: {platform.python_version()} ({platform.python_implementation()})",
+            f"- speed at the start of the run: {speed['syscall_ns']:.0f} ns per system call "
+            f"(`getppid`), {speed['loop_ns']:.0f} ns per iteration of a plain Python loop; both "
+            "vary from day to day on a shared VM, so compare runs only where they are close",
             "- load generator: bench/fanout.py (and bench/polling.py) on the same machine, one "
             "process (uvloop)",
         ]
@@ -610,7 +632,7 @@ def report(
         "Command: `.venv/bin/python bench/run.py " + " ".join(argv) + "`",
         "",
         "## Machine",
-        machine(),
+        machine(args.speed),
         "",
         "## watchroute against its goals",
         "",
@@ -916,6 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     have = fanout.raise_nofile(need)  # before any server starts: they inherit it
     if have < need:
         print(f"warning: open-file limit {have} < {need}; large runs may fail", file=sys.stderr)
+    args.speed = speed_check()
     workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-"))
     rows: list[tuple[Server, dict | None]] = []
     polls: list[dict] | None = None
@@ -976,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(
             json.dumps(
                 {
+                    "machine_speed": args.speed,
                     **{s.key: (r if r is not None else {"unavailable": s.unavailable}) for s, r in rows},
                     "polling": polls if polls is not None else {"not_run": polls_note},
                     "idle_ws": ws if ws is not None else {"not_run": True},
