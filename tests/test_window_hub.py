@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -210,6 +211,49 @@ async def test_a_gathered_commit_is_not_held_longer_than_the_coalescing_time():
     await asyncio.sleep(0.1)
     assert sorted(arrived) == [1, 2, 3, 4, 5]
     assert max(arrived[r] - committed[r] for r in arrived) < 0.05 + 0.03
+
+
+def slow_delivery(hub: Hub, window: Window, seconds: float) -> tuple[list[tuple[list[int], float]], float]:
+    """A crowd parked, of which one watcher's first write takes `seconds` (a slow machine, a
+    large crowd); commit 1 delivered. Every write to that watcher, with when it was made, and
+    when the delivery of commit 1 ended."""
+    loop = asyncio.get_running_loop()
+    writes: list[tuple[list[int], float]] = []
+
+    def push(evs):
+        if not writes:
+            time.sleep(seconds)
+        writes.append(([c.revision for _, c in evs], loop.time()))
+
+    parked(hub, window, push)
+    parked_crowd(hub, window)
+    window.append([change(1)])
+    hub.publish([change(1)])
+    return writes, loop.time()
+
+
+async def test_after_a_slow_delivery_commits_are_gathered_for_as_long_as_it_took():
+    # A window of 5 ms after a delivery of 40 ms would let each commit that comes every 15 ms
+    # go out on its own, each one another 40 ms delivery.
+    hub, window = Hub(coalesce=0.005), Window(64, 0)
+    writes, ended = slow_delivery(hub, window, 0.04)
+    for rev in (2, 3, 4):
+        window.append([change(rev)])
+        hub.publish([change(rev)])
+        await asyncio.sleep(0.015)
+    await asyncio.sleep(0.06)
+    assert [revs for revs, _ in writes] == [[1], [2, 3, 4]]
+    assert 0.04 - 0.005 <= writes[1][1] - ended < 0.04 + 0.03
+
+
+async def test_a_one_off_slow_delivery_holds_the_next_commit_no_longer_than_the_cap():
+    hub, window = Hub(coalesce=0.005), Window(64, 0)
+    writes, ended = slow_delivery(hub, window, Hub.GATHER_AT_MOST + 0.15)
+    window.append([change(2)])
+    hub.publish([change(2)])
+    await asyncio.sleep(Hub.GATHER_AT_MOST + 0.05)
+    assert [revs for revs, _ in writes] == [[1], [2]]
+    assert Hub.GATHER_AT_MOST - 0.005 <= writes[1][1] - ended < Hub.GATHER_AT_MOST + 0.03
 
 
 async def test_a_delivery_to_few_watchers_is_not_held_back():

@@ -28,8 +28,10 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     sse_retry_ms: int = Field(2000, ge=0)
     # Most events coalesced into one socket write; bounds what a slow reader can pin in buffers.
     max_events_per_write: int = Field(512, ge=1)
-    # Under load, commits within this many ms of the last delivery are gathered so that each
-    # watcher gets them in one write; the first commit after a quiet spell goes out at once.
+    # Under load, commits that come soon after the last delivery are gathered so that each
+    # watcher gets them in one write: for as long as that delivery took (at most 50 ms), and
+    # at least this many ms. The first commit after a quiet spell goes out at once; 0 turns
+    # gathering off.
     coalesce_ms: float = Field(2.0, ge=0, le=1000)
     # sqlite: synchronous=NORMAL survives a process kill; FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
