@@ -339,7 +339,7 @@ def _cells(r: dict) -> list[str]:
             note = f" (fell behind: {s['delivered'] / s['expected']:.0%} delivered)"
         elif s["achieved_rate"] < 0.95 * s["rate"]:
             note = f" (only {s['achieved_rate']:.0f} writes/s)"
-            if s.get("sent", s["planned"]) < s["planned"]:
+            if s["sent"] < s["planned"]:
                 note = f" (only {s['achieved_rate']:.0f} writes/s; {s['sent']:,} of {s['planned']:,} sent)"
         cells.append(f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} ms{note}")
     return cells
