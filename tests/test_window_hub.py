@@ -233,27 +233,64 @@ def slow_delivery(hub: Hub, window: Window, seconds: float) -> tuple[list[tuple[
 
 
 async def test_after_a_slow_delivery_commits_are_gathered_for_as_long_as_it_took():
-    # A window of 5 ms after a delivery of 40 ms would let each commit that comes every 15 ms
-    # go out on its own, each one another 40 ms delivery.
+    # A window of 5 ms after a delivery of 45 ms would let each commit that comes every 12 ms
+    # go out on its own, each one another 45 ms delivery.
     hub, window = Hub(coalesce=0.005), Window(64, 0)
-    writes, ended = slow_delivery(hub, window, 0.04)
+    writes, ended = slow_delivery(hub, window, 0.045)
     for rev in (2, 3, 4):
         window.append([change(rev)])
         hub.publish([change(rev)])
-        await asyncio.sleep(0.015)
-    await asyncio.sleep(0.06)
+        await asyncio.sleep(0.012)
+    await asyncio.sleep(0.08)
     assert [revs for revs, _ in writes] == [[1], [2, 3, 4]]
-    assert 0.04 - 0.005 <= writes[1][1] - ended < 0.04 + 0.03
+    assert 0.045 - 0.005 <= writes[1][1] - ended < 0.045 + 0.04
 
 
-async def test_a_one_off_slow_delivery_holds_the_next_commit_no_longer_than_the_cap():
-    hub, window = Hub(coalesce=0.005), Window(64, 0)
-    writes, ended = slow_delivery(hub, window, Hub.GATHER_AT_MOST + 0.15)
+@pytest.mark.parametrize(
+    ("coalesce", "took", "held"),
+    [
+        (0.005, 0.0, 0.005),  # a quick delivery: the coalescing time
+        (0.005, 0.04, 0.04),  # as long as the delivery took
+        (0.005, 0.2, Hub.GATHER_AT_MOST),  # a one-off slow delivery does not hold the next as long
+        (0.1, 0.2, 0.1),  # unless the coalescing time is longer still
+    ],
+)
+async def test_the_next_commit_is_held_as_long_as_the_last_delivery_took(coalesce, took, held):
+    hub, window = Hub(coalesce=coalesce), Window(64, 0)
+    _, ended = slow_delivery(hub, window, took)
     window.append([change(2)])
     hub.publish([change(2)])
-    await asyncio.sleep(Hub.GATHER_AT_MOST + 0.05)
-    assert [revs for revs, _ in writes] == [[1], [2]]
-    assert Hub.GATHER_AT_MOST - 0.005 <= writes[1][1] - ended < Hub.GATHER_AT_MOST + 0.03
+    assert hub._flush is not None
+    assert held - 0.002 <= hub._flush.when() - ended <= held + 0.01
+    hub._flush.cancel()
+
+
+async def test_gathered_changes_go_out_at_once_when_there_are_as_many_as_a_write_takes():
+    # A push stays about as large as a write the watcher would make itself.
+    hub, window = Hub(coalesce=0.05, max_gathered=3), Window(64, 0)
+    writes: list[list[int]] = []
+    parked(hub, window, lambda evs: writes.append([c.revision for _, c in evs]))
+    parked_crowd(hub, window)
+    for rev in range(1, 6):
+        window.append([change(rev)])
+        hub.publish([change(rev)])
+    assert writes == [[1], [2, 3, 4]]  # no waiting: 5 is held until the window ends
+    await asyncio.sleep(0.1)
+    assert writes == [[1], [2, 3, 4], [5]]
+
+
+async def test_at_shutdown_the_changes_being_gathered_are_delivered_before_the_streams_end():
+    hub, window = Hub(coalesce=0.05), Window(64, 0)
+    writes: list[list[int]] = []
+    w = parked(hub, window, lambda evs: writes.append([c.revision for _, c in evs]))
+    parked_crowd(hub, window)
+    for rev in (1, 2):
+        window.append([change(rev)])
+        hub.publish([change(rev)])
+    assert writes == [[1]]
+    hub.close_all()
+    assert writes == [[1], [2]]
+    assert w.closed
 
 
 async def test_a_delivery_to_few_watchers_is_not_held_back():

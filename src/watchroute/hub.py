@@ -135,17 +135,21 @@ class Hub:
     Under load, deliveries are gathered: a commit that comes soon after the last delivery
     waits, so that every watcher gets the changes of several commits in one socket write
     instead of one write per commit. It waits until as long after the last delivery as that
-    delivery took, and at least `coalesce` seconds after it. So while commits keep coming, the
-    server spends about as much time gathering as delivering, however fast the machine and
-    however many the watchers. A fixed window shorter than a delivery gathered little once
-    commits came a little further apart than that: most went out on their own, and delivering
-    took the whole core (docs/watch.md, "Delivery under load", has the measurements: a third
-    less CPU at 100-200 writes/s x 1,000 watchers, a lower p99 at 150-200, bursts 3-4x faster).
+    delivery took (wall-clock time: how long the loop was kept from everything else), at least
+    `coalesce` seconds and at most `GATHER_AT_MOST` after it, unless `coalesce` is longer. So
+    while commits keep coming and deliveries take longer than `coalesce`, the server spends
+    about as much time gathering as delivering, however fast the machine and however many the
+    watchers. A fixed window shorter than a delivery gathered little once commits came a
+    little further apart than that: most went out on their own, and delivering took the whole
+    core (docs/watch.md, "Delivery under load", has the measurements: a third less CPU at
+    100-200 writes/s x 1,000 watchers, a lower p99 at 150-200, bursts 3-4x faster).
 
-    The first commit after a quiet spell goes out at once. Waiting costs a timer and a wake-up
-    of the process (about 100 us of CPU on a small VM), which pays only when a delivery
-    reaches many sockets: after one that reached fewer than `GATHER_FROM` watchers, the next
-    commit goes out at once too.
+    The first commit after a quiet spell goes out at once, and so do the gathered changes once
+    there are `max_gathered` of them: a push then stays about as large as a write a watcher
+    makes when it reads for itself (`max_events_per_write`), which bounds what a slow reader
+    can pin in buffers. Waiting costs a timer and a wake-up of the process (about 100 us of
+    CPU on a small VM), which pays only when a delivery reaches many sockets: after one that
+    reached fewer than `GATHER_FROM` watchers, the next commit goes out at once too.
     """
 
     GATHER_FROM = 64
@@ -154,15 +158,15 @@ class Hub:
     # must not hold the next commits as long.
     GATHER_AT_MOST = 0.05
 
-    def __init__(self, coalesce: float = 0.0) -> None:
+    def __init__(self, coalesce: float = 0.0, max_gathered: int = 512) -> None:
         self._parked: dict[str, ParkedWatchers] = {}
         self.watchers: set[Watcher] = set()
         self.closing = False
         self.coalesce = coalesce
+        self.max_gathered = max_gathered
         self._pending: list[Change] = []
         self._flush: asyncio.TimerHandle | None = None
-        self._delivered_at = -math.inf
-        self._took = 0.0  # how long the last delivery took
+        self._gather_until = -math.inf  # a commit before then waits for it
         self._reached = 0  # watchers the last delivery pushed to or woke
         # The last revision taken to the parked watchers; a watcher parks only once its cursor
         # has reached every published change, so what comes later is up to the hub to deliver.
@@ -210,23 +214,27 @@ class Hub:
             self._deliver(changes)
             return
         self._pending += changes
+        if len(self._pending) >= self.max_gathered:
+            self._deliver_pending()
+            return
         if self._flush is not None:
             return  # they go out with the gathered ones
         loop = asyncio.get_running_loop()
-        due = self._delivered_at + max(self.coalesce, min(self._took, self.GATHER_AT_MOST))
-        if self._reached < self.GATHER_FROM or loop.time() >= due:
+        if self._reached < self.GATHER_FROM or loop.time() >= self._gather_until:
             self._deliver_pending()
         else:
-            self._flush = loop.call_at(due, self._deliver_pending)
+            self._flush = loop.call_at(self._gather_until, self._deliver_pending)
 
     def _deliver_pending(self) -> None:
-        self._flush = None
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         changes, self._pending = self._pending, []
         loop = asyncio.get_running_loop()
         began = loop.time()
         self._deliver(changes)
-        self._delivered_at = loop.time()
-        self._took = self._delivered_at - began
+        ended = loop.time()
+        self._gather_until = ended + max(self.coalesce, min(ended - began, self.GATHER_AT_MOST))
 
     def _deliver(self, changes: list[Change]) -> None:
         by_collection: defaultdict[str, list[Change]] = defaultdict(list)
@@ -285,14 +293,16 @@ class Hub:
         """Wake every parked watcher, cursors untouched, and deliver nothing more to them: each
         reads on from its own cursor (the tailer, when the window has lost revisions)."""
         if self._flush is not None:
-            self._flush.cancel()
             self._deliver_pending()
         self._parked = {}
         for watcher in self.watchers:
             watcher.wake()  # a watcher that is not waiting (busy reading) is not disturbed
 
     def close_all(self) -> None:
-        """End every watch (server shutdown): each stream finishes cleanly."""
+        """End every watch (server shutdown): each stream finishes cleanly, with the changes
+        being gathered delivered first."""
+        if self._flush is not None:
+            self._deliver_pending()
         self.closing = True
         for watcher in list(self.watchers):
             watcher.close()

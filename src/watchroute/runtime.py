@@ -23,7 +23,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: Store = open_store(settings)
-        self.hub = Hub(coalesce=settings.coalesce_ms / 1000)
+        self.hub = Hub(coalesce=settings.coalesce_ms / 1000, max_gathered=settings.max_events_per_write)
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
         self.security = Security(settings)

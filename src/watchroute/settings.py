@@ -27,11 +27,12 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # The SSE `retry:` hint (ms) sent at the start of every stream.
     sse_retry_ms: int = Field(2000, ge=0)
     # Most events coalesced into one socket write; bounds what a slow reader can pin in buffers.
+    # Commits gathered under load (coalesce_ms) go out once they hold this many changes.
     max_events_per_write: int = Field(512, ge=1)
     # Under load, commits that come soon after the last delivery are gathered so that each
-    # watcher gets them in one write: for as long as that delivery took (at most 50 ms), and
-    # at least this many ms. The first commit after a quiet spell goes out at once; 0 turns
-    # gathering off.
+    # watcher gets them in one write: for as long as that delivery took (at most 50 ms unless
+    # this is longer), and at least this many ms. The first commit after a quiet spell goes out
+    # at once; 0 turns gathering off altogether.
     coalesce_ms: float = Field(2.0, ge=0, le=1000)
     # sqlite: synchronous=NORMAL survives a process kill; FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
