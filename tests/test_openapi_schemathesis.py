@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -56,3 +57,26 @@ def test_api_conforms_to_its_openapi_document(api: ServerProcess) -> None:
             given(case=operation.as_strategy())(check)
         )
         run()
+
+
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        ("text/event-stream", "text/event-stream"),
+        ("application/x-ndjson", "application/x-ndjson"),
+        ("*/*", "application/x-ndjson"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/notes", "/v1/notes/n1"])
+def test_a_watch_answers_with_a_media_type_its_operation_documents(
+    api: ServerProcess, path: str, accept: str, media_type: str
+) -> None:
+    document = httpx.get(api.url + "/openapi.json").json()
+    template = "/v1/{collection}" if path.count("/") == 2 else "/v1/{collection}/{id}"
+    documented = document["paths"][template]["get"]["responses"]["200"]["content"]
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": accept}
+    answer = httpx.get(api.url + path, params={"watch": "true", "timeout": "0.2"}, headers=headers)
+    assert answer.status_code == 200
+    received = answer.headers["content-type"].split(";")[0]
+    assert received == media_type
+    assert received in documented

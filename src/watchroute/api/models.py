@@ -52,3 +52,15 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetails, "content": {"application/problem+json": {}}}
     for status in (400, 404, 410, 412, 413, 415, 422)
 }
+
+# A read with `watch=true` answers 200 with a stream of watch events instead of JSON: SSE when
+# the client accepts text/event-stream, else NDJSON (the AsyncAPI document describes the events).
+WATCH_STREAMS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON; with `watch=true`, a stream of watch events (SSE or NDJSON)",
+        "content": {
+            "text/event-stream": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}

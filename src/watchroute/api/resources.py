@@ -26,7 +26,7 @@ from ..transports.stream import WatchStream
 from ..watch import WatchSpec, open_watch
 from . import preconditions
 from .bodies import read_json, read_object
-from .models import PROBLEMS, ListPage, Resource
+from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource
 
 router = APIRouter(prefix="/v1", tags=["resources"])
 
@@ -206,7 +206,7 @@ def _write_op(
 @router.get(
     "/{collection}",
     response_model=ListPage,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="List a collection, or watch it",
 )
 async def list_or_watch_collection(
@@ -256,7 +256,7 @@ async def list_or_watch_collection(
 @router.get(
     "/{collection}/{id}",
     response_model=Resource,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Read a resource, or watch it",
 )
 async def get_or_watch_resource(
@@ -307,7 +307,7 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
     "/{collection}",
     status_code=201,
     response_model=Resource,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Create a resource with an assigned id",
 )
 async def create_resource(request: Request, collection: str) -> Any:
@@ -319,7 +319,7 @@ async def create_resource(request: Request, collection: str) -> Any:
 @router.put(
     "/{collection}/{id}",
     response_model=Resource,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Create or replace a resource",
 )
 async def put_resource(
@@ -337,7 +337,7 @@ async def put_resource(
 @router.patch(
     "/{collection}/{id}",
     response_model=Resource,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Patch a resource (merge patch or JSON patch)",
 )
 async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
@@ -351,7 +351,7 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
 @router.delete(
     "/{collection}/{id}",
     response_model=Resource,
-    responses=PROBLEMS,
+    responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Delete a resource; answers its last state",
 )
 async def delete_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
