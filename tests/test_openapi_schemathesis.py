@@ -80,3 +80,15 @@ def test_a_watch_answers_with_a_media_type_its_operation_documents(
     received = answer.headers["content-type"].split(";")[0]
     assert received == media_type
     assert received in documented
+
+
+def test_only_the_reads_that_can_watch_document_a_stream(api: ServerProcess) -> None:
+    document = httpx.get(api.url + "/openapi.json").json()
+    streaming = {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for response in operation.get("responses", {}).values()
+        if "text/event-stream" in response.get("content", {})
+    }
+    assert streaming == {("get", "/v1/{collection}"), ("get", "/v1/{collection}/{id}")}

@@ -307,7 +307,7 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
     "/{collection}",
     status_code=201,
     response_model=Resource,
-    responses={**PROBLEMS, **WATCH_STREAMS},
+    responses=PROBLEMS,
     summary="Create a resource with an assigned id",
 )
 async def create_resource(request: Request, collection: str) -> Any:
@@ -319,7 +319,7 @@ async def create_resource(request: Request, collection: str) -> Any:
 @router.put(
     "/{collection}/{id}",
     response_model=Resource,
-    responses={**PROBLEMS, **WATCH_STREAMS},
+    responses=PROBLEMS,
     summary="Create or replace a resource",
 )
 async def put_resource(
@@ -337,7 +337,7 @@ async def put_resource(
 @router.patch(
     "/{collection}/{id}",
     response_model=Resource,
-    responses={**PROBLEMS, **WATCH_STREAMS},
+    responses=PROBLEMS,
     summary="Patch a resource (merge patch or JSON patch)",
 )
 async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
@@ -351,7 +351,7 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
 @router.delete(
     "/{collection}/{id}",
     response_model=Resource,
-    responses={**PROBLEMS, **WATCH_STREAMS},
+    responses=PROBLEMS,
     summary="Delete a resource; answers its last state",
 )
 async def delete_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
