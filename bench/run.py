@@ -338,9 +338,8 @@ def _cells(r: dict) -> list[str]:
         if s["delivered"] < s["expected"]:
             note = f" (fell behind: {s['delivered'] / s['expected']:.0%} delivered)"
         elif s["achieved_rate"] < 0.95 * s["rate"]:
-            note = f" (only {s['achieved_rate']:.0f} writes/s)"
-            if s["sent"] < s["planned"]:
-                note = f" (only {s['achieved_rate']:.0f} writes/s; {s['sent']:,} of {s['planned']:,} sent)"
+            unsent = f"; {s['sent']:,} of {s['planned']:,} sent" if s["sent"] < s["planned"] else ""
+            note = f" (only {s['achieved_rate']:.0f} writes/s{unsent})"
         cells.append(f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} ms{note}")
     return cells
 
