@@ -139,6 +139,25 @@ async def test_a_watch_refused_after_the_door_keeps_no_place(
     assert (await watches.refusal(server, sub))["reason"] == "TooManyWatches"
 
 
+async def test_a_place_given_back_is_free_to_the_next_watch_at_once(prefix: str) -> None:
+    # A client that closes its only watch and opens another on the same instance is admitted,
+    # however soon: the new lease is not taken in Redis before the old one has left it.
+    client = redis_client(REDIS_URL)
+    leases = WatchLeases(client, prefix, WatchCounts(0, 1))
+    leases.start()
+    try:
+        for _ in range(20):
+            lease = await leases.take("jwt:ivy")
+            lease.release()
+        held = await leases.take("jwt:ivy")
+        with pytest.raises(CapReached):
+            await leases.take("jwt:ivy")
+        del held
+    finally:
+        await leases.close()
+        await client.aclose()
+
+
 async def test_a_vanished_instance_stops_counting_after_its_lease(
     make_server: Any, prefix: str, watches: Watches
 ) -> None:

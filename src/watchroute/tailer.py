@@ -63,7 +63,8 @@ class Tailer:
         waiter = (revision, future)
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
             return True
         except TimeoutError:
             return False

@@ -168,7 +168,8 @@ async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
         first = True
         while True:
             try:
-                message = await asyncio.wait_for(socket.recv(), conn.dead_after)
+                async with asyncio.timeout(conn.dead_after):
+                    message = await socket.recv()
             except TimeoutError:
                 # A dead peer would not answer a closing handshake either: drop the connection.
                 socket.transport.abort()

@@ -119,7 +119,8 @@ class LiveCollection(Mapping[str, Resource]):
     async def wait_synced(self, timeout: float | None = None) -> bool:
         """Wait for the first listing; False on timeout. Raises what stopped the collection."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until(lambda: self.synced), timeout)
+            async with asyncio.timeout(timeout):
+                await self._until(lambda: self.synced)
         self._raise_error()
         return self.synced
 
@@ -127,7 +128,8 @@ class LiveCollection(Mapping[str, Resource]):
         """Wait until the copy is at `revision` or later (e.g. a write's); False on timeout."""
         reached = lambda: self.revision is not None and self.revision >= revision  # noqa: E731
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until(reached), timeout)
+            async with asyncio.timeout(timeout):
+                await self._until(reached)
         self._raise_error()
         return reached()
 

@@ -6,8 +6,10 @@ each open watch holds one member of a sorted set per cap (every watch's, its ide
 scored with the moment it lapses on Redis's clock. Taking a lease prunes the lapsed members,
 counts the rest and adds the new one in one script, so N instances together hold at most the
 cap. The instance renews all its leases in one batch every third of the lease time and removes
-a lease as soon as its watch ends; an instance that vanished stops counting after the lease
-time, and one that stops cleanly removes its leases at once.
+a lease as soon as its watch ends; a take waits for the removals under way, so a client that
+closes a watch and opens another on the same instance finds its place free. An instance that
+vanished stops counting after the lease time, and one that stops cleanly removes its leases at
+once.
 
 Every instance also counts its own watches (`WatchCounts`): if Redis stops answering, it admits
 against that count alone (logged once) rather than refusing everyone, as the rate limits do.
@@ -116,6 +118,11 @@ class WatchLeases:
         # must stay collectable for its __del__ to give it back.
         self._held: dict[str, tuple[str, ...]] = {}
         self._ending: list[tuple[str, tuple[str, ...]]] = []
+        # Leases ended so far, and how many of them the keeper has taken out of Redis (or given
+        # up on, leaving them to lapse): a take waits for the two to meet (`_after_removals`).
+        self._ended = 0
+        self._removed = 0
+        self._removals: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._failing = False
@@ -134,6 +141,7 @@ class WatchLeases:
         member = f"{self.instance}:{next(self._numbers)}"
         sets = self._sets(identity_key)
         if sets:
+            await self._after_removals()
             caps = [int(cap) for _, cap in sets]
             try:
                 full = int(
@@ -159,6 +167,7 @@ class WatchLeases:
         sets = self._held.pop(lease.member, ())
         if sets:
             self._ending.append((lease.member, sets))
+            self._ended += 1
             if self._wake is not None:
                 self._wake.set()
 
@@ -166,6 +175,7 @@ class WatchLeases:
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._removals = asyncio.Condition()
         self._keeper = asyncio.create_task(self._keep(), name="watchroute-watch-leases")
 
     async def close(self) -> None:
@@ -183,8 +193,11 @@ class WatchLeases:
         assert self._wake is not None
         renew_at = time.monotonic() + self.renew_every
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # comes as the event is set, and close() would wait for this task for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, renew_at - time.monotonic()))
+                async with asyncio.timeout(max(0.0, renew_at - time.monotonic())):
+                    await self._wake.wait()
             self._wake.clear()
             # One task does both, in order: a renewal never puts back a lease removed after it.
             await self._remove()
@@ -192,10 +205,27 @@ class WatchLeases:
                 await self._renew()
                 renew_at = time.monotonic() + self.renew_every
 
+    async def _after_removals(self) -> None:
+        """Wait until every lease ended so far has left Redis. A client that closes a watch and
+        at once opens another on this instance must find the first one's place free: without
+        this, the new lease's script could reach Redis ahead of the keeper's removal."""
+        if self._removals is None or self._removed >= self._ended:
+            return
+        ended = self._ended
+        async with self._removals:
+            await self._removals.wait_for(lambda: self._removed >= ended)
+
     async def _remove(self) -> None:
         ending, self._ending = self._ending, []
-        if not ending:
-            return
+        ended = self._ended
+        if ending:
+            await self._remove_from_redis(ending)
+        if self._removals is not None:
+            async with self._removals:
+                self._removed = ended
+                self._removals.notify_all()
+
+    async def _remove_from_redis(self, ending: list[tuple[str, tuple[str, ...]]]) -> None:
         by_set: defaultdict[str, list[str]] = defaultdict(list)
         for member, sets in ending:
             for key in sets:
