@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..problems import Problem, not_found
+from ..problems import Problem
 from . import audit
 from .apikeys import APIKeyStore, APIKeyVerifier, KeyWatches
 from .config import SecuritySettings
@@ -284,24 +284,32 @@ class WriteGuard:
         self.id = id
         self.identity = identity
 
-    def current(self, data: dict[str, Any]) -> None:
-        """The state the write replaces must be one the writer can see."""
+    def current(self, data: dict[str, Any]) -> bool:
+        """Whether the state the write replaces is one the writer can see. One it cannot see is,
+        to the writer, absent: the store answers as it would for a free id (store/ops.py)."""
         if self.rule.matches(data):
-            return
+            return True
         self._audit("current state hidden by rule")
-        if self.kind in ("put", "create"):
-            raise forbidden(f"you may not write {self.collection}/{self.id}")
-        raise not_found(self.collection, self.id)  # as if absent: a hidden document is not there
+        return False
 
     def new(self, data: dict[str, Any]) -> None:
         """The state the write leaves must be one the writer can still see."""
         if self.rule.matches(data):
             return
         self._audit("new state hidden by rule")
-        detail = "the rule of this collection would hide the written state from you"
+        raise self.violation()
+
+    def violation(self) -> Problem:
+        # One answer for a state the rule would hide and for an id a hidden document holds:
+        # word for word the same, so that the caller cannot tell which it was.
         if isinstance(self.rule, NothingFilter):
             detail = "the rule of this collection hides every document from this credential"
-        raise forbidden(detail, "RuleViolation")
+        else:
+            detail = (
+                f"the rule of this collection does not let this credential write that state "
+                f"to {self.collection}/{self.id}"
+            )
+        return forbidden(detail, "RuleViolation")
 
     def _audit(self, why: str) -> None:
         identity = self.identity
