@@ -1,12 +1,13 @@
 """One instance's security: who a credential is, what it may do, and how much of it.
 
-Routes and `watch.open_watch` ask three questions, each answered here or refused with a Problem:
+Routes and `watch.open_watch` ask these questions, each answered here or refused with a Problem:
 - `authorize(identity, action, collection)`: may it? The answer is the per-document rule (a
   filter, with the identity's claims put in) or None when no rule applies;
 - `admit_watch(identity, collection)`: may it open one more watch now? (grant, rule, rate of
   opening, concurrent caps), and the watcher that keeps those promises while it runs;
 - `write_guard(identity, kind, collection, id)`: the rule a write is checked against, inside
-  the store's transaction, on the state before and after.
+  the store's transaction, on the state before and after;
+- `may_read(identity, collection)`: may a write's answer show the document?
 """
 
 from __future__ import annotations
@@ -144,6 +145,13 @@ class Security:
         if not self.rules or allows(identity.scopes, "bypass", collection):
             return None
         return self.rules.for_identity(collection, identity.claims)
+
+    def may_read(self, identity: Identity | None, collection: str) -> bool:
+        """Whether a write's answer may carry the document: a write must not become a way to
+        read, so a credential with `write` and no `read` gets the id and revisions only."""
+        if identity is None or self.mode == "none":  # auth=none: every request may do everything
+            return True
+        return allows(identity.scopes, "read", collection)
 
     def write_guard(
         self, identity: Identity | None, kind: str, collection: str, id: str
