@@ -202,3 +202,136 @@ def test_no_watcher_ever_receives_what_its_rule_hides(
     server: ServerProcess, docs: list, ops: list, filters: dict
 ) -> None:
     asyncio.run(_scenario(server.url, docs, ops, filters))
+
+
+# -- a hidden document answers writes as an absent one -------------------------------------------
+
+MINE, THEIRS = {"owner": "alice", "text": "mine"}, {"owner": "bob", "text": "hers to hide"}
+# Requests alice sends to one id: (name, method, headers, body). `{rev}` is the revision of the
+# hidden document, which must make no difference; THEIRS is a state her rule would hide.
+WRITES: list[tuple[str, str, dict, Any]] = [
+    ("put hidden state", "PUT", {}, THEIRS),
+    ("put If-Match rev", "PUT", {"If-Match": '"{rev}"'}, MINE),
+    ("put If-Match other", "PUT", {"If-Match": '"1"'}, MINE),
+    ("put If-Match *", "PUT", {"If-Match": "*"}, MINE),
+    ("put If-Match * hidden state", "PUT", {"If-Match": "*"}, THEIRS),
+    ("put If-None-Match * hidden state", "PUT", {"If-None-Match": "*"}, THEIRS),
+    ("merge patch", "PATCH", {}, {"text": "x"}),
+    ("merge patch {}", "PATCH", {}, {}),
+    ("merge patch If-Match rev", "PATCH", {"If-Match": '"{rev}"'}, {"text": "x"}),
+    (
+        "json patch",
+        "PATCH",
+        {"Content-Type": "application/json-patch+json"},
+        [{"op": "remove", "path": "/text"}],
+    ),
+    (
+        "json patch test",
+        "PATCH",
+        {"Content-Type": "application/json-patch+json"},
+        [{"op": "test", "path": "/owner", "value": "bob"}],
+    ),
+    ("delete", "DELETE", {}, None),
+    ("delete If-Match rev", "DELETE", {"If-Match": '"{rev}"'}, None),
+]
+# Batch ops alice sends to one id, after an op of her own (so op_index is 1): (name, op).
+BATCH_OPS: list[tuple[str, dict]] = [
+    ("put hidden state", {"op": "put", "data": THEIRS}),
+    ("put if_match rev", {"op": "put", "data": MINE, "if_match": "{rev}"}),
+    ("put if_match other", {"op": "put", "data": MINE, "if_match": 1}),
+    ("create hidden state", {"op": "create", "data": THEIRS}),
+    ("patch", {"op": "patch", "patch": {"text": "x"}}),
+    ("json patch", {"op": "patch", "patch": [{"op": "test", "path": "/owner", "value": "bob"}]}),
+    ("patch if_match rev", {"op": "patch", "patch": {}, "if_match": "{rev}"}),
+    ("delete", {"op": "delete"}),
+    ("delete if_match rev", {"op": "delete", "if_match": "{rev}"}),
+]
+
+
+def _answer(r: httpx.Response, id: str) -> tuple[int, dict, Any]:
+    """Everything a caller sees, with the id it asked for written `{id}`."""
+    headers = {k: v.replace(id, "{id}") for k, v in r.headers.items() if k != "date"}
+    body = json.loads(r.text.replace(id, "{id}")) if r.content else None
+    return r.status_code, headers, body
+
+
+def _hidden_and_absent(server: ServerProcess) -> tuple[str, str, int]:
+    """A document of bob's, hidden from alice, and a free id of the same length; its revision."""
+    suffix = uuid.uuid4().hex[:8]
+    hidden, absent = f"h{suffix}", f"a{suffix}"
+    with as_user(server, "bob") as bob:
+        r = bob.put(f"/v1/notes/{hidden}", json={"owner": "bob", "text": "secret"})
+        assert r.status_code == 201, r.text
+    return hidden, absent, r.json()["revision"]
+
+
+def _send(client: httpx.Client, method: str, id: str, headers: dict, body: Any, rev: int) -> httpx.Response:
+    headers = {k: v.replace("{rev}", str(rev)) for k, v in headers.items()}
+    content = None if body is None else json.dumps(body)
+    if content is not None:
+        headers.setdefault(
+            "Content-Type", "application/merge-patch+json" if method == "PATCH" else "application/json"
+        )
+    return client.request(method, f"/v1/notes/{id}", headers=headers, content=content)
+
+
+def _batch(client: httpx.Client, id: str, op: dict, rev: int) -> httpx.Response:
+    op = {**op, "collection": "notes", "id": id}
+    if op.get("if_match") == "{rev}":
+        op["if_match"] = rev
+    mine = {"op": "put", "collection": "notes", "id": f"x{id}", "data": MINE}
+    return client.post("/v1/_batch", json={"ops": [mine, op]})
+
+
+@pytest.mark.parametrize(("name", "method", "headers", "body"), WRITES, ids=[w[0] for w in WRITES])
+def test_a_write_to_a_hidden_document_is_answered_as_for_an_absent_one(
+    server: ServerProcess, name: str, method: str, headers: dict, body: Any
+) -> None:
+    hidden, absent, rev = _hidden_and_absent(server)
+    with as_user(server, "alice") as alice:
+        seen = _answer(_send(alice, method, hidden, headers, body, rev), hidden)
+        expected = _answer(_send(alice, method, absent, headers, body, rev), absent)
+        assert seen == expected
+        assert seen[0] in (403, 404, 412), seen
+    with as_user(server, "bob") as bob:  # and nothing was written
+        assert bob.get(f"/v1/notes/{hidden}").json()["revision"] == rev
+
+
+@pytest.mark.parametrize(("name", "op"), BATCH_OPS, ids=[b[0] for b in BATCH_OPS])
+def test_a_batch_op_on_a_hidden_document_is_answered_as_on_an_absent_one(
+    server: ServerProcess, name: str, op: dict
+) -> None:
+    hidden, absent, rev = _hidden_and_absent(server)
+    with as_user(server, "alice") as alice:
+        seen = _answer(_batch(alice, hidden, op, rev), hidden)
+        expected = _answer(_batch(alice, absent, op, rev), absent)
+        assert seen == expected
+        assert seen[0] in (403, 404, 412) and seen[2]["op_index"] == 1, seen
+        assert alice.get(f"/v1/notes/x{hidden}").status_code == 404  # all or nothing
+    with as_user(server, "bob") as bob:
+        assert bob.get(f"/v1/notes/{hidden}").json()["revision"] == rev
+
+
+def test_creating_over_a_hidden_document_is_refused_as_a_creation_the_rule_forbids(
+    server: ServerProcess,
+) -> None:
+    """The one request an absent id answers differently: a creation alice may make. Over a
+    hidden document it cannot be made, and is refused exactly as creating a state her rule
+    hides is: the same 403 RuleViolation, detail and all (docs/security.md, Writes)."""
+    for headers in ({}, {"If-None-Match": "*"}):
+        hidden, absent, rev = _hidden_and_absent(server)
+        with as_user(server, "alice") as alice:
+            refused = _answer(_send(alice, "PUT", hidden, headers, MINE, rev), hidden)
+            forbidden = _answer(_send(alice, "PUT", absent, headers, THEIRS, rev), absent)
+            assert refused == forbidden and refused[2]["reason"] == "RuleViolation"
+            assert "secret" not in json.dumps(refused)
+            assert _send(alice, "PUT", absent, headers, MINE, rev).status_code == 201
+        for op in ({"op": "put", "data": MINE}, {"op": "create", "data": MINE}):
+            hidden, absent, rev = _hidden_and_absent(server)
+            with as_user(server, "alice") as alice:
+                refused = _answer(_batch(alice, hidden, op, rev), hidden)
+                forbidden = _answer(_batch(alice, absent, {**op, "data": THEIRS}, rev), absent)
+                assert refused == forbidden and refused[2]["reason"] == "RuleViolation"
+                assert _batch(alice, absent, op, rev).status_code == 200
+        with as_user(server, "bob") as bob:
+            assert bob.get(f"/v1/notes/{hidden}").json()["data"]["owner"] == "bob"

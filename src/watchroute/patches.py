@@ -83,14 +83,35 @@ def json_patch(document: Any) -> Patch:
         raise bad_request("BadPatch", f"invalid JSON patch: {exc}") from None
 
     def apply(data: dict[str, Any]) -> dict[str, Any]:
+        # The library's messages quote the stored value, or the whole document ("member 'x' not
+        # found in {...}"): an error says where, in the caller's own words, never what is there.
         try:
             return patch.apply(data)
         except jsonpatch.JsonPatchTestFailed as exc:
-            raise Problem(409, "Conflict", f"JSON patch test failed: {exc}") from None
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise Problem(409, "Conflict", f"JSON patch test failed{_where(exc)}") from None
+        except jsonpatch.InvalidJsonPatch as exc:  # the operation's own shape: nothing stored
             raise Problem(422, "BadPatch", f"JSON patch cannot be applied: {exc}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            detail = f"JSON patch cannot be applied{_where(exc)}: a location it names is missing"
+            detail += " or not a container"
+            raise Problem(422, "BadPatch", detail) from None
 
     return apply
+
+
+def _where(exc: Exception) -> str:
+    """` at PATH` for the operation that failed, as the patch named it, when known."""
+    op = getattr(exc, "op", None)
+    location = getattr(op, "location", None)
+    return f" at {location[:200]!r}" if isinstance(location, str) else ""
+
+
+def reads_document(document: Any) -> bool:
+    """Whether a JSON patch compares the stored document (a `test` op): a read, whose success
+    or failure tells the value; it takes the `read` grant (docs/security.md, *Grants*)."""
+    return isinstance(document, list) and any(
+        isinstance(op, dict) and op.get("op") == "test" for op in document
+    )
 
 
 def for_media_type(media_type: str, document: Any) -> Patch:

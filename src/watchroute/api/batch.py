@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..names import check_collection, check_id, new_id
-from ..patches import json_patch, merge_patch
+from ..patches import json_patch, merge_patch, reads_document
 from ..problems import Problem, bad_request
 from ..security.identity import identity_of
 from ..store import WriteOp
@@ -80,6 +80,9 @@ async def batch(request: Request) -> Any:
     # Collections whose writes this caller may make without a rule to check: whether a guard is
     # needed depends on the collection alone, so it is asked once per collection, not per op.
     unguarded: set[str] = set()
+    # Whether the answer may show each collection's documents (asked once each, as above): the
+    # results of a collection the caller may write but not read carry no `data`.
+    shown: dict[str, bool] = {}
     for index, raw in enumerate(raw_ops):
         try:
             op = parse_op(index, raw)
@@ -88,6 +91,10 @@ async def batch(request: Request) -> Any:
                 op.guard = security.write_guard(identity, op.kind, op.collection, op.id)
                 if op.guard is None:
                     unguarded.add(op.collection)
+            if op.collection not in shown:
+                shown[op.collection] = security.may_read(identity, op.collection)
+            if op.kind == "patch" and reads_document(raw.get("patch")):
+                security.authorize(identity, "read", op.collection)  # a `test` op is a read
             if op.guard is None and op.data_json is not None:
                 op.data = None  # encoded, and no rule will read it: see below
             ops.append(op)
@@ -109,19 +116,19 @@ async def batch(request: Request) -> Any:
                 problem.extra["op_index"] = index
         raise
     # One encoder call for the whole answer (a tenth of the time of one per resource); each
-    # resource is the same JSON `resource_json` makes for it on its own route.
-    body = orjson.dumps(
+    # resource is the same JSON its own route answers (`resource_json`, or `written_json`).
+    results = [
         {
-            "revision": changes[-1].revision,
-            "results": [
-                {
-                    "id": c.id,
-                    "revision": c.revision,
-                    "created_revision": c.created_revision,
-                    "data": orjson.Fragment(c.data_json),
-                }
-                for c in changes
-            ],
+            "id": c.id,
+            "revision": c.revision,
+            "created_revision": c.created_revision,
+            "data": orjson.Fragment(c.data_json),
         }
-    )
+        for c in changes
+    ]
+    if not all(shown.values()):
+        for result, change in zip(results, changes, strict=True):
+            if not shown[change.collection]:
+                del result["data"]
+    body = orjson.dumps({"revision": changes[-1].revision, "results": results})
     return Response(body, media_type="application/json")

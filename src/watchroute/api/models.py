@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Resource(BaseModel):
@@ -12,6 +13,22 @@ class Resource(BaseModel):
     revision: int = Field(description="The revision of the resource's last change")
     created_revision: int
     data: dict[str, Any]
+
+
+class Written(BaseModel):
+    """A write's answer: the resource as the write left it (a DELETE: its last state, with the
+    deletion's revision). Without a `read` grant on the collection the answer has no `data`:
+    a write must not become a way to read."""
+
+    id: str
+    revision: int = Field(description="The revision of this write")
+    created_revision: int
+    # Left out, never null: SkipJsonSchema keeps null out of the schema, the hook drops its default.
+    data: dict[str, Any] | SkipJsonSchema[None] = Field(
+        None,
+        description="Absent when the credential may not read the collection",
+        json_schema_extra=lambda schema: schema.pop("default", None),
+    )
 
 
 class ListPage(BaseModel):
@@ -45,7 +62,7 @@ class BatchRequest(BaseModel):
 
 class BatchResult(BaseModel):
     revision: int
-    results: list[Resource]
+    results: list[Written]
 
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {

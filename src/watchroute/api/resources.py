@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..events import resource_json
 from ..filter import Filter, FilterError, compile_filter
 from ..names import check_collection, check_id, new_id
-from ..patches import for_media_type
+from ..patches import JSON_PATCH, for_media_type, reads_document
 from ..problems import bad_request, future_revision, not_found
 from ..runtime import Runtime
 from ..security.identity import identity_of
@@ -26,7 +26,7 @@ from ..transports.stream import WatchStream
 from ..watch import WatchSpec, open_watch
 from . import preconditions
 from .bodies import read_json, read_object
-from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource
+from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource, Written
 
 router = APIRouter(prefix="/v1", tags=["resources"])
 
@@ -289,9 +289,18 @@ def _row_json(row: Row) -> bytes:
     return resource_json(row.id, row.revision, row.created_revision, row.data_json)
 
 
+def written_json(id: str, revision: int, created_revision: int) -> bytes:
+    """A write's answer without the document: for a credential that may write but not read."""
+    return b'{"id":%s,"revision":%d,"created_revision":%d}' % (orjson.dumps(id), revision, created_revision)
+
+
 async def _write_one(request: Request, op: WriteOp) -> Response:
-    [change] = await runtime_of(request).store.write([op])
-    body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
+    runtime = runtime_of(request)
+    [change] = await runtime.store.write([op])
+    if runtime.security.may_read(identity_of(request), op.collection):
+        body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
+    else:
+        body = written_json(change.id, change.revision, change.created_revision)
     if change.type == "ADDED":
         path = request_path(request).rstrip("/")
         location = f"{path}/{change.id}" if op.kind == "create" else path
@@ -306,7 +315,7 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
 @router.post(
     "/{collection}",
     status_code=201,
-    response_model=Resource,
+    response_model=Written,
     responses=PROBLEMS,
     summary="Create a resource with an assigned id",
 )
@@ -318,7 +327,7 @@ async def create_resource(request: Request, collection: str) -> Any:
 
 @router.put(
     "/{collection}/{id}",
-    response_model=Resource,
+    response_model=Written,
     responses=PROBLEMS,
     summary="Create or replace a resource",
 )
@@ -336,7 +345,7 @@ async def put_resource(
 
 @router.patch(
     "/{collection}/{id}",
-    response_model=Resource,
+    response_model=Written,
     responses=PROBLEMS,
     summary="Patch a resource (merge patch or JSON patch)",
 )
@@ -345,12 +354,14 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     document = await read_json(request, runtime_of(request).settings.max_body_bytes)
     op.patch = for_media_type(media_type, document)
+    if media_type == JSON_PATCH and reads_document(document):
+        _read_rule(request, collection)  # a `test` op is a read: it takes the read grant
     return await _write_one(request, op)
 
 
 @router.delete(
     "/{collection}/{id}",
-    response_model=Resource,
+    response_model=Written,
     responses=PROBLEMS,
     summary="Delete a resource; answers its last state",
 )

@@ -21,11 +21,12 @@ class Resource:
     id: str
     revision: int  # the revision of its last change
     created_revision: int
-    data: dict[str, Any]
+    # None only in a write's answer to a credential that may write the collection but not read it.
+    data: dict[str, Any] | None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Resource:
-        return cls(raw["id"], raw["revision"], raw["created_revision"], raw["data"])
+        return cls(raw["id"], raw["revision"], raw["created_revision"], raw.get("data"))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,12 +1,13 @@
 """One instance's security: who a credential is, what it may do, and how much of it.
 
-Routes and `watch.open_watch` ask three questions, each answered here or refused with a Problem:
+Routes and `watch.open_watch` ask these questions, each answered here or refused with a Problem:
 - `authorize(identity, action, collection)`: may it? The answer is the per-document rule (a
   filter, with the identity's claims put in) or None when no rule applies;
 - `admit_watch(identity, collection)`: may it open one more watch now? (grant, rule, rate of
   opening, concurrent caps), and the watcher that keeps those promises while it runs;
 - `write_guard(identity, kind, collection, id)`: the rule a write is checked against, inside
-  the store's transaction, on the state before and after.
+  the store's transaction, on the state before and after;
+- `may_read(identity, collection)`: may a write's answer show the document?
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..problems import Problem, not_found
+from ..problems import Problem
 from . import audit
 from .apikeys import APIKeyStore, APIKeyVerifier, KeyWatches
 from .config import SecuritySettings
@@ -144,6 +145,13 @@ class Security:
         if not self.rules or allows(identity.scopes, "bypass", collection):
             return None
         return self.rules.for_identity(collection, identity.claims)
+
+    def may_read(self, identity: Identity | None, collection: str) -> bool:
+        """Whether a write's answer may carry the document: a write must not become a way to
+        read, so a credential with `write` and no `read` gets the id and revisions only."""
+        if identity is None or self.mode == "none":  # auth=none: every request may do everything
+            return True
+        return allows(identity.scopes, "read", collection)
 
     def write_guard(
         self, identity: Identity | None, kind: str, collection: str, id: str
@@ -284,24 +292,32 @@ class WriteGuard:
         self.id = id
         self.identity = identity
 
-    def current(self, data: dict[str, Any]) -> None:
-        """The state the write replaces must be one the writer can see."""
+    def current(self, data: dict[str, Any]) -> bool:
+        """Whether the state the write replaces is one the writer can see. One it cannot see is,
+        to the writer, absent: the store answers as it would for a free id (store/ops.py)."""
         if self.rule.matches(data):
-            return
+            return True
         self._audit("current state hidden by rule")
-        if self.kind in ("put", "create"):
-            raise forbidden(f"you may not write {self.collection}/{self.id}")
-        raise not_found(self.collection, self.id)  # as if absent: a hidden document is not there
+        return False
 
     def new(self, data: dict[str, Any]) -> None:
         """The state the write leaves must be one the writer can still see."""
         if self.rule.matches(data):
             return
         self._audit("new state hidden by rule")
-        detail = "the rule of this collection would hide the written state from you"
+        raise self.violation()
+
+    def violation(self) -> Problem:
+        # One answer for a state the rule would hide and for an id a hidden document holds:
+        # word for word the same, so that the caller cannot tell which it was.
         if isinstance(self.rule, NothingFilter):
             detail = "the rule of this collection hides every document from this credential"
-        raise forbidden(detail, "RuleViolation")
+        else:
+            detail = (
+                f"the rule of this collection does not let this credential write that state "
+                f"to {self.collection}/{self.id}"
+            )
+        return forbidden(detail, "RuleViolation")
 
     def _audit(self, why: str) -> None:
         identity = self.identity

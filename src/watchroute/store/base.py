@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..events import Change
 from ..filter import Filter
+from ..problems import Problem
 
 CommitListener = Callable[[list[Change]], None]
 
@@ -39,8 +40,9 @@ class WriteOp:
 
 
 class WriteGuard(Protocol):
-    def current(self, data: dict[str, Any]) -> None: ...  # raises Problem: may not touch it
+    def current(self, data: dict[str, Any]) -> bool: ...  # False: hidden, to be taken as absent
     def new(self, data: dict[str, Any]) -> None: ...  # raises Problem: may not leave it so
+    def violation(self) -> Problem: ...  # the refusal `new` raises
 
 
 @dataclass(slots=True)

@@ -27,9 +27,10 @@ def apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -
 
 def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
     guard = op.guard
-    if guard is not None and current is not None:
-        guard.current(current.data)  # first: a hidden resource's revision must not leak (412)
-    if current is None:
+    # First: a document the writer may not see is, to the writer, absent, whatever the request
+    # (its revision must not leak through a 412, nor its existence through a 403).
+    hidden = guard is not None and current is not None and not guard.current(current.data)
+    if current is None or hidden:
         if op.kind in ("patch", "delete"):
             raise not_found(op.collection, op.id)
         if op.if_match is not None or op.must_exist:
@@ -37,6 +38,10 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         data = op.data or {}
         if guard is not None:
             guard.new(data)
+            if hidden:
+                # The one answer that cannot be an absent id's: the creation it would be. It is
+                # refused as a creation the rule forbids is (docs/security.md, "Writes").
+                raise guard.violation()
         return Change(revision, ADDED, op.collection, op.id, revision, _data_json(op, data), None, ts)
 
     if op.must_not_exist:
