@@ -6,6 +6,7 @@ instead of writes acknowledged and lost."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -53,9 +54,16 @@ def test_a_locked_database_refuses_writes_then_recovers(server):
         assert c.get("/v1/f/a").json()["data"] == {"n": 3}
 
 
-def _refused_while_gone(c: httpx.Client) -> None:
+def _refused_while_gone(c: httpx.Client, url: str) -> None:
     for i in range(5):
         _assert_store_unavailable(c.put(f"/v1/f/after-{i}", json={"i": i}))
+    # Reads at once, so that readers that had no connection yet open one: the file that is
+    # still open may answer, a reader that finds no file says the store is unavailable.
+    with ThreadPoolExecutor(8) as pool:
+        reads = list(pool.map(lambda _: httpx.get(f"{url}/v1/f/a", timeout=10), range(16)))
+    for read in reads:
+        if read.status_code != 200:
+            _assert_store_unavailable(read)
     _assert_store_unavailable(c.post("/v1/f", json={"i": 5}))
     batch = {"ops": [{"op": "put", "collection": "f", "id": "b", "data": {}}]}
     _assert_store_unavailable(c.post("/v1/_batch", json=batch))
@@ -71,11 +79,11 @@ def test_writes_to_a_deleted_or_replaced_database_file_are_refused(server):
         with sqlite3.connect(path) as live, sqlite3.connect(copy) as backup:
             live.backup(backup)
         path.unlink()
-        _refused_while_gone(c)
+        _refused_while_gone(c, server.url)
         assert not path.exists()  # nothing made a new, empty database in its place
         # A file put at the path is another file, not the one whose writes the server holds.
         copy.rename(path)
-        _refused_while_gone(c)
+        _refused_while_gone(c, server.url)
 
 
 def test_writes_to_a_renamed_database_file_are_refused_until_it_is_back(server):
@@ -84,7 +92,7 @@ def test_writes_to_a_renamed_database_file_are_refused_until_it_is_back(server):
     with httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.put("/v1/f/a", json={"n": 1}).status_code == 201
         path.rename(moved)
-        _refused_while_gone(c)
+        _refused_while_gone(c, server.url)
         moved.rename(path)
         assert c.get("/readyz").status_code == 200
         written = c.put("/v1/f/a", json={"n": 2})

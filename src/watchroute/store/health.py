@@ -38,6 +38,11 @@ _FILE_ERRORS = frozenset(
 FILE_GONE = "the database file was deleted, moved or replaced while the server ran"
 
 
+def file_error(exc: sqlite3.Error) -> bool:
+    """Whether `exc` is the file or the disk refusing, rather than contention or a statement."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _FILE_ERRORS
+
+
 def store_unavailable(detail: str) -> Problem:
     return Problem(503, "StoreUnavailable", detail, headers={"Retry-After": "1"})
 
@@ -83,7 +88,7 @@ class FileHealth:
         return self.failing is not None
 
     def write_failed(self, exc: sqlite3.Error) -> None:
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _FILE_ERRORS:
+        if not file_error(exc):
             return
         if self.failing is None:
             log.error("writes to %s fail: %s; not ready until one commits again", self.path, exc)

@@ -35,7 +35,7 @@ from ..filter import Filter
 from ..problems import Problem
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
-from .health import FileHealth, store_unavailable
+from .health import FileHealth, file_error, store_unavailable
 from .peers import PEERS_SCHEMA, Peers, WriterTurn
 
 SCHEMA = """
@@ -510,7 +510,13 @@ class SQLiteStore:
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._readers, fn, *args)
+        try:
+            return await self._loop.run_in_executor(self._readers, fn, *args)
+        except sqlite3.Error as exc:
+            # A reader that opens its connection after the file has gone finds nothing to open.
+            if not file_error(exc):
+                raise
+            raise store_unavailable(f"the database could not be read ({exc}); try again") from None
 
     @staticmethod
     def _get(conn: sqlite3.Connection, collection: str, id: str) -> Row | None:
