@@ -6,6 +6,7 @@ instead of writes acknowledged and lost."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def _refused_while_gone(c: httpx.Client, url: str) -> None:
     _assert_not_ready(c, "deleted, moved or replaced")
 
 
-def test_writes_to_a_deleted_or_replaced_database_file_are_refused(server):
+def test_writes_to_a_deleted_or_replaced_database_file_are_refused(make_server):
+    server = make_server(compaction_interval=0.1)
     path = _database_file(server)
     with httpx.Client(base_url=server.url, timeout=10) as c:
         assert c.put("/v1/f/a", json={"n": 1}).status_code == 201
@@ -80,7 +82,12 @@ def test_writes_to_a_deleted_or_replaced_database_file_are_refused(server):
             live.backup(backup)
         path.unlink()
         _refused_while_gone(c, server.url)
+        time.sleep(0.3)  # compaction passes
         assert not path.exists()  # nothing made a new, empty database in its place
+        # Said once, in the log, with the path; not a traceback per write or compaction pass.
+        log = server.log_path.read_text()
+        assert log.count(f"{path} is no longer the database file") == 1
+        assert "Traceback" not in log
         # A file put at the path is another file, not the one whose writes the server holds.
         copy.rename(path)
         _refused_while_gone(c, server.url)

@@ -629,6 +629,8 @@ class SQLiteStore:
 
     async def compact(self, keep_events: int, keep_seconds: float) -> int:
         """Drop log entries beyond the history horizon; return the new compacted revision."""
+        if self.health.gone():  # said once by the writer; a pass every few seconds would fail
+            return self.compacted
 
         def run() -> int:
             conn = self._connect()
