@@ -7,9 +7,13 @@ order; a worker killed with -9 is replaced and loses no acknowledged write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from watchroute.store.sqlite import SQLiteStore
 from watchroute.tailer import Tailer
 from watchroute.watcher import Watcher
 from watchroute.window import Window
+from watchroute.workers import die_with_parent
 
 from .test_crash_and_shutdown import storm, watch_all
 
@@ -117,6 +122,106 @@ async def test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost(mak
         assert seen[rev]["object"]["id"] == body["id"]
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/readyz").json()["revision"] >= latest
+
+
+def _gone(pid: int) -> bool:
+    try:
+        # An orphan's new parent may be slow to reap it: a zombie serves nothing.
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_workers_die_with_a_parent_killed_with_minus_9(make_server):
+    server = make_server(workers=2)
+    workers = worker_pids(server.pid)
+    assert len(workers) == 2
+    server.kill()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in workers):
+            time.sleep(0.05)
+        assert all(_gone(pid) for pid in workers)
+        assert _refuses_connections(server.port)
+    finally:
+        for pid in workers:  # orphans left by a failure are the test's to end
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_stops_when_the_pipe_from_its_parent_closes():
+    """The fallback where the kernel sends no signal at a parent's death (not Linux): the
+    worker's end of a pipe only the parent writes to reads end-of-file, and the worker stops
+    as when the parent passes on a SIGTERM."""
+    parent_alive, parent_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker; the parent here is the test itself, which lives on
+        try:
+            os.close(parent_write)
+            signal.signal(signal.SIGTERM, lambda *_: os._exit(15))
+            die_with_parent(os.getppid(), parent_alive)
+            time.sleep(10)
+        finally:
+            os._exit(1)
+    os.close(parent_alive)
+    time.sleep(0.2)
+    assert os.waitpid(child, os.WNOHANG) == (0, 0)  # alive while the writing end is open
+    os.close(parent_write)
+    deadline = time.monotonic() + 5
+    while (status := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert status[0] == child and os.waitstatus_to_exitcode(status[1]) == 15
+
+
+def _serve(port: int, tmp_path: Path, **settings: str) -> tuple[int, str]:
+    """Start `watchroute serve` on `port`: its exit code and standard error."""
+    env = dict(os.environ, WATCHROUTE_DATABASE=f"sqlite:///{tmp_path / 'other.db'}")
+    env.update({f"WATCHROUTE_{k.upper()}": v for k, v in settings.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchroute", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:  # it started: stop it (and its workers) before failing
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        pytest.fail(f"a second server started on port {port}: {err}")
+    return proc.returncode, err
+
+
+def test_a_server_refuses_to_share_its_port_with_an_older_one(make_server, tmp_path: Path):
+    old = make_server(workers=2)
+    # Under SO_REUSEPORT alone the kernel would spread connections over both servers, and
+    # the old one (no auth) would answer half of the requests the new one should refuse.
+    code, err = _serve(old.port, tmp_path, workers="2", auth="jwt", jwt_secret="s" * 32)
+    assert code == 2, err
+    assert f"127.0.0.1:{old.port} is in use" in err
+    assert len(worker_pids(old.pid)) == 2  # the old server is untouched
+    with httpx.Client(base_url=old.url) as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_a_server_will_not_start_on_a_port_something_else_listens_on(tmp_path: Path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        for workers in ("1", "2"):
+            code, err = _serve(port, tmp_path, workers=workers)
+            assert code == 2, err
+            assert "is in use" in err
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # Exit codes (2 is a usage error, as click makes it).
 EXIT_REFUSED = 1  # the server refused the request (another 4xx, or a 5xx)
+EXIT_PORT_TAKEN = 2  # serve: as for a bad option, the --port given cannot be served
 EXIT_NOT_FOUND = 3
 EXIT_PRECONDITION = 4  # 409 Conflict or 412 Precondition Failed
 EXIT_UNREACHABLE = 5
@@ -90,9 +91,13 @@ def serve(
         settings = Settings(**given)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    from .server import PortTaken
     from .server import serve as run  # uvicorn is only needed to serve
 
-    run(settings)
+    try:
+        run(settings)
+    except PortTaken as taken:
+        _fail(str(taken), EXIT_PORT_TAKEN)
 
 
 # -- the client commands -----------------------------------------------------------------------

@@ -8,6 +8,8 @@ reconnects, to this instance's successor, with its Last-Event-ID), gives the str
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import socket
@@ -65,7 +67,44 @@ class WatchrouteServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class PortTaken(Exception):
+    """Something already listens on the address: the server does not start."""
+
+
+def refuse_taken_port(host: str, port: int) -> None:
+    """Raise PortTaken when something listens on host:port.
+
+    The workers' sockets take the port with SO_REUSEPORT, which lets any socket of the same user
+    that asked for it too join them: a server started while an older one (or its orphaned
+    workers) still listens would share the port with it, and the kernel would hand connections
+    to both, under their different settings. A socket that does not ask for it is refused while
+    anyone listens there, so one is bound first, and closed.
+    """
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return  # the real bind says what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As uvicorn binds: connections of a server stopped a moment ago do not count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with contextlib.suppress(OSError):
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortTaken(
+                        f"{host}:{port} is in use: another server (or the workers of one that was "
+                        "killed) listens there. Stop it, or choose another --port."
+                    ) from None
+                # Any other error (an address this machine does not have) is the real bind's to report.
+
+
 def serve(settings: Settings) -> None:
+    refuse_taken_port(settings.host, settings.port)
     if settings.workers == 1:
         _serve_one(settings)
         return

@@ -10,15 +10,24 @@ others' (store/peers.py), to the watchers connected to it.
 The parent only supervises: a worker that dies is started again on the same socket, whose
 queued connections then wait for it instead of being refused; SIGTERM or SIGINT is passed on to
 every worker, and the parent exits when they have.
+
+A worker never outlives the parent: orphaned workers of a parent killed with -9 would go on
+serving the port with the settings they were started with, and with SO_REUSEPORT they would
+share it with the next server started there (another --auth, say). Each worker asks Linux for
+SIGTERM when its parent dies (PR_SET_PDEATHSIG) and, everywhere, watches a pipe whose only
+writing end the parent holds: the kernel closes it when the parent dies, however it died.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,6 +57,28 @@ def listening_sockets(host: str, port: int, count: int, backlog: int) -> list[so
     return sockets
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int, parent_alive: int) -> None:
+    """In a worker: SIGTERM to this process when `parent` dies (a graceful stop, as when the
+    parent passes its own SIGTERM on). `parent_alive` is the reading end of a pipe whose writing
+    end only the parent holds."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    threading.Thread(target=_stop_at_eof, args=(parent_alive,), name="watchroute-parent", daemon=True).start()
+    if os.getppid() != parent:  # it died before either was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_at_eof(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 1):  # the parent never writes: this returns at its death
+            pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Supervisor:
     def __init__(
         self,
@@ -61,6 +92,8 @@ class Supervisor:
         self.workers: dict[int, tuple[int, float]] = {}  # pid -> (socket index, started at)
         self.failed_starts = [0] * len(sockets)  # in a row, per socket
         self.stopping = False
+        # Only this process keeps the writing end: each worker closes its copy at once.
+        self.alive_read, self.alive_write = os.pipe()
 
     def run(self) -> int:
         """Start the workers and keep them running until a signal; the exit status."""
@@ -92,11 +125,14 @@ class Supervisor:
         return status
 
     def _start(self, index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             self.workers = {}  # its siblings are not its to signal
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.close(self.alive_write)
+            die_with_parent(parent, self.alive_read)
             for other, sock in enumerate(self.sockets):
                 if other != index:
                     sock.close()

@@ -20,13 +20,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Ready to serve: the store answers and the tailer is current")
+@router.get("/readyz", summary="Ready to serve: the store answers, takes writes, and the tailer is current")
 async def readyz(request: Request) -> Any:
     runtime = request.app.state.runtime
     try:
-        committed = await runtime.store.committed_revision()
+        why = await runtime.store.unavailable()
+        if why is None:
+            committed = await runtime.store.committed_revision()
     except Exception as exc:  # the store is unreachable: not ready, say why
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        why = str(exc)
+    if why is not None:
+        # The same reason a write gets now: a balancer stops sending writes that would fail.
+        body = {"status": "unavailable", "reason": "StoreUnavailable", "detail": why}
+        return JSONResponse(body, status_code=503)
     lag = committed - runtime.tailer.revision
     status = 200 if lag <= 0 or await runtime.tailer.wait_for(committed, 1.0) else 503
     return JSONResponse(

@@ -35,6 +35,7 @@ from ..filter import Filter
 from ..problems import Problem
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
+from .health import FileHealth, file_error, store_unavailable
 from .peers import PEERS_SCHEMA, Peers, WriterTurn
 
 SCHEMA = """
@@ -71,6 +72,10 @@ WRITE_CHUNK = 256  # rows per INSERT statement
 CATCH_UP_CHUNK = 4096  # other processes' changes read per pass
 # How often a process looks for commits of others on its own, in case a wake-up was lost.
 PEER_CHECK_SECONDS = 1.0
+# A write group with nothing to write while writes are failing (a readiness probe's) writes
+# one page anyway: an empty transaction would commit without asking anything of the disk, and
+# SQLite leaves a page clean when a row is set to the value it has.
+_TOUCH = ("INSERT INTO meta VALUES ('probe', 0)", "DELETE FROM meta WHERE key = 'probe'")
 
 # The writer's statements take many rows each. sqlite3 lets go of the GIL around every step of
 # a statement, and a thread that lets go while the event loop is busy may wait up to the switch
@@ -143,6 +148,7 @@ class SQLiteStore:
         self._catch_up_queued = False
         self._peers_changed = False
         self._peer_check: asyncio.TimerHandle | None = None
+        self.health = FileHealth(path)
 
     @classmethod
     def from_url(cls, url: str, synchronous: str = "NORMAL") -> SQLiteStore:
@@ -156,8 +162,12 @@ class SQLiteStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        # Only the store's opening may create the file: a reader or a compaction pass opening a
+        # path whose file has gone would leave an empty database there, which the next start
+        # would then take for the store.
+        target = self.path if create else Path(self.path).absolute().as_uri() + "?mode=rw"
+        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=not create)
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
@@ -168,7 +178,7 @@ class SQLiteStore:
         self._on_commit = on_commit
         self._turn = WriterTurn(self.path)
         self._peers = peers = Peers()
-        conn = self._connect()
+        conn = self._connect(create=True)
         # In turn: processes starting together would both try to switch a new file to WAL (a
         # setting kept in the file), and SQLite refuses the second at once, not after a wait.
         with self._turn:
@@ -178,6 +188,7 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             peers.join(conn, os.getpid(), time.time())
             conn.execute("COMMIT")
+        self.health.opened()
         peers.refresh(conn)
         peers.announce(None)
         if peers.socket is not None:
@@ -363,16 +374,20 @@ class SQLiteStore:
                     ]
                 if revision != start:
                     self._write_group(conn, log_rows, staged, revision)
+                elif self.health.failing is not None:
+                    for statement in _TOUCH:
+                        conn.execute(statement)
+                # Last before COMMIT: a commit into a file that has left its path is lost.
+                self.health.check_file()
                 conn.execute("COMMIT")
+                self.health.committed()
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    exc = Problem(
-                        503,
-                        "StoreUnavailable",
-                        f"the database refused the write ({exc}); nothing was written, try again",
-                        headers={"Retry-After": "1"},
+                    self.health.write_failed(exc)
+                    exc = store_unavailable(
+                        f"the database refused the write ({exc}); nothing was written, try again"
                     )
                 outcomes = [exc] * len(jobs)
                 revision = others[-1].revision if others else seen
@@ -495,7 +510,13 @@ class SQLiteStore:
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._readers, fn, *args)
+        try:
+            return await self._loop.run_in_executor(self._readers, fn, *args)
+        except sqlite3.Error as exc:
+            # A reader that opens its connection after the file has gone finds nothing to open.
+            if not file_error(exc):
+                raise
+            raise store_unavailable(f"the database could not be read ({exc}); try again") from None
 
     @staticmethod
     def _get(conn: sqlite3.Connection, collection: str, id: str) -> Row | None:
@@ -583,6 +604,12 @@ class SQLiteStore:
         scanned_to = changes[-1].revision if len(changes) == limit else upto
         return LogSlice(changes, scanned_to)
 
+    async def unavailable(self) -> str | None:
+        if self.health.needs_probe:
+            with contextlib.suppress(Problem):
+                await self.write([])  # commits (and clears the failure) once the disk takes a page
+        return self.health.unavailable()
+
     async def committed_revision(self) -> int:
         def read() -> int:
             return self._read_meta(self._reader())[0]
@@ -602,6 +629,8 @@ class SQLiteStore:
 
     async def compact(self, keep_events: int, keep_seconds: float) -> int:
         """Drop log entries beyond the history horizon; return the new compacted revision."""
+        if self.health.gone():  # said once by the writer; a pass every few seconds would fail
+            return self.compacted
 
         def run() -> int:
             conn = self._connect()
