@@ -11,21 +11,30 @@ from __future__ import annotations
 import orjson
 
 from ..events import ADDED, DELETED, MODIFIED, Change, encode
-from ..problems import Problem, not_found, precondition_failed
+from ..problems import Problem, document_too_large, not_found, precondition_failed
 from .base import Row, WriteOp
 
+# The largest document (its JSON) a write may leave, unless the store is told otherwise.
+MAX_DOCUMENT_BYTES = 1 << 20
 
-def apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
+
+def apply(
+    op: WriteOp,
+    current: Row | Change | None,
+    revision: int,
+    ts: float,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+) -> Change:
     """The change `op` makes at `revision`, given the resource's current row."""
     try:
-        return _apply(op, current, revision, ts)
+        return _apply(op, current, revision, ts, max_document_bytes)
     except Problem as problem:
         # The refused op itself, so that a batch can say which of its ops it was (`op_index`).
         problem.op = op  # type: ignore[attr-defined]
         raise
 
 
-def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
+def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, max_bytes: int) -> Change:
     guard = op.guard
     if guard is not None and current is not None:
         guard.current(current.data)  # first: a hidden resource's revision must not leak (412)
@@ -37,7 +46,9 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         data = op.data or {}
         if guard is not None:
             guard.new(data)
-        return Change(revision, ADDED, op.collection, op.id, revision, _data_json(op, data), None, ts)
+        return Change(
+            revision, ADDED, op.collection, op.id, revision, _data_json(op, data, max_bytes), None, ts
+        )
 
     if op.must_not_exist:
         raise precondition_failed(f"{op.collection}/{op.id} already exists")
@@ -59,7 +70,7 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         )
     if op.kind == "patch":
         assert op.patch is not None
-        data = op.patch(current.data)
+        data = op.patch(current, max_bytes)
         if not isinstance(data, dict):
             raise Problem(422, "BadPatch", "the patch would make the resource something other than an object")
     else:
@@ -72,7 +83,7 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         op.collection,
         op.id,
         current.created_revision,
-        _data_json(op, data),
+        _data_json(op, data, max_bytes),
         prev_json,
         ts,
     )
@@ -87,8 +98,11 @@ def encode_early(data: dict) -> bytes | None:
         return None
 
 
-def _data_json(op: WriteOp, data: dict) -> bytes:
-    return op.data_json if op.data_json is not None else _encode(data)
+def _data_json(op: WriteOp, data: dict, max_bytes: int) -> bytes:
+    data_json = op.data_json if op.data_json is not None else _encode(data)
+    if len(data_json) > max_bytes:
+        raise document_too_large(max_bytes, len(data_json))
+    return data_json
 
 
 def _encode(data: dict) -> bytes:

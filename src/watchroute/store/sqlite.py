@@ -127,9 +127,12 @@ _CATCH_UP: Any = object()
 
 
 class SQLiteStore:
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", max_document_bytes: int = ops.MAX_DOCUMENT_BYTES
+    ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
+        self.max_document_bytes = max_document_bytes
         self.revision = 0
         self.compacted = 0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -145,14 +148,16 @@ class SQLiteStore:
         self._peer_check: asyncio.TimerHandle | None = None
 
     @classmethod
-    def from_url(cls, url: str, synchronous: str = "NORMAL") -> SQLiteStore:
+    def from_url(
+        cls, url: str, synchronous: str = "NORMAL", max_document_bytes: int = ops.MAX_DOCUMENT_BYTES
+    ) -> SQLiteStore:
         # sqlite:///relative/path or sqlite:////absolute/path. ":memory:" is refused: a memory
         # database is private to one connection, and the store has several.
         prefix = "sqlite:///"
         path = url[len(prefix) :] if url.startswith(prefix) else ""
         if not path or path == ":memory:":
             raise ValueError("sqlite needs a file path: sqlite:///./watchroute.db")
-        return cls(path, synchronous)
+        return cls(path, synchronous, max_document_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -341,7 +346,9 @@ class SQLiteStore:
                 log_rows: list[tuple[Any, ...]] = []
                 for job in jobs:
                     try:
-                        changes, written = self._apply_job(job.ops, revision, ts, stored, staged)
+                        changes, written = self._apply_job(
+                            job.ops, revision, ts, stored, staged, self.max_document_bytes
+                        )
                     except Exception as exc:
                         outcomes.append(exc)
                         continue
@@ -418,6 +425,7 @@ class SQLiteStore:
         ts: float,
         stored: dict[tuple[str, str], Row],
         staged: dict[tuple[str, str], Change | None],
+        max_document_bytes: int,
     ) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
         """The job's changes and its writes by resource; raises (writing nothing) to refuse.
 
@@ -436,7 +444,7 @@ class SQLiteStore:
                 current = staged[key]
             else:
                 current = stored.get(key)
-            change = ops.apply(op, current, revision, ts)
+            change = ops.apply(op, current, revision, ts, max_document_bytes)
             written[key] = None if change.type == "DELETED" else change
             changes.append(change)
         return changes, written
