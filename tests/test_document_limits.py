@@ -24,12 +24,16 @@ from .rest import JSON_PATCH, MERGE, assert_problem, store_revision
 from .server import ServerProcess
 
 CAP = 2000
+BATCH_CAP = 5000
 
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """A server whose documents may hold CAP bytes, under the default 1 MiB body limit."""
-    proc = ServerProcess(tmp_path_factory.mktemp("capped"), max_document_bytes=CAP).start()
+    """A server whose documents may hold CAP bytes and a batch's BATCH_CAP, under the default
+    1 MiB body limit."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("capped"), max_document_bytes=CAP, max_batch_bytes=BATCH_CAP
+    ).start()
     try:
         with httpx.Client(base_url=proc.url, timeout=10) as c:
             yield c
@@ -160,10 +164,25 @@ def test_every_write_is_held_to_the_limit(capped, coll):
     assert capped.put(f"/v1/{coll}/a", content=exact).status_code == 201
 
 
-def test_the_limit_is_a_serve_flag() -> None:
+def test_a_batch_of_small_patches_cannot_write_a_large_document_again_and_again(capped, coll):
+    # Each op is a revision with its document in the log: three patches of a few bytes on a
+    # document of 1,900 bytes would write 5,700.
+    capped.put(f"/v1/{coll}/d", content=sized(CAP - 100))
+    before = store_revision(capped)
+    ops = [{"op": "patch", "collection": coll, "id": "d", "patch": {"n": i}} for i in range(3)]
+    body = assert_problem(capped.post("/v1/_batch", json={"ops": ops}), 413, "BatchTooLarge")
+    assert body["op_index"] == 2 and str(BATCH_CAP) in body["detail"]
+    assert store_revision(capped) == before
+    # two of them, and a delete (which leaves no document, so it does not count), are served
+    r = capped.post("/v1/_batch", json={"ops": [*ops[:2], {"op": "delete", "collection": coll, "id": "d"}]})
+    assert r.status_code == 200, r.text
+    assert capped.get(f"/v1/{coll}/d").status_code == 404
+
+
+def test_the_limits_are_serve_flags() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
-    assert "--max-document-bytes" in result.output
-    assert "WATCHROUTE_MAX_DOCUMENT_BYTES" in result.output
+    for flag in ("--max-document-bytes", "WATCHROUTE_MAX_DOCUMENT_BYTES", "--max-batch-bytes"):
+        assert flag in result.output
 
 
 @pytest.mark.parametrize(

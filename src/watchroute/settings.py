@@ -25,6 +25,10 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # The largest document (its JSON) a write may leave, and what a JSON patch may copy in all:
     # a patch of a few bytes can ask for a document of any size. Unset: max_body_bytes.
     max_document_bytes: int | None = Field(None, ge=1)
+    # What the documents one `_batch` leaves may hold in all: each op is a revision of its own
+    # with its document in the log, so a few bytes of patch ops on one large document would
+    # otherwise write it again for every op. Unset: 8 * max_body_bytes.
+    max_batch_bytes: int | None = Field(None, ge=1)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.
@@ -60,3 +64,8 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     def document_limit(self) -> int:
         """`max_document_bytes`, or `max_body_bytes` when it is not set."""
         return self.max_body_bytes if self.max_document_bytes is None else self.max_document_bytes
+
+    @property
+    def batch_limit(self) -> int:
+        """`max_batch_bytes`, or 8 * `max_body_bytes` when it is not set."""
+        return 8 * self.max_body_bytes if self.max_batch_bytes is None else self.max_batch_bytes

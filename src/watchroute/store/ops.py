@@ -14,8 +14,10 @@ from ..events import ADDED, DELETED, MODIFIED, Change, encode
 from ..problems import Problem, document_too_large, not_found, precondition_failed
 from .base import Row, WriteOp
 
-# The largest document (its JSON) a write may leave, unless the store is told otherwise.
+# The largest document (its JSON) a write may leave, and what the documents of one job of
+# several ops may hold in all, unless the store is told otherwise.
 MAX_DOCUMENT_BYTES = 1 << 20
+MAX_BATCH_BYTES = 8 << 20
 
 
 def apply(
@@ -87,6 +89,17 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
         prev_json,
         ts,
     )
+
+
+def batch_too_large(op: WriteOp, max_bytes: int) -> Problem:
+    problem = Problem(
+        413,
+        "BatchTooLarge",
+        f"the documents this batch would leave hold more than {max_bytes} bytes in all "
+        "(max_batch_bytes); split it",
+    )
+    problem.op = op  # type: ignore[attr-defined]
+    return problem
 
 
 def encode_early(data: dict) -> bytes | None:
