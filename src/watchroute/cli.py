@@ -54,6 +54,14 @@ def serve(
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
     ] = None,
+    max_document_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest document a write may leave [WATCHROUTE_MAX_DOCUMENT_BYTES]"),
+    ] = None,
+    max_batch_bytes: Annotated[
+        int | None,
+        typer.Option(help="What the documents of one _batch may hold in all [WATCHROUTE_MAX_BATCH_BYTES]"),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="[WATCHROUTE_LOG_LEVEL]")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")

@@ -4,19 +4,33 @@ from one state to the next, which `format=patch` watches carry."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import jsonpatch
 import jsonpointer
 import orjson
 
 from .mergepatch import merge
+from .patch_budget import BoundedJsonPatch
 from .problems import Problem, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
-Patch = Callable[[dict[str, Any]], dict[str, Any]]
+
+class Stored(Protocol):
+    """What a patch applies to: a stored row, or the change an earlier write of the same
+    transaction made."""
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+    @property
+    def data_json(self) -> bytes: ...
+
+
+# Applied to the current state with the largest document a write may leave (max_document_bytes).
+Patch = Callable[[Stored, int], Any]
 
 
 def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
@@ -64,9 +78,11 @@ def merge_patch(document: Any) -> Patch:
     if not isinstance(document, dict):
         raise bad_request("BadPatch", "a merge patch of a resource must be a JSON object")
 
-    def apply(data: dict[str, Any]) -> dict[str, Any]:
+    # A merge patch's work is bounded by its body: it copies only the objects on its own paths.
+    # The size of what it makes is checked by the writer, as for every write.
+    def apply(current: Stored, max_bytes: int) -> Any:
         try:
-            return merge(data, document)
+            return merge(current.data, document)
         except RecursionError:
             # JSON nests deeper (orjson reads 1024 levels) than merge() can recurse
             raise Problem(422, "TooDeep", "the merge patch is nested too deeply") from None
@@ -78,15 +94,15 @@ def json_patch(document: Any) -> Patch:
     if not isinstance(document, list):
         raise bad_request("BadPatch", "a JSON patch must be an array of operations")
     try:
-        patch = jsonpatch.JsonPatch(document)  # checks every operation's shape
+        patch = BoundedJsonPatch(document)  # checks every operation's shape
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError) as exc:
         raise bad_request("BadPatch", f"invalid JSON patch: {exc}") from None
 
-    def apply(data: dict[str, Any]) -> dict[str, Any]:
+    def apply(current: Stored, max_bytes: int) -> Any:
         # The library's messages quote the stored value, or the whole document ("member 'x' not
         # found in {...}"): an error says where, in the caller's own words, never what is there.
         try:
-            return patch.apply(data)
+            return patch.apply(current.data_json, max_bytes)
         except jsonpatch.JsonPatchTestFailed as exc:
             raise Problem(409, "Conflict", f"JSON patch test failed{_where(exc)}") from None
         except jsonpatch.InvalidJsonPatch as exc:  # the operation's own shape: nothing stored

@@ -83,6 +83,19 @@ def precondition_failed(detail: str) -> Problem:
     return Problem(412, "PreconditionFailed", detail)
 
 
+def document_too_large(max_bytes: int, size: int | None = None) -> Problem:
+    would = (
+        "the write would make the document larger"
+        if size is None
+        else f"the document would be {size} bytes, more"
+    )
+    return Problem(
+        413,
+        "DocumentTooLarge",
+        f"{would} than the {max_bytes} bytes a document may hold (max_document_bytes)",
+    )
+
+
 def expired(since: int, compacted: int) -> Problem:
     return Problem(
         410,

@@ -22,6 +22,13 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     compaction_interval: float = Field(5.0, gt=0)
 
     max_body_bytes: int = Field(1 << 20, ge=1)
+    # The largest document (its JSON) a write may leave, and what a JSON patch may copy in all:
+    # a patch of a few bytes can ask for a document of any size. Unset: max_body_bytes.
+    max_document_bytes: int | None = Field(None, ge=1)
+    # What the documents one `_batch` leaves may hold in all: each op is a revision of its own
+    # with its document in the log, so a few bytes of patch ops on one large document would
+    # otherwise write it again for every op. Unset: 8 * max_body_bytes.
+    max_batch_bytes: int | None = Field(None, ge=1)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.
@@ -52,3 +59,13 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     ws_idle_timeout: float = Field(60.0, ge=0)
     # permessage-deflate costs tens of KB of zlib state per connection: off unless asked for.
     ws_compression: bool = False
+
+    @property
+    def document_limit(self) -> int:
+        """`max_document_bytes`, or `max_body_bytes` when it is not set."""
+        return self.max_body_bytes if self.max_document_bytes is None else self.max_document_bytes
+
+    @property
+    def batch_limit(self) -> int:
+        """`max_batch_bytes`, or 8 * `max_body_bytes` when it is not set."""
+        return 8 * self.max_body_bytes if self.max_batch_bytes is None else self.max_batch_bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..revisions import MAX_REVISION
 from .models import ProblemDetails, Resource
 
 # What a watch sends, in every transport (in full or patch format); what a client sends on
@@ -31,6 +32,7 @@ WATCH_QUERY = {
         "since": {
             "type": "integer",
             "minimum": 0,
+            "maximum": MAX_REVISION,
             "description": "Changes after this revision (`Last-Event-ID` means the same and wins). "
             "Older than the history horizon: 410 `Expired`.",
         },

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from ..names import check_collection, check_id, new_id
 from ..patches import json_patch, merge_patch, reads_document
 from ..problems import Problem, bad_request
+from ..revisions import parse_revision
 from ..security.identity import identity_of
 from ..store import WriteOp
 from ..store.ops import encode_early
@@ -39,8 +40,8 @@ def parse_op(index: int, raw: Any) -> WriteOp:
         id = new_id()
     check_id(id)
     if_match = raw.get("if_match")
-    if if_match is not None and (not isinstance(if_match, int) or isinstance(if_match, bool)):
-        raise bad_request("BadBatch", f"{where}.if_match must be a revision number")
+    if if_match is not None:
+        if_match = parse_revision(if_match, f"{where}.if_match", reason="BadBatch", text=False)
     op = WriteOp(kind, collection, id, if_match=if_match, must_not_exist=kind == "create")
     if kind in ("create", "put"):
         data = raw.get("data")

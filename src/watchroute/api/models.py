@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from ..revisions import MAX_REVISION
+
 
 class Resource(BaseModel):
     id: str
@@ -53,7 +55,7 @@ class BatchOp(BaseModel):
     patch: dict[str, Any] | list[Any] | None = Field(
         None, description="An object is a merge patch (RFC 7386), an array a JSON patch (RFC 6902)"
     )
-    if_match: int | None = None
+    if_match: int | None = Field(None, ge=0, le=MAX_REVISION)
 
 
 class BatchRequest(BaseModel):

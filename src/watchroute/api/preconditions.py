@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..problems import bad_request
+from ..problems import Problem, bad_request
+from ..revisions import invalid_revision, parse_revision
 
 
 @dataclass(slots=True)
@@ -20,12 +21,10 @@ def etag(revision: int) -> str:
 
 def parse_revision_tag(value: str, header: str) -> int:
     tag = value.strip().removeprefix("W/").strip('"')
-    # isascii too: str.isdigit() accepts "²" (latin-1 headers carry it), which int() refuses
-    if not (tag.isascii() and tag.isdigit()):
-        raise bad_request(
-            "BadParameter", f'{header} must be "*" or a revision ETag like "42", not {value[:40]!r}'
-        )
-    return int(tag)
+    try:
+        return parse_revision(tag, header)
+    except Problem:
+        raise invalid_revision(value, header, '"*" or a revision ETag like "42"') from None
 
 
 def parse(if_match: str | None, if_none_match: str | None) -> Preconditions:

@@ -15,6 +15,7 @@ from ..filter import Filter, FilterError, compile_filter
 from ..names import check_collection, check_id, new_id
 from ..patches import JSON_PATCH, for_media_type, reads_document
 from ..problems import bad_request, future_revision, not_found
+from ..revisions import MAX_REVISION, parse_revision
 from ..runtime import Runtime
 from ..security.identity import identity_of
 from ..security.rules import restrict
@@ -65,9 +66,10 @@ def decode_continue(token: str, filter_text: str | None) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         state = orjson.loads(raw)
-        after_id, revision = state["a"], state["r"]
-        if not isinstance(after_id, str) or not isinstance(revision, int):
+        after_id = state["a"]
+        if not isinstance(after_id, str):
             raise ValueError
+        revision = parse_revision(state["r"], "a continue token's revision", reason="BadContinue", text=False)
     except (ValueError, KeyError, TypeError):
         raise bad_request("BadContinue", "the continue token is not one this server made") from None
     if state.get("f") != filter_text:
@@ -78,14 +80,7 @@ def decode_continue(token: str, filter_text: str | None) -> tuple[str, int]:
 def last_event_id(value: str | None) -> int | None:
     if value is None:
         return None
-    value = value.strip()
-    # isascii too: str.isdigit() accepts "²" (latin-1 headers carry it), which int() refuses
-    if not (value.isascii() and value.isdigit()):
-        raise bad_request(
-            "BadParameter",
-            f"Last-Event-ID must be a revision (an integer >= 0), not {value[:40]!r}",
-        )
-    return int(value)
+    return parse_revision(value.strip(), "Last-Event-ID")
 
 
 WatchParam = Annotated[
@@ -96,7 +91,9 @@ WatchParam = Annotated[
         pattern="^(true|false|1|0|longpoll)$",
     ),
 ]
-SinceParam = Annotated[int | None, Query(ge=0, description="Deliver changes with revision > since.")]
+SinceParam = Annotated[
+    int | None, Query(ge=0, le=MAX_REVISION, description="Deliver changes with revision > since.")
+]
 FilterParam = Annotated[str | None, Query(max_length=4096, description="Filter expression.")]
 HeartbeatParam = Annotated[
     float, Query(ge=1, le=300, description="Seconds without output before a BOOKMARK.")
@@ -216,7 +213,8 @@ async def list_or_watch_collection(
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
     continue_: Annotated[str | None, Query(alias="continue")] = None,
     revision: Annotated[
-        int | None, Query(ge=0, description="Serve a state at least as new as this revision.")
+        int | None,
+        Query(ge=0, le=MAX_REVISION, description="Serve a state at least as new as this revision."),
     ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:

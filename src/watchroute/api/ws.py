@@ -13,6 +13,7 @@ from fastapi import APIRouter, WebSocket
 
 from ..names import check_collection, check_id
 from ..problems import Problem, bad_request
+from ..revisions import parse_revision
 from ..runtime import Runtime
 from ..security.identity import identity_of
 from ..security.session import WatchSession
@@ -32,14 +33,8 @@ def _runtime(ws: WebSocket) -> Runtime:
 # -- parameters, from a query string or a subscribe message ----------------------------------
 
 
-def _int(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise bad_request("BadParameter", f"{name} must be a revision (an integer >= 0), not {value!r:.40}")
+def _revision(name: str, value: Any) -> int | None:
+    return None if value is None else parse_revision(value, name)
 
 
 def _seconds(name: str, value: Any, low: float, high: float, default: float | None) -> float | None:
@@ -115,7 +110,7 @@ async def watch_many(websocket: WebSocket) -> None:
     session = WatchSession(runtime.security, identity_of(websocket), client.host if client else None)
 
     async def open_subscription(op: dict[str, Any]) -> tuple[OpenedWatch, float]:
-        since = _int("since", op.get("since"))
+        since = _revision("since", op.get("since"))
         opened, heartbeat = await _open(
             runtime, op.get("collection"), op.get("id"), since, op, session.identity
         )
@@ -151,7 +146,7 @@ async def watch_one(websocket: WebSocket, collection: str, id: str | None) -> No
         # Last-Event-ID means what it means for SSE (and wins over `since`), for clients that
         # can set headers on the upgrade.
         resumed = last_event_id(websocket.headers.get("last-event-id"))
-        since = resumed if resumed is not None else _int("since", params.get("since"))
+        since = resumed if resumed is not None else _revision("since", params.get("since"))
         timeout = _seconds("timeout", params.get("timeout"), 0.001, 86400, None)
         query = dict(params)
         if resumed is not None:

@@ -175,6 +175,27 @@ class JWTVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise TokenError(unauthorized("the token's 'sub' must be a string"), "sub")
+        if not _unicode(claims):
+            # JSON escapes can spell a lone surrogate ("\ud800"), which PyJWT decodes; such a
+            # subject or claim cannot be encoded later (a rule's $sub, a limit's key, the audit log).
+            raise TokenError(
+                unauthorized("the token's claims hold text that is not valid Unicode"), "surrogate"
+            )
         exp = claims["exp"]
         expires_at = float(exp) + s.jwt_leeway if isinstance(exp, int | float) else None
         return Identity(subject, scopes_of(claims), claims, expires_at, "jwt")
+
+
+def _unicode(value: Any) -> bool:
+    """Whether every string in `value` (a token's claims, keys included) encodes as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_unicode(k) and _unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_unicode(v) for v in value)
+    return True

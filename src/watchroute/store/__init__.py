@@ -11,7 +11,12 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(url, synchronous=settings.sqlite_synchronous)
+        return SQLiteStore.from_url(
+            url,
+            synchronous=settings.sqlite_synchronous,
+            max_document_bytes=settings.document_limit,
+            max_batch_bytes=settings.batch_limit,
+        )
     raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
 
 

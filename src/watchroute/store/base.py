@@ -30,8 +30,9 @@ class WriteOp:
     data: dict[str, Any] | None = None
     # `data` encoded by whoever had it at hand (and in cache); None: the store encodes it.
     data_json: bytes | None = None
-    # Applied to the current state inside the transaction; raises Problem to refuse.
-    patch: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Applied to the current state (a Row or a Change) inside the transaction, with the largest
+    # document a write may leave; raises Problem to refuse (patches.Patch).
+    patch: Callable[[Any, int], Any] | None = None
     if_match: int | None = None
     must_exist: bool = False  # If-Match: *
     must_not_exist: bool = False  # If-None-Match: *, and every create

@@ -11,21 +11,32 @@ from __future__ import annotations
 import orjson
 
 from ..events import ADDED, DELETED, MODIFIED, Change, encode
-from ..problems import Problem, not_found, precondition_failed
+from ..problems import Problem, document_too_large, not_found, precondition_failed
 from .base import Row, WriteOp
 
+# The largest document (its JSON) a write may leave, and what the documents of one job of
+# several ops may hold in all, unless the store is told otherwise.
+MAX_DOCUMENT_BYTES = 1 << 20
+MAX_BATCH_BYTES = 8 << 20
 
-def apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
+
+def apply(
+    op: WriteOp,
+    current: Row | Change | None,
+    revision: int,
+    ts: float,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+) -> Change:
     """The change `op` makes at `revision`, given the resource's current row."""
     try:
-        return _apply(op, current, revision, ts)
+        return _apply(op, current, revision, ts, max_document_bytes)
     except Problem as problem:
         # The refused op itself, so that a batch can say which of its ops it was (`op_index`).
         problem.op = op  # type: ignore[attr-defined]
         raise
 
 
-def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) -> Change:
+def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, max_bytes: int) -> Change:
     guard = op.guard
     # First: a document the writer may not see is, to the writer, absent, whatever the request
     # (its revision must not leak through a 412, nor its existence through a 403).
@@ -42,7 +53,9 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
                 # The one answer that cannot be an absent id's: the creation it would be. It is
                 # refused as a creation the rule forbids is (docs/security.md, "Writes").
                 raise guard.violation()
-        return Change(revision, ADDED, op.collection, op.id, revision, _data_json(op, data), None, ts)
+        return Change(
+            revision, ADDED, op.collection, op.id, revision, _data_json(op, data, max_bytes), None, ts
+        )
 
     if op.must_not_exist:
         raise precondition_failed(f"{op.collection}/{op.id} already exists")
@@ -64,7 +77,7 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         )
     if op.kind == "patch":
         assert op.patch is not None
-        data = op.patch(current.data)
+        data = op.patch(current, max_bytes)
         if not isinstance(data, dict):
             raise Problem(422, "BadPatch", "the patch would make the resource something other than an object")
     else:
@@ -77,10 +90,21 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         op.collection,
         op.id,
         current.created_revision,
-        _data_json(op, data),
+        _data_json(op, data, max_bytes),
         prev_json,
         ts,
     )
+
+
+def batch_too_large(op: WriteOp, max_bytes: int) -> Problem:
+    problem = Problem(
+        413,
+        "BatchTooLarge",
+        f"the documents this batch would leave hold more than {max_bytes} bytes in all "
+        "(max_batch_bytes); split it",
+    )
+    problem.op = op  # type: ignore[attr-defined]
+    return problem
 
 
 def encode_early(data: dict) -> bytes | None:
@@ -92,8 +116,11 @@ def encode_early(data: dict) -> bytes | None:
         return None
 
 
-def _data_json(op: WriteOp, data: dict) -> bytes:
-    return op.data_json if op.data_json is not None else _encode(data)
+def _data_json(op: WriteOp, data: dict, max_bytes: int) -> bytes:
+    data_json = op.data_json if op.data_json is not None else _encode(data)
+    if len(data_json) > max_bytes:
+        raise document_too_large(max_bytes, len(data_json))
+    return data_json
 
 
 def _encode(data: dict) -> bytes:

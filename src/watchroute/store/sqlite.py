@@ -132,9 +132,17 @@ _CATCH_UP: Any = object()
 
 
 class SQLiteStore:
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "NORMAL",
+        max_document_bytes: int = ops.MAX_DOCUMENT_BYTES,
+        max_batch_bytes: int = ops.MAX_BATCH_BYTES,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
+        self.max_document_bytes = max_document_bytes
+        self.max_batch_bytes = max_batch_bytes
         self.revision = 0
         self.compacted = 0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -151,14 +159,20 @@ class SQLiteStore:
         self.health = FileHealth(path)
 
     @classmethod
-    def from_url(cls, url: str, synchronous: str = "NORMAL") -> SQLiteStore:
+    def from_url(
+        cls,
+        url: str,
+        synchronous: str = "NORMAL",
+        max_document_bytes: int = ops.MAX_DOCUMENT_BYTES,
+        max_batch_bytes: int = ops.MAX_BATCH_BYTES,
+    ) -> SQLiteStore:
         # sqlite:///relative/path or sqlite:////absolute/path. ":memory:" is refused: a memory
         # database is private to one connection, and the store has several.
         prefix = "sqlite:///"
         path = url[len(prefix) :] if url.startswith(prefix) else ""
         if not path or path == ":memory:":
             raise ValueError("sqlite needs a file path: sqlite:///./watchroute.db")
-        return cls(path, synchronous)
+        return cls(path, synchronous, max_document_bytes, max_batch_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -352,7 +366,15 @@ class SQLiteStore:
                 log_rows: list[tuple[Any, ...]] = []
                 for job in jobs:
                     try:
-                        changes, written = self._apply_job(job.ops, revision, ts, stored, staged)
+                        changes, written = self._apply_job(
+                            job.ops,
+                            revision,
+                            ts,
+                            stored,
+                            staged,
+                            self.max_document_bytes,
+                            self.max_batch_bytes,
+                        )
                     except Exception as exc:
                         outcomes.append(exc)
                         continue
@@ -433,6 +455,8 @@ class SQLiteStore:
         ts: float,
         stored: dict[tuple[str, str], Row],
         staged: dict[tuple[str, str], Change | None],
+        max_document_bytes: int,
+        max_batch_bytes: int,
     ) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
         """The job's changes and its writes by resource; raises (writing nothing) to refuse.
 
@@ -442,6 +466,7 @@ class SQLiteStore:
         changes = []
         # The job's own writes: a later op of a batch sees an earlier one's state.
         written: dict[tuple[str, str], Change | None] = {}
+        left = max_batch_bytes
         for op in write_ops:
             revision += 1
             key = (op.collection, op.id)
@@ -451,7 +476,14 @@ class SQLiteStore:
                 current = staged[key]
             else:
                 current = stored.get(key)
-            change = ops.apply(op, current, revision, ts)
+            change = ops.apply(op, current, revision, ts, max_document_bytes)
+            if change.type != "DELETED" and len(write_ops) > 1:
+                # A batch's ops each write their document again (the log keeps every revision):
+                # what they leave is counted, so that patches of a few bytes cannot make a
+                # transaction of gigabytes.
+                left -= len(change.data_json)
+                if left < 0:
+                    raise ops.batch_too_large(op, max_batch_bytes)
             written[key] = None if change.type == "DELETED" else change
             changes.append(change)
         return changes, written
