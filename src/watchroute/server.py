@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .security import redaction
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
 from .worker_metrics import WorkerMetrics
@@ -114,4 +115,7 @@ def _serve_one(
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
+    # After the config, which sets up uvicorn's logging: its handshake lines quote the URL as
+    # the client sent it, `access_token` included.
+    redaction.install()
     WatchrouteServer(config, settings).run(None if sock is None else [sock])
