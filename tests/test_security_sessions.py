@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -142,14 +143,18 @@ async def test_an_expired_token_reads_nothing_more_on_an_open_socket(jwt_server:
             assert (code, reason) == (4401, "TokenExpired")
 
 
-async def test_a_revoked_key_closes_sockets_and_single_watches(make_server: Any) -> None:
+async def test_a_revoked_key_ends_open_sockets_and_streams(make_server: Any) -> None:
     server = make_server(auth="apikey", apikey_cache_seconds=0.5)
     id, key = create_key(server, "watch:notes")
     headers = {"X-API-Key": key}
+    ndjson = {**headers, "Accept": "application/x-ndjson"}
     async with (
         connect(ws_url(server, "/v1/_watch"), additional_headers=headers) as idle,
         connect(ws_url(server, "/v1/notes?watch=true"), additional_headers=headers) as single,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        http.stream("GET", "/v1/notes", params={"watch": "true"}, headers=ndjson) as stream,
     ):
+        assert stream.status_code == 200
         await send(idle, {"op": "ping"})
         assert (await recv(idle))["type"] == "PONG"
         revoke(server, id)
@@ -161,6 +166,11 @@ async def test_a_revoked_key_closes_sockets_and_single_watches(make_server: Any)
         messages, code, _ = await until_closed(single)
         assert [m["error"]["reason"] for m in messages] == ["KeyRevoked"]
         assert code == 4401
+        async with asyncio.timeout(5):  # the stream ends by itself, after its ERROR
+            lines = [orjson.loads(line) async for line in stream.aiter_lines() if line.strip()]
+        assert [(m["type"], m["error"]["reason"]) for m in lines if m["type"] != "BOOKMARK"] == [
+            ("ERROR", "KeyRevoked")
+        ]
         assert time.monotonic() - started < 3  # within apikey_cache_seconds and a check
 
 
