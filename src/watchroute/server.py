@@ -118,4 +118,6 @@ def _serve_one(
     # After the config, which sets up uvicorn's logging: its handshake lines quote the URL as
     # the client sent it, `access_token` included.
     redaction.install()
+    if settings.log_level.lower() == "trace" and settings.auth != "none":
+        log.warning("log_level=trace logs every request and message whole, credentials included")
     WatchrouteServer(config, settings).run(None if sock is None else [sock])
