@@ -39,7 +39,7 @@ class ServerProcess:
         env.update(
             WATCHROUTE_PORT=str(self.port),
             WATCHROUTE_DATABASE=self.database,
-            WATCHROUTE_LOG_LEVEL="warning",
+            WATCHROUTE_LOG_LEVEL=str(self.settings.get("log_level", "warning")),
         )
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(

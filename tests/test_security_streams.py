@@ -114,7 +114,7 @@ async def test_multiplexed_refresh_keeps_subscriptions_and_rechecks_grants(serve
         assert event["sub"] == "s1" and event["object"]["id"] == "still"
 
 
-async def test_multiplexed_subscription_expires_without_refresh(server: ServerProcess) -> None:
+async def test_multiplexed_connection_ends_when_its_token_expires(server: ServerProcess) -> None:
     token = hs_token(scope="watch:notes", ttl=2)
     async with connect(ws_url(server, f"/v1/_watch?access_token={token}")) as ws:
         await send(ws, {"op": "subscribe", "sub": "s1", "collection": "notes"})
@@ -122,8 +122,13 @@ async def test_multiplexed_subscription_expires_without_refresh(server: ServerPr
         ended = await recv(ws, 6)
         assert ended["type"] == "ERROR" and ended["sub"] == "s1"
         assert ended["error"]["reason"] == "TokenExpired"
-        await send(ws, {"op": "ping"})
-        assert (await recv(ws))["type"] == "PONG"  # the connection itself stays
+        # The connection's credential has expired with it: its own ERROR, and the socket closes.
+        last = await recv(ws)
+        assert last["type"] == "ERROR" and "sub" not in last and last["error"]["reason"] == "TokenExpired"
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "TokenExpired")
 
 
 async def test_multiplexed_may_authenticate_by_message(server: ServerProcess) -> None:

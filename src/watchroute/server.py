@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .security import redaction
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
 from .worker_metrics import WorkerMetrics
@@ -153,4 +154,9 @@ def _serve_one(
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
+    # After the config, which sets up uvicorn's logging: its handshake lines quote the URL as
+    # the client sent it, `access_token` included.
+    redaction.install()
+    if settings.log_level.lower() == "trace" and settings.auth != "none":
+        log.warning("log_level=trace logs every request and message whole, credentials included")
     WatchrouteServer(config, settings).run(None if sock is None else [sock])

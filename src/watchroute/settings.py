@@ -57,6 +57,9 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     ws_ping_interval: float = Field(20.0, ge=0)
     # Seconds a `/v1/_watch` connection may hold no subscription before the server closes it; 0 never.
     ws_idle_timeout: float = Field(60.0, ge=0)
+    # Seconds a `/v1/_watch` connection that came without a credential (auth on) has to send
+    # {"op": "auth"} before the server closes it (4401 AuthTimeout); 0 never.
+    ws_auth_timeout: float = Field(10.0, ge=0)
     # permessage-deflate costs tens of KB of zlib state per connection: off unless asked for.
     ws_compression: bool = False
 

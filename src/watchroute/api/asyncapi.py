@@ -151,7 +151,8 @@ def _multiplexed_schemas() -> dict[str, Any]:
         "Pong": _object("The answer to a ping.", ["type"], type="PONG"),
         "SubscriptionEvent": {
             "description": "A watch's event with the `sub` it belongs to; an ERROR ends only that "
-            "subscription (a malformed message gets one without `sub`).",
+            "subscription (a malformed message gets one without `sub`, and so does a connection whose "
+            "credential no longer stands, just before it closes with 4401).",
             "allOf": [
                 {"oneOf": [_ref(f"components/schemas/{name}") for name in EVENTS]},
                 {"type": "object", "properties": {"sub": SUB}},

@@ -107,7 +107,9 @@ async def watch_many(websocket: WebSocket) -> None:
     await websocket.accept()
     # The connection's identity; {"op": "auth"} replaces it and checks every subscription again.
     client = websocket.client
-    session = WatchSession(runtime.security, identity_of(websocket), client.host if client else None)
+    session = WatchSession(
+        runtime.security, identity_of(websocket), client.host if client else None, settings.ws_auth_timeout
+    )
 
     async def open_subscription(op: dict[str, Any]) -> tuple[OpenedWatch, float]:
         since = _revision("since", op.get("since"))
@@ -117,7 +119,7 @@ async def watch_many(websocket: WebSocket) -> None:
         session.track(op.get("sub"), opened.watcher)
         return opened, heartbeat
 
-    await Multiplexer(
+    multiplexer = Multiplexer(
         websocket,
         open_subscription,
         max_subscriptions=settings.ws_max_subscriptions,
@@ -125,7 +127,15 @@ async def watch_many(websocket: WebSocket) -> None:
         idle_timeout=settings.ws_idle_timeout,
         max_events_per_write=settings.max_events_per_write,
         on_auth=session.refresh,
-    ).run()
+        check_credential=session.lapsed,
+    )
+    # The credential is followed while the socket is open: its expiry, its revocation, or (for
+    # a connection that came without one) the deadline to send one each end the connection.
+    session.start(multiplexer.lapse)
+    try:
+        await multiplexer.run()
+    finally:
+        session.stop()
 
 
 @router.websocket("/{collection}")

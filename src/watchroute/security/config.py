@@ -34,7 +34,8 @@ class SecuritySettings(BaseSettings):
     jwks_cache_seconds: float = Field(300.0, gt=0)
     # EventSource cannot set headers: a token may also come in this cookie or ?access_token=.
     auth_cookie: str = "access_token"
-    # An API key lookup is remembered this long (a revocation takes effect within it).
+    # An API key lookup is remembered this long: new requests and open watches see a revocation
+    # within it (a `/v1/_watch` subscribe asks the store itself, and sees it at once).
     apikey_cache_seconds: float = Field(1.0, ge=0)
 
     # -- authorization ---------------------------------------------------------------------------

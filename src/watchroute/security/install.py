@@ -1,4 +1,5 @@
-"""Putting security in front of an app: the door, CORS, the OpenAPI document, the warning."""
+"""Putting security in front of an app: the door, CORS, the OpenAPI document, the warning,
+and tokens kept out of the server's log lines."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from . import audit
+from . import audit, redaction
 from .middleware import SecurityMiddleware
 from .policy import Security
 
@@ -40,6 +41,7 @@ def exposure_warning(settings: Any) -> str | None:
 
 def install(app: FastAPI, security: Security) -> None:
     audit.install()
+    redaction.install()
     warning = exposure_warning(app.state.runtime.settings)
     if warning:
         log.warning(warning)

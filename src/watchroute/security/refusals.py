@@ -27,6 +27,13 @@ def key_revoked() -> Problem:
     return unauthorized("the API key was revoked or has expired", "KeyRevoked")
 
 
+def auth_timeout(seconds: float) -> Problem:
+    return unauthorized(
+        f'missing credentials: send {{"op": "auth", "token": ...}} within {seconds:g} s of connecting',
+        "AuthTimeout",
+    )
+
+
 def forbidden(detail: str, reason: str = "Forbidden") -> Problem:
     return Problem(403, reason, detail)
 

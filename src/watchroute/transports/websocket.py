@@ -10,6 +10,8 @@ Close codes: 1000 when a watch's `timeout` passed, 1012 when the server is resta
 and resume), 1009 for a frame over `ws_max_frame_bytes` (refused by the protocol layer), and
 4000 + HTTP status after an ERROR that ends a single watch (4410 for Expired, 4400 for a bad
 parameter), because a browser cannot read the status of a refused handshake but can read these.
+A `/v1/_watch` connection closes with 4401 once its credential no longer stands, and with 4408
+after `ws_idle_timeout` without a subscription.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ OPS = ("subscribe", "unsubscribe", "auth", "ping")
 Opener = Callable[[dict[str, Any]], Awaitable[tuple[OpenedWatch, float]]]
 # An `auth` message -> the answer to send (security/session.py); raises Problem (401).
 Authenticator = Callable[[dict[str, Any]], Awaitable[bytes]]
+# Before a subscribe: why the connection's credential no longer stands, or None.
+CredentialCheck = Callable[[], Awaitable[Problem | None]]
 
 
 def close_code(problem: Problem) -> int:
@@ -170,6 +174,8 @@ class Multiplexer:
     An ERROR with a top-level `sub` means that subscription has ended (or never started); an
     ERROR without one answers a message that ended nothing (malformed, unknown op, a duplicate
     or unknown `sub`, which is then named inside `error`). Neither closes the connection.
+    A credential that no longer stands does: every subscription gets its ERROR, the connection
+    one of its own, and the socket closes with 4000 + status (`end`).
     """
 
     def __init__(
@@ -182,9 +188,11 @@ class Multiplexer:
         idle_timeout: float,
         max_events_per_write: int,
         on_auth: Authenticator | None = None,
+        check_credential: CredentialCheck | None = None,
     ) -> None:
         self.ws = ws
         self.on_auth = on_auth
+        self.check_credential = check_credential
         self.outbox = Outbox(ws)
         self.open_subscription = open_subscription
         self.max_subscriptions = max_subscriptions
@@ -193,7 +201,11 @@ class Multiplexer:
         self.max_events_per_write = max_events_per_write
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
         self._idle: asyncio.TimerHandle | None = None
+        # When the connection last became without a live subscription (loop time; None: it has
+        # one). Refused subscribes do not move it: they are not activity.
+        self._idle_since: float | None = None
         self._closer: asyncio.Future[None] | None = None
+        self._ending: Problem | None = None
 
     async def run(self) -> None:
         self._arm_idle()
@@ -234,6 +246,8 @@ class Multiplexer:
         return op
 
     async def _handle(self, op: dict[str, Any]) -> None:
+        if self._ending is not None:
+            return  # the socket is closing: nothing more is answered
         kind = op["op"]
         if kind == "ping":
             await self.outbox.send(b'{"type":"PONG"}')
@@ -243,6 +257,13 @@ class Multiplexer:
             await self.outbox.send(answer)
         elif kind == "subscribe":
             sub = _sub_of(op)
+            # Before anything is read for it: a credential expired or revoked since the last
+            # subscribe ends the connection, and this subscription gets nothing but its ERROR.
+            lapsed = None if self.check_credential is None else await self.check_credential()
+            if lapsed is not None:
+                await self.end(lapsed, sub)
+            if self._ending is not None:
+                return
             if sub in self.subscriptions:
                 raise Problem(409, "AlreadySubscribed", f"subscription {sub!r} is active", sub=sub)
             if len(self.subscriptions) >= self.max_subscriptions:
@@ -278,6 +299,7 @@ class Multiplexer:
                 await self.outbox.send(
                     prefix + b'"type":"SUBSCRIBED","revision":%d}' % opened.initial_revision
                 )
+                self._idle_since = None
                 await delivery(opened, self.outbox, prefix).run(
                     heartbeat=heartbeat, timeout=None, max_events_per_write=self.max_events_per_write
                 )
@@ -285,6 +307,10 @@ class Multiplexer:
                     # Only a shutdown closes a subscription's watcher: the client reconnects.
                     await self.outbox.close(CLOSE_RESTART, "server restarting")
         except Problem as problem:
+            if self._ending is not None:
+                return  # `end` sends this subscription's ERROR
+            # Ended from now on: an `end` starting while this ERROR goes out must not send another.
+            self._ended(sub, asyncio.current_task())
             await self.outbox.send(prefix + error_json(problem.to_dict())[1:])
         except (WebSocketDisconnect, WebSocketDisconnected):
             pass
@@ -294,7 +320,7 @@ class Multiplexer:
             with contextlib.suppress(Exception):
                 await self.outbox.send(prefix + error_json(problem.to_dict())[1:])
 
-    def _ended(self, sub: str, task: asyncio.Task[None]) -> None:
+    def _ended(self, sub: str, task: asyncio.Task[None] | None) -> None:
         if self.subscriptions.get(sub) is task:
             del self.subscriptions[sub]
             self._arm_idle()
@@ -303,13 +329,45 @@ class Multiplexer:
         if self.subscriptions or not self.idle_timeout or self._idle is not None:
             return
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.idle_timeout, self._idle_expired)
+        if self._idle_since is None:
+            self._idle_since = loop.time()
+        self._idle = loop.call_at(self._idle_since + self.idle_timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
         self._idle = None
         if not self.subscriptions:
             # Closing makes the server hand the receive loop a disconnect, which ends `run`.
             self._closer = asyncio.ensure_future(self.outbox.close(CLOSE_IDLE, "idle: no subscription"))
+
+    # -- a credential that no longer stands ------------------------------------------------------
+
+    def lapse(self, problem: Problem) -> None:
+        """End the connection with `problem` (security/session.py calls this)."""
+        if self._ending is None:
+            self._closer = asyncio.ensure_future(self.end(problem))
+
+    async def end(self, problem: Problem, sub: str | None = None) -> None:
+        """The connection's credential no longer stands: every subscription still open ends with
+        `problem` as its ERROR (and `sub`, a subscribe being refused, too), then the connection's
+        own ERROR (without `sub`) says why, and the socket closes with 4000 + status."""
+        if self._ending is not None:
+            return
+        self._ending = problem
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        # Stopped before the ERRORs go out, so that nothing of theirs follows them.
+        ended = dict(self.subscriptions)
+        self.subscriptions.clear()
+        for task in ended.values():
+            task.cancel()
+        await asyncio.gather(*ended.values(), return_exceptions=True)
+        error = error_json(problem.to_dict())
+        subs = [*ended, *([sub] if sub is not None else [])]
+        frames = [*(_sub_prefix(s) + error[1:] for s in subs), error]
+        with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, RuntimeError, OSError):
+            await self.outbox.send(*frames)
+        await self.outbox.close(close_code(problem), problem.reason)
 
 
 def _sub_of(op: dict[str, Any]) -> str:
