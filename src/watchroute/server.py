@@ -111,6 +111,11 @@ def _serve_one(
         ws_ping_timeout=settings.ws_ping_interval or None,
         ws_per_message_deflate=settings.ws_compression,
         timeout_keep_alive=settings.idle_timeout,
+        # X-Forwarded-For names the client only when a proxy we were told of sent it; uvicorn
+        # would otherwise believe any local process, which could then pick the address that
+        # rate limits count and the audit log names.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ip_list or None,
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
