@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
 from .worker_metrics import WorkerMetrics
@@ -28,9 +29,12 @@ GC_THRESHOLDS = (2000, 20, 10)
 
 
 class WatchrouteServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: uvicorn.Config, settings: Settings, connections: ConnectionLimits | None = None
+    ) -> None:
         super().__init__(config)
         self.settings = settings
+        self.connections = connections
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
@@ -39,6 +43,8 @@ class WatchrouteServer(uvicorn.Server):
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)
+        if self.connections is not None:  # the store is open: what it holds is not for sockets
+            self.connections.measure()
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
         # the window allocate. Under a write load this took full collections from 75 ms to 25
@@ -66,6 +72,7 @@ class WatchrouteServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    raise_fd_limit()  # before the workers fork: theirs is the parent's
     if settings.workers == 1:
         _serve_one(settings)
         return
@@ -95,12 +102,14 @@ def _serve_one(
     app = create_app(settings)
     if shared is not None:
         app.state.runtime.share_with_workers(*shared)
+    connections = ConnectionLimits(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the caps on open connections and the request head's deadline
+        http=guarded_http_protocol(connections),
         log_level=settings.log_level,
         access_log=False,
         backlog=BACKLOG,
@@ -119,4 +128,4 @@ def _serve_one(
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
-    WatchrouteServer(config, settings).run(None if sock is None else [sock])
+    WatchrouteServer(config, settings, connections).run(None if sock is None else [sock])

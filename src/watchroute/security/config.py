@@ -3,6 +3,7 @@
 They are part of `watchroute.Settings` (which inherits them), so each is a `watchroute serve`
 flag or a WATCHROUTE_* variable like every other setting. Limits default to off: a local
 development server should not surprise its one user; docs/security.md gives production values.
+The limits on connections are the exception: they keep the process itself alive.
 """
 
 from __future__ import annotations
