@@ -173,8 +173,10 @@ def test_metrics_need_the_metrics_scope_under_jwt(jwt_server: ServerProcess) -> 
         assert "watchroute_revision" in scraped.text or "watchroute_" in scraped.text
         # The scope opens /metrics only, no collection.
         assert client.get("/v1/x", headers={"Authorization": f"Bearer {scraper}"}).status_code == 403
-        # The other system routes stay public.
+        # The other system routes stay public; the API document says what /metrics asks for.
         assert client.get("/readyz").status_code == 200
+        described = client.get("/openapi.json").json()["paths"]["/metrics"]["get"]
+        assert described["security"] and {"401", "403"} <= set(described["responses"])
 
 
 def test_metrics_need_the_metrics_scope_under_apikey(make_server) -> None:
