@@ -250,3 +250,21 @@ def test_idle_connections_leave_the_store_its_descriptors(tmp_path: Path) -> Non
     finally:
         close_all(held)
         server.stop()
+
+
+def test_a_trusted_proxy_is_not_capped_per_address(make_server: Any) -> None:
+    """A proxy in forwarded_allow_ips speaks for many clients: only the total holds for it."""
+    server = make_server(max_connections_per_ip=5, forwarded_allow_ips="127.0.0.1")
+    held = idle(server.port, 8)
+    try:
+        assert healthz(server.port) == 200
+        assert healthz(server.port, source="127.0.0.2") == 200
+        assert not any(closed_by_server(sock, 0.01)[0] for sock in held)
+        time.sleep(0.2)  # the probes' places are given back
+        more = idle(server.port, 6, source="127.0.0.2")  # not a proxy: capped
+        time.sleep(0.3)
+        closed, _, _ = select.select(more, [], [], 0)
+        assert len(closed) == 1
+        held += more
+    finally:
+        close_all(held)
