@@ -15,8 +15,9 @@ a file to compact. So, per server process:
   `limit_concurrency` would read its request and answer 503, and does not count the streams we
   take over);
 - the descriptor soft limit is raised to the hard limit at start;
-- each limit hit is an audit line (`connection_limited`), at most one a second per limit, saying
-  how many it stands for; `/metrics` counts every one.
+- each limit hit goes to the audit log (`connection_limited`): the first at once, the ones
+  after it within a second in one line a second later saying how many (and the last address);
+  `/metrics` counts every one.
 
 A connection keeps its place for as long as its socket is open: through a WebSocket upgrade
 and a watch stream taken over from the server (`transports/takeover.py`) too. This module is
@@ -26,13 +27,13 @@ when a connection opens and closes, and the head's deadline a timer per request 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 import os
 import resource
 import time
-from collections import Counter
 from typing import Any
 
 from .security import audit
@@ -80,7 +81,7 @@ class ConnectionLimits:
         self.all_trusted = "*" in trusted
         self.trusted = [ipaddress.ip_network(a, strict=False) for a in trusted if a != "*"]
         self._uncapped: dict[str | None, bool] = {}
-        self._refused: Counter[str] = Counter()
+        self._refused: dict[str, list[Any]] = {}  # hits not written yet: [how many, last address]
         self._logged_at: dict[str, float] = {}
 
     def _total(self, in_use: int) -> int:
@@ -132,15 +133,26 @@ class ConnectionLimits:
         return found
 
     def hit(self, limit: str, address: str | None) -> None:
-        """Count a limit hit, and write it to the audit log unless one went out under a second ago."""
-        self._refused[limit] += 1
-        now = time.monotonic()
-        if now - self._logged_at.get(limit, -LOG_EVERY) < LOG_EVERY:
-            audit.counts[CONNECTION_LIMITED] += 1  # a line counts one; this one goes in the next
+        """Count a limit hit for /metrics, and have it written to the audit log: at once, or
+        with the others of its limit a second after the last line."""
+        audit.counts[CONNECTION_LIMITED] += 1
+        held = self._refused.get(limit)
+        if held is not None:  # a line is due: this hit goes in it
+            held[0] += 1
+            held[1] = address
             return
-        self._logged_at[limit] = now
-        times, self._refused[limit] = self._refused[limit], 0
+        self._refused[limit] = [1, address]
+        due = self._logged_at.get(limit, -LOG_EVERY) + LOG_EVERY - time.monotonic()
+        if due <= 0:
+            self._write(limit)
+        else:
+            asyncio.get_running_loop().call_later(due, self._write, limit)
+
+    def _write(self, limit: str) -> None:
+        times, address = self._refused.pop(limit)
+        self._logged_at[limit] = time.monotonic()
         audit.record(CONNECTION_LIMITED, limit, address=address, times=times, open=self.count)
+        audit.counts[CONNECTION_LIMITED] -= 1  # record() counts its line; hit() counted each hit
 
 
 class Slot:
