@@ -57,6 +57,7 @@ class Server:
             WATCHROUTE_DATABASE=f"sqlite:///{workdir / 'idle.db'}",
             WATCHROUTE_LOG_LEVEL="warning",
             WATCHROUTE_WS_IDLE_TIMEOUT="0",
+            WATCHROUTE_MAX_CONNECTIONS_PER_IP="0",  # every watcher comes from this one address
         )
         self.log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -93,6 +93,9 @@ def watchroute_server(args, workdir: Path, key: str = "watchroute", workers: int
             f"sqlite:///{db}",
             "--workers",
             str(workers),
+            # every simulated client comes from this one address
+            "--max-connections-per-ip",
+            "0",
         ],
         cwd=db.parent,
         health_path="/healthz",

@@ -15,7 +15,7 @@ def test_mounted_inside_another_app(tmp_path):
     def own() -> dict:
         return {"mine": True}
 
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.get("/own").json() == {"mine": True}
         created = c.post("/live/v1/notes", json={"text": "hi"})
         assert created.status_code == 201

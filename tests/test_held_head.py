@@ -86,9 +86,12 @@ def app(tmp_path):
 
 
 def put(path: str, body: bytes, *extra: bytes) -> bytes:
-    head = b"PUT %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
-        path.encode(),
-        len(body),
+    head = (
+        b"PUT %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        % (
+            path.encode(),
+            len(body),
+        )
     )
     return head + b"".join(h + b"\r\n" for h in extra) + b"\r\n" + body
 
@@ -100,9 +103,9 @@ def test_a_response_leaves_in_one_write(app):
             (created,) = await exchange(app, put("/v1/quotes/q1", body))
             assert created.startswith(b"HTTP/1.1 201 Created\r\n")
             assert created.endswith(b'"data":{"price":101.5}}')
-            (read,) = await exchange(app, b"GET /v1/quotes/q1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            (read,) = await exchange(app, b"GET /v1/quotes/q1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert read.startswith(b"HTTP/1.1 200 OK\r\n") and read.endswith(b'"data":{"price":101.5}}')
-            (missing,) = await exchange(app, b"GET /v1/quotes/nope HTTP/1.1\r\nHost: t\r\n\r\n")
+            (missing,) = await exchange(app, b"GET /v1/quotes/nope HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert missing.startswith(b"HTTP/1.1 404 ") and missing.endswith(b"}")
             # Two requests on one connection: one write each, in order.
             twice = await exchange(app, put("/v1/quotes/q2", body) + put("/v1/quotes/q3", body), responses=2)
@@ -136,7 +139,7 @@ def test_a_streamed_response_sends_its_head_before_its_first_chunk(app):
         app.add_api_route("/export", export)  # a route of the application's own
         async with app.router.lifespan_context(app):
             protocol, transport, state = connect(app)
-            protocol.data_received(b"GET /export HTTP/1.1\r\nHost: t\r\n\r\n")
+            protocol.data_received(b"GET /export HTTP/1.1\r\nHost: localhost\r\n\r\n")
             await asyncio.sleep(0.2)
             assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
             ready.set()
@@ -150,9 +153,9 @@ def test_a_streamed_response_sends_its_head_before_its_first_chunk(app):
 @pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "pipelined"])
 def test_a_watch_stream_sends_its_head_at_once_and_every_event_after(server, client, accept, pipelined):
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    request = f"GET /v1/feed?watch=true HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\n\r\n".encode()
+    request = f"GET /v1/feed?watch=true HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n".encode()
     # A request pipelined behind the watch keeps the stream with the server (no takeover).
-    sock.sendall(request + (b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" if pipelined else b""))
+    sock.sendall(request + (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" if pipelined else b""))
     received = b""
     while b"\r\n\r\n" not in received:  # nothing is written meanwhile: only the head can come
         data = sock.recv(65536)
@@ -204,7 +207,11 @@ def test_pipelined_responses_leave_in_order_when_the_first_is_a_head_alone():
             held.release()
 
     writes = asyncio.run(
-        exchange(app, b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n", responses=2)
+        exchange(
+            app,
+            b"HEAD /a HTTP/1.1\r\nHost: localhost\r\n\r\nGET /b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            responses=2,
+        )
     )
     head, get = writes
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")  # the HEAD's

@@ -16,13 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from watchroute.worker_metrics import SLOT_BYTES, WorkerMetrics
 
+from .security_keys import create_apikey
 from .server import ServerProcess
 from .watching import sse
 
 
-def scrape(url: str, **labels: str) -> dict[str, float]:
+def scrape(url: str, headers: dict[str, str] | None = None, **labels: str) -> dict[str, float]:
     """Every sample of one scrape, by name; with `labels`, only the samples that carry them."""
-    r = httpx.get(url + "/metrics", timeout=10)
+    r = httpx.get(url + "/metrics", headers=headers, timeout=10)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(r.text):
@@ -86,12 +87,14 @@ async def test_figures_follow_writes_and_watchers(server: ServerProcess, coll: s
     await wait_for(lambda: scrape(url)["watchroute_watchers"] == 0)
 
 
-def test_refusals_are_counted_and_metrics_stay_public(make_server: Any) -> None:
+def test_refusals_are_counted(make_server: Any) -> None:
     server = make_server(auth="apikey")
-    assert "watchroute_refusals_total" not in scrape(server.url, event="auth_failed")
+    _, key = create_apikey(server.database, "metrics", subject="prometheus")
+    scraper = {"Authorization": f"Bearer {key}"}  # with authentication on, /metrics asks for it
+    assert "watchroute_refusals_total" not in scrape(server.url, scraper, event="auth_failed")
     for _ in range(3):
         assert httpx.get(server.url + "/v1/anything", timeout=10).status_code == 401
-    refused = scrape(server.url, event="auth_failed")
+    refused = scrape(server.url, scraper, event="auth_failed")
     assert refused["watchroute_refusals_total"] == 3
 
 

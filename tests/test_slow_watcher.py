@@ -27,7 +27,7 @@ def blocked_sse_watch(port: int, since: int, heartbeat: int = 300) -> socket.soc
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.sendall(
-        f"GET /v1/slow?watch=true&since={since}&heartbeat={heartbeat} HTTP/1.1\r\nHost: x\r\n"
+        f"GET /v1/slow?watch=true&since={since}&heartbeat={heartbeat} HTTP/1.1\r\nHost: localhost\r\n"
         "Accept: text/event-stream\r\n\r\n".encode()
     )
     return sock
@@ -113,7 +113,8 @@ def test_a_client_that_reads_nothing_for_two_heartbeats_is_let_go(make_server):
     write_events(server.url, 2 * BATCH)
     reading = socket.create_connection(("127.0.0.1", server.port))
     reading.sendall(
-        b"GET /v1/slow?watch=true&heartbeat=1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        b"GET /v1/slow?watch=true&heartbeat=1 HTTP/1.1\r\n"
+        b"Host: localhost\r\nAccept: text/event-stream\r\n\r\n"
     )
     blocked = blocked_sse_watch(server.port, since=0, heartbeat=1)
     deadline = time.monotonic() + 30

@@ -14,7 +14,9 @@ import httpx
 
 def open_stream(server, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n".encode("latin-1"))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n".encode("latin-1")
+    )
     return sock
 
 

@@ -66,7 +66,7 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")
     ] = None,
-    # Security (docs/security.md); the limits, rules and CORS settings are WATCHROUTE_* only.
+    # Security (docs/security.md); most limits are WATCHROUTE_* only.
     auth: Annotated[str | None, typer.Option(help="none, apikey or jwt [WATCHROUTE_AUTH]")] = None,
     jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret [WATCHROUTE_JWT_SECRET]")] = None,
     jwt_public_key: Annotated[
@@ -83,6 +83,22 @@ def serve(
     ] = None,
     redis_url: Annotated[
         str | None, typer.Option(help="Rate limits and watch caps for all instances [WATCHROUTE_REDIS_URL]")
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Host names answered besides loopback, comma-separated; * any [WATCHROUTE_ALLOWED_HOSTS]"
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies whose X-Forwarded-For is believed [WATCHROUTE_FORWARDED_ALLOW_IPS]"),
+    ] = None,
+    max_connections_per_ip: Annotated[
+        int | None,
+        typer.Option(
+            help="Open connections per client address, 0 no cap [WATCHROUTE_MAX_CONNECTIONS_PER_IP]"
+        ),
     ] = None,
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate [WATCHROUTE_TLS_CERT]")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM private key [WATCHROUTE_TLS_KEY]")] = None,

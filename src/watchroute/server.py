@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
 from .security import redaction
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
@@ -31,9 +32,12 @@ GC_THRESHOLDS = (2000, 20, 10)
 
 
 class WatchrouteServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: uvicorn.Config, settings: Settings, connections: ConnectionLimits | None = None
+    ) -> None:
         super().__init__(config)
         self.settings = settings
+        self.connections = connections
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
@@ -42,6 +46,8 @@ class WatchrouteServer(uvicorn.Server):
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)
+        if self.connections is not None:  # the store is open: what it holds is not for sockets
+            self.connections.measure()
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
         # the window allocate. Under a write load this took full collections from 75 ms to 25
@@ -106,6 +112,7 @@ def refuse_taken_port(host: str, port: int) -> None:
 
 def serve(settings: Settings) -> None:
     refuse_taken_port(settings.host, settings.port)
+    raise_fd_limit()  # before the workers fork: theirs is the parent's
     if settings.workers == 1:
         _serve_one(settings)
         return
@@ -135,12 +142,14 @@ def _serve_one(
     app = create_app(settings)
     if shared is not None:
         app.state.runtime.share_with_workers(*shared)
+    connections = ConnectionLimits(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the caps on open connections and the request head's deadline
+        http=guarded_http_protocol(connections),
         log_level=settings.log_level,
         access_log=False,
         backlog=BACKLOG,
@@ -151,6 +160,11 @@ def _serve_one(
         ws_ping_timeout=settings.ws_ping_interval or None,
         ws_per_message_deflate=settings.ws_compression,
         timeout_keep_alive=settings.idle_timeout,
+        # X-Forwarded-For names the client only when a proxy we were told of sent it; uvicorn
+        # would otherwise believe any local process, which could then pick the address that
+        # rate limits count and the audit log names.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ip_list or None,
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
@@ -159,4 +173,4 @@ def _serve_one(
     redaction.install()
     if settings.log_level.lower() == "trace" and settings.auth != "none":
         log.warning("log_level=trace logs every request and message whole, credentials included")
-    WatchrouteServer(config, settings).run(None if sock is None else [sock])
+    WatchrouteServer(config, settings, connections).run(None if sock is None else [sock])

@@ -43,7 +43,10 @@ def _seconds(text: str) -> float:
 @app.command()
 def create(
     scope: Annotated[
-        list[str], typer.Option("--scope", "-s", help="A grant: read:C, write:C or watch:C (* in C); repeat")
+        list[str],
+        typer.Option(
+            "--scope", "-s", help="A grant: read:C, write:C or watch:C (* in C), or metrics; repeat"
+        ),
     ],
     subject: Annotated[str | None, typer.Option(help="Who the key acts as ($sub in rules)")] = None,
     name: Annotated[str, typer.Option(help="A note for `list`")] = "",
@@ -53,7 +56,9 @@ def create(
     """Create a key and print it (once)."""
     bad = [s for s in scope if not is_grant(s)]
     if bad:
-        raise typer.BadParameter(f"{bad[0]!r} is not read:C, write:C or watch:C", param_hint="--scope")
+        raise typer.BadParameter(
+            f"{bad[0]!r} is not read:C, write:C, watch:C or metrics", param_hint="--scope"
+        )
     expires = time.time() + _seconds(expires_in) if expires_in else None
     record, key = _store(database).create(scope, subject, name, expires)
     if sys.stdout.isatty():

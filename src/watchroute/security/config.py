@@ -3,10 +3,12 @@
 They are part of `watchroute.Settings` (which inherits them), so each is a `watchroute serve`
 flag or a WATCHROUTE_* variable like every other setting. Limits default to off: a local
 development server should not surprise its one user; docs/security.md gives production values.
+The limits on connections are the exception: they keep the process itself alive.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -55,6 +57,19 @@ class SecuritySettings(BaseSettings):
     max_filter_clauses: int = Field(64, ge=1, le=1024)
     # Seconds an idle keep-alive HTTP connection is kept open.
     idle_timeout: float = Field(5.0, gt=0)
+
+    # -- connections (connections.py): what sockets may hold before any credential is seen --------
+    # Seconds a connection may take to send a whole request head, from its opening or from the
+    # first byte of its next request; one that has not is closed.
+    header_timeout: float = Field(10.0, gt=0)
+    # Open connections from one client address, per server process; 0: no cap. Addresses in
+    # forwarded_allow_ips (a proxy speaking for many) are not capped.
+    max_connections_per_ip: int = Field(256, ge=0)
+    # Open connections per server process; 0: as many as the file descriptor limit allows with
+    # fd_reserve kept free. A lower value is taken as given; a higher one is lowered to that.
+    max_connections: int = Field(0, ge=0)
+    # File descriptors no connection may take: the store's files, its new connections, logs.
+    fd_reserve: int = Field(256, ge=32)
     # redis://host:port/db: rate limits and watch caps are then shared by every instance using it.
     redis_url: str | None = None
     redis_prefix: str = "watchroute:"
@@ -62,6 +77,16 @@ class SecuritySettings(BaseSettings):
     # -- browsers --------------------------------------------------------------------------------
     # Origins allowed by CORS and for WebSocket upgrades, comma-separated (exact origins).
     cors_origins: str = ""
+    # Host names (the Host header, port aside) answered besides the loopback names and the bound
+    # host, comma-separated; "*" answers any. A page on another name that resolves here (DNS
+    # rebinding) is refused with 421.
+    allowed_hosts: str = ""
+
+    # -- proxies -----------------------------------------------------------------------------------
+    # Addresses whose X-Forwarded-For and X-Forwarded-Proto are believed (comma-separated IPs or
+    # networks, "*" for any); none by default, so a client cannot choose the address it is
+    # counted and audited under.
+    forwarded_allow_ips: str = ""
 
     # -- TLS ---------------------------------------------------------------------------------------
     tls_cert: str | None = None
@@ -75,6 +100,14 @@ class SecuritySettings(BaseSettings):
             raise ValueError(f"--jwt-secret must be at least {MIN_SECRET_BYTES} bytes for HS256")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        for address in self.forwarded_allow_ip_list:
+            if address != "*":
+                try:
+                    ipaddress.ip_network(address, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"--forwarded-allow-ips: {address[:60]!r} is not an address or network"
+                    ) from None
         from .limits import parse_rate
         from .rules import Rules
 
@@ -91,3 +124,11 @@ class SecuritySettings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def forwarded_allow_ip_list(self) -> list[str]:
+        return [a.strip() for a in self.forwarded_allow_ips.split(",") if a.strip()]

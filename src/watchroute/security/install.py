@@ -85,8 +85,9 @@ def _document(app: FastAPI, security: Security) -> None:
                 "accessToken": {"type": "apiKey", "in": "query", "name": "access_token"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": security.settings.auth_cookie},
             }
+        guarded_metrics = security.mode != "none"
         for path, operations in schema.get("paths", {}).items():
-            if not path.startswith("/v1/"):
+            if not (path.startswith("/v1/") or (path == "/metrics" and guarded_metrics)):
                 continue
             for operation in operations.values():
                 for status, response in refusals.items():

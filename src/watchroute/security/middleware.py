@@ -1,19 +1,22 @@
 """The door: every HTTP request and WebSocket upgrade passes here before any route.
 
-In order: the client address's request bucket; for `/v1/...`, the credential (Authorization:
-Bearer, X-API-Key, `?access_token=` on GET and upgrades, or the auth cookie) resolved to an
-Identity, once, into `scope["state"]["identity"]`; browser checks (a cookie, being ambient
-authority, only counts from an allowed origin; a WebSocket from a foreign origin is refused
-unless it carries its own token); then the identity's request bucket. System routes (health,
-readiness, metrics, the API documents) are public.
+In order: the Host header against the allow-list (hosts.py: no DNS rebinding); the client
+address's request bucket; for `/v1/...` (and `/metrics` when authentication is on), the
+credential (Authorization: Bearer, X-API-Key, `?access_token=` on GET and upgrades, or the auth
+cookie) resolved to an Identity, once, into `scope["state"]["identity"]`; browser checks (a
+cookie, being ambient authority, only counts from an allowed origin; a WebSocket from a foreign
+origin is refused unless it carries its own token); then the identity's request bucket.
+`/metrics` asks for the `metrics` scope; the other system routes (health, readiness, the API
+documents) are public.
 
 `access_token` is taken out of the query string before the request goes further, so no route,
 error message or log line downstream ever sees it.
 
-Refusals are problem details (401, 403, 429 with Retry-After). A refused WebSocket upgrade
+Refusals are problem details (401, 403, 421, 429 with Retry-After). A refused WebSocket upgrade
 is accepted, sent one ERROR event and closed with 4000 + status, as api/ws.py does for every
-refusal, because a browser cannot read the status of a refused handshake; a foreign origin and
-a flood are refused at the handshake itself (403 / 429), which costs the server the least.
+refusal, because a browser cannot read the status of a refused handshake; a foreign host, a
+foreign origin and a flood are refused at the handshake itself (421 / 403 / 429), which costs
+the server the least.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..events import error_json
 from ..problems import Problem
 from . import audit
+from .grants import METRICS_SCOPE
+from .hosts import UNCHECKED_PATHS, host_header, misdirected
 from .identity import UNAUTHENTICATED, Identity
 from .policy import Security
 from .refusals import forbidden, rate_limited, unauthorized
@@ -89,13 +94,20 @@ class SecurityMiddleware:
         path = route_path(scope)
         where = f"{method} {path}"
 
+        host = host_header(scope)
+        if not security.hosts.allows(host) and path not in UNCHECKED_PATHS:
+            assert host is not None
+            audit.record(audit.DENIED, "host not allowed", address=address, method=method, path=path)
+            await self._refuse(scope, receive, send, misdirected(host), True)
+            return
         wait = await security.take("rate_limit_ip", address)
         if wait:
             audit.record(audit.RATE_LIMITED, "rate_limit_ip", address=address, method=method, path=path)
             await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
             return
-        if not (path == "/v1" or path.startswith("/v1/")):  # system routes and documents are public
-            await self.app(scope, receive, send)
+        metrics = path == "/metrics" and security.mode != "none"
+        if not (path == "/v1" or path.startswith("/v1/") or metrics):
+            await self.app(scope, receive, send)  # system routes and documents are public
             return
 
         headers = RequestHeaders(scope)
@@ -118,6 +130,14 @@ class SecurityMiddleware:
                 await self._refuse(scope, receive, send, problem)
                 return
 
+        if metrics and METRICS_SCOPE not in identity.scopes:
+            audit.record(
+                audit.DENIED, "no grant", subject=identity.subject, address=address, method=method, path=path
+            )
+            await self._refuse(
+                scope, receive, send, forbidden("/metrics needs a credential with the metrics scope")
+            )
+            return
         refusal = self._browser_refusal(headers, identity, kind, method)
         if refusal is not None:
             audit.record(

@@ -25,6 +25,7 @@ from .apikeys import APIKeyStore, APIKeyVerifier, KeyWatches
 from .config import SecuritySettings
 from .grants import allows
 from .guarded import GuardedWatcher, RuleWatcher
+from .hosts import HostAllowList
 from .identity import ANONYMOUS, Identity
 from .leases import CapReached, Lease, WatchLeases
 from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
@@ -60,6 +61,7 @@ class Security:
         self.leases: WatchLeases | None = None
         self._redis: Any = None
         self.allowed_origins = frozenset(s.cors_origin_list)
+        self.hosts = HostAllowList(s)
 
     def share_with_workers(self, region: WorkerLimits, worker: int) -> None:
         """Count rates and watches together with the other worker processes of this server,

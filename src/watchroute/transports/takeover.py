@@ -45,11 +45,12 @@ class StreamConnection(asyncio.Protocol):
     (`shutdown`) and waits for it like for any other response in flight.
     """
 
-    __slots__ = ("_drained", "_on_close", "closed", "connections", "paused", "transport")
+    __slots__ = ("_drained", "_on_close", "closed", "connections", "paused", "slot", "transport")
 
-    def __init__(self, transport: asyncio.Transport, connections: set[Any]) -> None:
+    def __init__(self, transport: asyncio.Transport, connections: set[Any], slot: Any = None) -> None:
         self.transport = transport
         self.connections = connections
+        self.slot = slot  # the connection's place under the connection caps (connections.py)
         self.paused = False
         self.closed = False
         self._drained: asyncio.Future[None] | None = None
@@ -117,6 +118,8 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost()
         self.connections.discard(self)
+        if self.slot is not None:
+            self.slot.release()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -196,7 +199,8 @@ def take_over(server_send: Any) -> StreamConnection | None:
         return None
     transport = cycle.transport
     protocol = transport.get_protocol()
-    connection = StreamConnection(transport, protocol.connections)
+    hand_over = getattr(protocol, "hand_over", None)  # connections.py's protocol
+    connection = StreamConnection(transport, protocol.connections, hand_over() if hand_over else None)
     # The server now sees a finished response: when the ASGI call returns it neither closes
     # the transport nor waits for more, and its request state becomes garbage.
     cycle.response_complete = True
