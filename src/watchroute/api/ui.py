@@ -8,8 +8,10 @@ credential. It is plain HTML, a script module and a style sheet, with nothing to
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -21,6 +23,10 @@ router = APIRouter(tags=["system"])
 MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "editor.js": "text/javascript; charset=utf-8",
+    "panels.js": "text/javascript; charset=utf-8",
+    "shared.js": "text/javascript; charset=utf-8",
+    "table.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
 
@@ -73,6 +79,49 @@ def _serve(request: Request, name: str) -> Response:
 )
 async def dashboard(request: Request) -> Response:
     return _serve(request, "index.html")
+
+
+# The figures the console's status panel shows, by their /metrics names.
+STATUS_FIGURES = {
+    "watchroute_revision": "revision",
+    "watchroute_compacted_revision": "horizon",
+    "watchroute_window_first_revision": "window_first_revision",
+    "watchroute_watchers": "watchers",
+    "watchroute_commits": "commits",
+    "watchroute_changes": "changes",
+    "watchroute_hub_pushes": "deliveries",
+    "watchroute_hub_wakeups": "deliveries",
+}
+
+
+@router.get("/ui/status.json", summary="The figures of the dashboard's status panel")
+async def dashboard_status(request: Request) -> dict[str, Any]:
+    """What /metrics says, as JSON for the page: read from the same families (every worker's
+    under --workers, added up), so that it costs the data path nothing more than a scrape."""
+    figures: dict[str, float] = defaultdict(float)
+    by_transport: dict[str, float] = defaultdict(float)
+    workers: set[str] = set()
+    revisions: dict[str, float] = {}
+    for family in await request.app.state.runtime.metrics.families():
+        name = STATUS_FIGURES.get(family.name)
+        if name is None and family.name != "watchroute_watchers_by_transport":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            workers.add(sample.labels.get("worker", "0"))
+            if name is None:
+                by_transport[sample.labels["transport"]] += sample.value
+            elif name in ("revision", "horizon", "window_first_revision"):
+                # Every worker follows the same log: the newest reading stands for them all.
+                revisions[name] = max(revisions.get(name, 0), sample.value)
+            else:
+                figures[name] += sample.value
+    return {
+        **{name: int(value) for name, value in {**figures, **revisions}.items()},
+        "watchers_by_transport": {t: int(n) for t, n in sorted(by_transport.items()) if n},
+        "instances": max(1, len(workers)),
+    }
 
 
 @router.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)
