@@ -537,6 +537,30 @@ def test_the_status_figures_count_watchers_by_transport_as_they_come_and_go(serv
     eventually(lambda: status()["watchers_by_transport"] == {} and status()["watchers"] == 0)
 
 
+def test_the_status_figures_are_every_workers_with_each_write_counted_once(make_server):
+    server: ServerProcess = make_server(workers=2)
+
+    def status() -> dict[str, Any]:
+        return httpx.get(f"{server.url}/ui/status.json", headers={"Connection": "close"}).json()
+
+    for i in range(6):  # a connection each: the kernel spreads them over both workers
+        put_fresh = httpx.put(f"{server.url}/v1/crew/m{i}", json={"n": i}, headers={"Connection": "close"})
+        assert put_fresh.status_code == 201
+    sse = {"Accept": "text/event-stream"}
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as one,
+        httpx.Client(base_url=server.url, timeout=10) as other,
+        one.stream("GET", "/v1/crew", params={"watch": "true"}, headers=sse),
+        other.stream("GET", "/v1/crew", params={"watch": "true"}, headers=sse),
+    ):
+        # Each worker took every write to its watchers; the panel counts each write once, and
+        # adds up the watchers, wherever they are (as of the workers' last publication).
+        want = {"instances": 2, "revision": 6, "changes": 6, "watchers": 2}
+        eventually(
+            lambda: {k: status()[k] for k in want} == want and status()["watchers_by_transport"] == {"sse": 2}
+        )
+
+
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the console's tests, each on collections of its own."""

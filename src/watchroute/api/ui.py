@@ -81,44 +81,47 @@ async def dashboard(request: Request) -> Response:
     return _serve(request, "index.html")
 
 
-# The figures the console's status panel shows, by their /metrics names.
-STATUS_FIGURES = {
+# The figures the console's status panel shows, by their /metrics names. Under --workers every
+# worker follows the same log, so the log's figures are the newest worker's (a sum would count
+# each write once per worker); watchers and deliveries are each worker's own, added up.
+LOG_FIGURES = {
     "watchroute_revision": "revision",
     "watchroute_compacted_revision": "horizon",
     "watchroute_window_first_revision": "window_first_revision",
-    "watchroute_watchers": "watchers",
     "watchroute_commits": "commits",
     "watchroute_changes": "changes",
+}
+OWN_FIGURES = {
+    "watchroute_watchers": "watchers",
     "watchroute_hub_pushes": "deliveries",
     "watchroute_hub_wakeups": "deliveries",
 }
+BY_TRANSPORT = "watchroute_watchers_by_transport"
 
 
 @router.get("/ui/status.json", summary="The figures of the dashboard's status panel")
 async def dashboard_status(request: Request) -> dict[str, Any]:
     """What /metrics says, as JSON for the page: read from the same families (every worker's
-    under --workers, added up), so that it costs the data path nothing more than a scrape."""
+    under --workers), so that it costs the data path nothing more than a scrape does."""
     figures: dict[str, float] = defaultdict(float)
     by_transport: dict[str, float] = defaultdict(float)
     workers: set[str] = set()
-    revisions: dict[str, float] = {}
     for family in await request.app.state.runtime.metrics.families():
-        name = STATUS_FIGURES.get(family.name)
-        if name is None and family.name != "watchroute_watchers_by_transport":
+        name = family.name
+        if name not in LOG_FIGURES and name not in OWN_FIGURES and name != BY_TRANSPORT:
             continue
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
             workers.add(sample.labels.get("worker", "0"))
-            if name is None:
+            if name == BY_TRANSPORT:
                 by_transport[sample.labels["transport"]] += sample.value
-            elif name in ("revision", "horizon", "window_first_revision"):
-                # Every worker follows the same log: the newest reading stands for them all.
-                revisions[name] = max(revisions.get(name, 0), sample.value)
+            elif name in OWN_FIGURES:
+                figures[OWN_FIGURES[name]] += sample.value
             else:
-                figures[name] += sample.value
+                figures[LOG_FIGURES[name]] = max(figures[LOG_FIGURES[name]], sample.value)
     return {
-        **{name: int(value) for name, value in {**figures, **revisions}.items()},
+        **{name: int(value) for name, value in figures.items()},
         "watchers_by_transport": {t: int(n) for t, n in sorted(by_transport.items()) if n},
         "instances": max(1, len(workers)),
     }
