@@ -2,7 +2,8 @@
 
 The page and its two files ship inside the package and are served as they are, public like the
 other system routes: everything the page shows it reads from `/v1/` with the visitor's own
-credential. It is plain HTML, a script module and a style sheet, with nothing to build.
+credential, but for its status panel's figures, which `/ui/status.json` reads from what
+`/metrics` shows. It is plain HTML, script modules and a style sheet, with nothing to build.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ async def dashboard_status(request: Request) -> dict[str, Any]:
     figures: dict[str, float] = defaultdict(float)
     by_transport: dict[str, float] = defaultdict(float)
     workers: set[str] = set()
-    for family in await request.app.state.runtime.metrics.families():
+    for family in await request.app.state.runtime.metrics.families(process=False):
         name = family.name
         if name not in LOG_FIGURES and name not in OWN_FIGURES and name != BY_TRANSPORT:
             continue
