@@ -179,6 +179,19 @@ def test_metrics_need_the_metrics_scope_under_jwt(jwt_server: ServerProcess) -> 
         assert described["security"] and {"401", "403"} <= set(described["responses"])
 
 
+def test_the_dashboards_status_figures_need_the_metrics_scope_too(jwt_server: ServerProcess) -> None:
+    # A few of /metrics' figures: they must not be open where /metrics is closed.
+    with httpx.Client(base_url=jwt_server.url, timeout=5) as client:
+        assert client.get("/ui/status.json").status_code == 401
+        reader = hs_token(scope="read:* watch:*")
+        refused = client.get("/ui/status.json", headers={"Authorization": f"Bearer {reader}"})
+        assert refused.status_code == 403 and "metrics" in refused.json()["detail"]
+        scraper = hs_token(sub="operator", scope="metrics")
+        shown = client.get("/ui/status.json", headers={"Authorization": f"Bearer {scraper}"})
+        assert shown.status_code == 200 and "revision" in shown.json()
+        assert client.get("/ui").status_code == 200  # the page itself stays public
+
+
 def test_metrics_need_the_metrics_scope_under_apikey(make_server) -> None:
     server = make_server(auth="apikey")
     _, reader = create_apikey(server.database, "read:*")

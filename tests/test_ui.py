@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,15 @@ def test_the_page_and_its_files_are_served_under_a_policy_that_runs_no_inline_sc
         head = api.head(f"/ui/{name}")  # what GET would answer, without the body
         assert head.status_code == 200 and head.content == b""
         assert head.headers["content-length"] == str(len(file.content)) and head.headers["etag"] == etag
+    # Every module the script imports, and the modules those import, is served as a script.
+    imported, seen = ["dashboard.js"], set()
+    while imported:
+        module = imported.pop()
+        seen.add(module)
+        served = api.get(f"/ui/{module}")
+        assert served.headers["content-type"] == "text/javascript; charset=utf-8", module
+        imported += [m for m in re.findall(r'from "\./([\w.]+)"', served.text) if m not in seen]
+    assert seen == {"dashboard.js", "editor.js", "panels.js", "shared.js", "table.js"}
     assert api.head("/ui").status_code == 200
     missing = api.get("/ui/secrets.txt")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
@@ -90,8 +100,8 @@ def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
     The page's requests are kept in `page.sent`."""
     contexts, errors = [], []
 
-    def open_(url: str) -> Any:
-        context = browser.new_context()
+    def open_(url: str, **context_options: Any) -> Any:
+        context = browser.new_context(**context_options)
         contexts.append(context)
         page = context.new_page()
         page.sent = []
@@ -106,19 +116,40 @@ def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
     assert not errors, errors
 
 
-def table(page: Any) -> dict[str, tuple[int, Any]]:
-    """The dashboard's table: id -> (revision, data), read from the page's text."""
-    rows = page.evaluate(
-        """() => [...document.querySelectorAll('#resources tbody tr')].map(
-            (tr) => [tr.cells[0].textContent, tr.cells[1].textContent, tr.cells[2].textContent])"""
+def cell(value: Any) -> str:
+    """A field's value as the table shows it (cellText in the page): strings as they are, the
+    rest as compact JSON, a long object or list cut short."""
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text[:79] + "…" if isinstance(value, dict | list) and len(text) > 80 else text
+
+
+def table(page: Any) -> dict[str, tuple[int, dict[str, str]]]:
+    """The dashboard's table: id -> (revision, {field: its cell's text}), read from the page's
+    text; the fields are the columns' (empty cells left out)."""
+    head, rows = page.evaluate(
+        """() => [
+            [...document.querySelectorAll('#resources thead [data-sort]')].map((b) => b.dataset.sort),
+            [...document.querySelectorAll('#resources tbody tr')].map(
+                (tr) => [...tr.cells].slice(0, -1).map((td) => td.textContent)),
+        ]"""
     )
-    return {id: (int(revision), json.loads(data)) for id, revision, data in rows}
+    assert head[:2] == ["id", "revision"]
+    return {
+        id: (int(revision), {f: text for f, text in zip(head[2:], fields, strict=True) if text})
+        for id, revision, *fields in rows
+    }
 
 
 def server_table(url: str, collection: str, filter: str | None = None) -> dict[str, tuple[int, Any]]:
+    """What the table should show: the server's list, as table() reads it."""
     params = {"limit": 10_000, **({"filter": filter} if filter else {})}
     listed = httpx.get(f"{url}/v1/{collection}", params=params).json()
-    return {r["id"]: (r["revision"], r["data"]) for r in listed["items"]}
+    return {
+        r["id"]: (r["revision"], {f: cell(v) for f, v in r["data"].items() if cell(v)})
+        for r in listed["items"]
+    }
 
 
 def shown(page: Any) -> tuple[str, str, int, str]:
@@ -207,7 +238,10 @@ def test_the_table_follows_every_change_and_shows_documents_only_as_text(server,
     page.fill("#write input[name=id]", "from-page")
     page.fill("#write input[name=data]", '{"x": 1}')
     page.click("#write button")
-    eventually(lambda: table(page).get("from-page", (0, None))[1] == {"x": 1})
+    eventually(lambda: table(page).get("from-page", (0, None))[1] == {"x": "1"})
+    page.click("button[data-delete='a']")  # asks first
+    assert page.inner_text("button[data-delete='a']") == "confirm delete"
+    assert httpx.get(f"{server.url}/v1/notes/a").status_code == 200
     page.click("button[data-delete='a']")
     eventually(lambda: "a" not in table(page))
     assert httpx.get(f"{server.url}/v1/notes/a").status_code == 404
@@ -232,7 +266,7 @@ def test_a_long_table_shows_the_first_rows_by_id_as_resources_come_and_go(server
         return list(rows) == list(expected) and rows == expected and shown(page)[2] == 600
 
     eventually(first_rows_in_order)
-    assert page.inner_text("#more") == "showing the first 500 of 600 by id"
+    assert page.inner_text("#more") == "showing 1 to 500 of 600 by id"
     # One resource more is one row inserted in its place, lit up, not the table built again,
     # and written once: its cells are filled before it goes in, no cell of the table after.
     page.evaluate(
@@ -334,7 +368,11 @@ class SilencingProxy:
                 client, _ = self.listener.accept()
             except OSError:  # closed
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the server is gone (the test is over): refuse as it would
+                client.close()
+                continue
             self.sockets += [client, upstream]
             number, self.opened = self.opened, self.opened + 1
             for source, sink in ((client, upstream), (upstream, client)):
@@ -425,7 +463,7 @@ def test_a_refused_watch_says_why_and_a_token_lets_it_in(jwt_server: ServerProce
 
     page.fill("#watch input[name=token]", token)
     page.click("#watch button")
-    eventually(lambda: shown(page)[0] == "live" and table(page) == {"s1": (1, {"v": 1})})
+    eventually(lambda: shown(page)[0] == "live" and table(page) == {"s1": (1, {"v": "1"})})
     assert "access_token" not in page.url  # the token stays out of the address bar and history
     page.fill("#write input[name=id]", "s2")
     page.fill("#write input[name=data]", '{"v": 2}')
@@ -448,7 +486,8 @@ def test_the_wheel_carries_the_page(tmp_path: Path):
     )
     (wheel,) = tmp_path.glob("watchroute-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"watchroute/ui/{name}" for name in ("index.html", "dashboard.js", "dashboard.css")} <= names
+    files = ("index.html", "dashboard.js", "dashboard.css", "editor.js", "panels.js", "shared.js", "table.js")
+    assert {f"watchroute/ui/{name}" for name in files} <= names
 
 
 def test_a_token_that_may_read_but_not_watch_is_told_so(jwt_server: ServerProcess, open_page):
@@ -458,3 +497,264 @@ def test_a_token_that_may_read_but_not_watch_is_told_so(jwt_server: ServerProces
     page.click("#watch button")
     eventually(lambda: shown(page)[0] == "stopped")
     assert shown(page)[3].startswith("403 Forbidden")
+
+
+# -- the console ---------------------------------------------------------------------------------
+
+
+def test_the_status_figures_count_watchers_by_transport_as_they_come_and_go(server: ServerProcess):
+    from websockets.sync.client import connect
+
+    def status() -> dict[str, Any]:
+        return httpx.get(f"{server.url}/ui/status.json").json()
+
+    assert status()["watchers_by_transport"] == {} and status()["instances"] == 1
+    httpx.put(f"{server.url}/v1/fleet/a", json={"n": 1})
+    httpx.put(f"{server.url}/v1/fleet/b", json={"n": 2})
+    poll = threading.Thread(
+        target=httpx.get,
+        args=(f"{server.url}/v1/fleet",),
+        kwargs={"params": {"watch": "longpoll", "since": 2, "timeout": 2}, "timeout": 10},
+    )
+    sse_headers = {"Accept": "text/event-stream"}
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as client,
+        client.stream("GET", "/v1/fleet", params={"watch": "true"}, headers=sse_headers),
+        client.stream("GET", "/v1/fleet", params={"watch": "true"}),
+        connect(server.url.replace("http://", "ws://") + "/v1/fleet"),
+    ):
+        poll.start()
+        want = {"longpoll": 1, "ndjson": 1, "sse": 1, "websocket": 1}
+        eventually(lambda: status()["watchers_by_transport"] == want)
+        figures = status()
+        assert figures["watchers"] == 4 and figures["revision"] == 2 and figures["changes"] == 2
+        assert figures["horizon"] == 0 and figures["instances"] == 1
+        scraped = httpx.get(f"{server.url}/metrics").text
+        assert 'watchroute_watchers_by_transport{transport="sse"} 1.0' in scraped
+        assert "watchroute_compacted_revision 0.0" in scraped
+        poll.join()
+        eventually(lambda: "longpoll" not in status()["watchers_by_transport"])  # it answered
+    eventually(lambda: status()["watchers_by_transport"] == {} and status()["watchers"] == 0)
+
+
+def test_the_status_figures_are_every_workers_with_each_write_counted_once(make_server):
+    server: ServerProcess = make_server(workers=2)
+
+    def status() -> dict[str, Any]:
+        return httpx.get(f"{server.url}/ui/status.json", headers={"Connection": "close"}).json()
+
+    for i in range(6):  # a connection each: the kernel spreads them over both workers
+        put_fresh = httpx.put(f"{server.url}/v1/crew/m{i}", json={"n": i}, headers={"Connection": "close"})
+        assert put_fresh.status_code == 201
+    sse = {"Accept": "text/event-stream"}
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as one,
+        httpx.Client(base_url=server.url, timeout=10) as other,
+        one.stream("GET", "/v1/crew", params={"watch": "true"}, headers=sse),
+        other.stream("GET", "/v1/crew", params={"watch": "true"}, headers=sse),
+    ):
+        # Each worker took every write to its watchers; the panel counts each write once, and
+        # adds up the watchers, wherever they are (as of the workers' last publication).
+        want = {"instances": 2, "revision": 6, "changes": 6, "watchers": 2}
+        eventually(
+            lambda: {k: status()[k] for k in want} == want and status()["watchers_by_transport"] == {"sse": 2}
+        )
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the console's tests, each on collections of its own."""
+    proc = ServerProcess(tmp_path_factory.mktemp("console")).start()
+    yield proc
+    proc.stop()
+
+
+def put(server: ServerProcess, collection: str, id: str, data: dict[str, Any]) -> int:
+    written = httpx.put(f"{server.url}/v1/{collection}/{id}", json=data)
+    assert written.status_code in (200, 201), written.text
+    return written.json()["revision"]
+
+
+def texts(page: Any, selector: str) -> list[str]:
+    return page.eval_on_selector_all(selector, "(els) => els.map((el) => el.textContent)")
+
+
+def test_the_console_lists_collections_and_shows_a_sortable_column_per_field(console, open_page):
+    tags = [f"tag-{i}" for i in range(20)]  # longer than a cell shows
+    put(console, "fleet", "a", {"name": "alpha", "speed": 10, "tags": tags})
+    put(console, "fleet", "b", {"name": "bravo", "speed": 3, "pos": {"lat": 1.5, "lon": 2}})
+    put(console, "fleet", "c", {"name": "charlie", "speed": -1})
+    put(console, "depots", "d", {"city": "Lyon"})
+    page = open_page(f"{console.url}/ui")
+    eventually(lambda: {"fleet3", "depots1"} <= set(texts(page, "#collection-list button")))
+    page.click("#collection-list button[data-collection=fleet]")
+    follows(page, console.url, "fleet")
+    assert "collection=fleet" in page.url
+    assert page.get_attribute("#collection-list button[data-collection=fleet]", "aria-current") == "true"
+    assert texts(page, "#resources thead [data-sort]") == ["id", "revision", "name", "pos", "speed", "tags"]
+    rows = table(page)
+    assert rows["b"][1]["pos"] == '{"lat":1.5,"lon":2}'  # nested, compact
+    assert rows["a"][1]["tags"].endswith("…") and len(rows["a"][1]["tags"]) == 80
+
+    page.click("#resources [data-sort=speed]")
+    eventually(lambda: list(table(page)) == ["c", "b", "a"])
+    assert page.get_attribute("#resources th[aria-sort]", "aria-sort") == "ascending"
+    page.click("#resources [data-sort=speed]")
+    eventually(lambda: list(table(page)) == ["a", "b", "c"])
+    put(console, "fleet", "b", {"name": "bravo", "speed": 100})  # moves up as it changes
+    put(console, "fleet", "e", {"speed": 5})  # joins in its place
+    eventually(lambda: list(table(page)) == ["b", "a", "e", "c"])
+    follows(page, console.url, "fleet")  # the pos column went with the last document that had it
+    assert "pos" not in texts(page, "#resources thead [data-sort]")
+    page.click("#resources [data-sort=revision]")
+    eventually(lambda: list(table(page)) == ["a", "c", "b", "e"])
+
+    # The search box is the watch's filter, asked of the server.
+    page.fill("#watch input[name=filter]", "speed>4")
+    page.press("#watch input[name=filter]", "Enter")
+    follows(page, console.url, "fleet", "speed>4")
+    assert set(table(page)) == {"a", "b", "e"}
+    assert any("watch=true" in r.url and "filter=speed%3E4" in r.url for r in page.sent)
+    assert "filter=speed%3E4" in page.url
+
+
+def test_the_status_panel_shows_the_servers_revision_and_watchers(console, open_page):
+    revision = put(console, "panel", "p", {"n": 1})
+    page = open_page(f"{console.url}/ui?collection=panel")
+    follows(page, console.url, "panel")
+    eventually(lambda: int(page.inner_text("#st-revision")) >= revision)
+    eventually(
+        lambda: int(page.inner_text("#st-watchers")) >= 1 and "sse" in page.inner_text("#st-transports")
+    )
+    assert page.inner_text("#st-horizon") == "0"
+    assert page.is_hidden("#st-instances-row")  # one instance
+    for i in range(5):
+        put(console, "panel", f"w{i}", {"n": i})
+    eventually(lambda: page.inner_text("#st-writes") not in ("-", "0.0"))
+
+
+def test_pages_go_past_the_first_rows_and_follow_changes(console, open_page):
+    httpx.post(
+        f"{console.url}/v1/_batch",
+        json={
+            "ops": [
+                {"op": "put", "collection": "paged", "id": f"p{i:02d}", "data": {"n": i}} for i in range(12)
+            ]
+        },
+    )
+    page = open_page(f"{console.url}/ui?collection=paged&page=5")
+    eventually(lambda: shown(page)[2] == 12)
+    assert page.inner_text("#more") == "showing 1 to 5 of 12 by id"
+    assert list(table(page)) == [f"p{i:02d}" for i in range(5)]
+    assert page.is_disabled("#previous-page")
+    page.click("#next-page")
+    eventually(lambda: list(table(page)) == [f"p{i:02d}" for i in range(5, 10)])
+    assert page.inner_text("#more") == "showing 6 to 10 of 12 by id"
+    page.click("#next-page")
+    eventually(lambda: list(table(page)) == ["p10", "p11"])
+    assert page.is_disabled("#next-page")
+    put(console, "paged", "p12", {"n": 12})  # comes on the page shown
+    eventually(lambda: list(table(page)) == ["p10", "p11", "p12"])
+    page.click("#previous-page")
+    eventually(lambda: list(table(page)) == [f"p{i:02d}" for i in range(5, 10)])
+    assert "page=5" in page.url
+
+
+def test_a_document_is_edited_with_if_match_and_a_conflict_shows_the_newer_version(console, open_page):
+    first = put(console, "edits", "e1", {"n": 1, "keep": "x", "drop": True})
+    page = open_page(f"{console.url}/ui?collection=edits")
+    follows(page, console.url, "edits")
+    page.fill("#write input[name=id]", "bad")
+    page.fill("#write input[name=data]", "not json")
+    page.click("#write button")
+    assert page.is_visible("#problem")  # to be cleared by the next success
+
+    page.click("#resources tbody tr[data-id=e1] td")
+    assert page.is_visible("#editor") and page.inner_text("#editor-revision") == str(first)
+    assert json.loads(page.input_value("#editor-text")) == {"n": 1, "keep": "x", "drop": True}
+    page.fill("#editor-text", '{"n": 2, "keep": "x", "added": [1]}')
+    page.click("#save-patch")
+    eventually(lambda: page.inner_text("#editor-note").startswith("saved as PATCH @"))
+    patched = int(page.inner_text("#editor-revision"))
+    assert page.inner_text("#editor-note") == f"saved as PATCH @{patched}" and patched > first
+    (patch,) = [r for r in page.sent if r.method == "PATCH"]
+    assert (
+        patch.headers["if-match"] == f'"{first}"'
+        and patch.headers["content-type"] == "application/merge-patch+json"
+    )
+    assert json.loads(patch.post_data) == {"n": 2, "drop": None, "added": [1]}
+    assert httpx.get(f"{console.url}/v1/edits/e1").json()["data"] == {"n": 2, "keep": "x", "added": [1]}
+    assert page.is_hidden("#problem")
+
+    newer = put(console, "edits", "e1", {"n": 99})  # someone else, meanwhile
+    eventually(lambda: f"now @{newer}" in page.inner_text("#editor-note"))
+    page.fill("#editor-text", '{"n": 3}')
+    page.click("#save-put")
+    eventually(lambda: page.is_visible("#conflict"))
+    assert "412" in page.inner_text("#conflict-text") and f"now @{newer}" in page.inner_text("#conflict-text")
+    assert json.loads(page.inner_text("#conflict-newer")) == {"n": 99}
+    assert httpx.get(f"{console.url}/v1/edits/e1").json()["data"] == {"n": 99}  # not overwritten
+    assert json.loads(page.input_value("#editor-text")) == {"n": 3}  # the edit is kept
+    page.click("#conflict-load")
+    assert page.inner_text("#editor-revision") == str(newer) and json.loads(
+        page.input_value("#editor-text")
+    ) == {"n": 99}
+    page.fill("#editor-text", '{"n": 100}')
+    page.click("#save-put")
+    eventually(lambda: page.inner_text("#editor-note").startswith("saved as PUT @"))
+    assert httpx.get(f"{console.url}/v1/edits/e1").json()["data"] == {"n": 100}
+    assert [r.headers["if-match"] for r in page.sent if r.method == "PUT"] == [f'"{patched}"', f'"{newer}"']
+
+    page.click("#editor-delete")  # asks first
+    assert page.inner_text("#editor-delete") == "confirm delete"
+    assert httpx.get(f"{console.url}/v1/edits/e1").status_code == 200
+    page.click("#editor-delete")
+    eventually(lambda: page.is_hidden("#editor") and table(page) == {})
+    assert httpx.get(f"{console.url}/v1/edits/e1").status_code == 404
+
+
+def test_a_paused_watch_resumes_from_its_revision_or_an_older_one(console, open_page):
+    written = [put(console, "pausing", f"q{i}", {"n": i}) for i in range(3)]
+    page = open_page(f"{console.url}/ui?collection=pausing")
+    follows(page, console.url, "pausing")
+    paused_at = int(shown(page)[1])
+    page.click("#pause")
+    eventually(lambda: shown(page)[0] == "paused")
+    put(console, "pausing", "q9", {"n": 9})
+    time.sleep(0.3)
+    assert "q9" not in table(page) and shown(page)[1] == str(paused_at)
+    page.click("#pause")
+    follows(page, console.url, "pausing")
+    assert any(f"since={paused_at}" in r.url and "watch=true" in r.url for r in page.sent)
+    log = page.inner_text("#events")
+    assert f"paused @{paused_at}" in log and f"resumed from @{paused_at}" in log
+
+    # Replayed from q0's revision: the changes after it come (again: the initial state had them),
+    # and the table ends current.
+    assert "ADDED q1" not in page.inner_text("#events")
+    page.fill("#replay input[name=since]", str(written[0]))
+    page.click("#resume")
+    eventually(lambda: f"ADDED q1 @{written[1]}" in page.inner_text("#events"))
+    assert f"ADDED q2 @{written[2]}" in page.inner_text("#events")
+    follows(page, console.url, "pausing")
+    assert any(f"since={written[0]}&" in r.url and "watch=true" in r.url for r in page.sent)
+    page.fill("#replay input[name=since]", str(paused_at + 100))  # later than the table
+    page.click("#resume")
+    assert "resume from a revision up to" in shown(page)[3]
+    assert lists(page) == 1
+
+
+def test_at_400_px_the_page_does_not_scroll_sideways_and_rows_open_from_the_keyboard(console, open_page):
+    put(console, "wide", "w1", {f"field_{i}": "x" * 12 for i in range(12)})
+    page = open_page(f"{console.url}/ui?collection=wide", viewport={"width": 400, "height": 800})
+    follows(page, console.url, "wide")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.evaluate(
+        "(() => { const s = document.querySelector('.scroll'); return s.scrollWidth > s.clientWidth })()"
+    )
+    page.focus("#resources tbody tr[data-id=w1]")
+    page.keyboard.press("Enter")
+    assert page.is_visible("#editor") and page.evaluate("document.activeElement.id") == "editor-text"
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#editor")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

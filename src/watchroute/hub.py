@@ -174,12 +174,18 @@ class Hub:
         # For /metrics, added up once per delivery, not per watcher.
         self.pushes = 0
         self.wakeups = 0
+        # Open watchers by transport, counted as they come and go (never per event).
+        self.by_transport: defaultdict[str, int] = defaultdict(int)
 
     def add(self, watcher: Watcher) -> None:
-        self.watchers.add(watcher)
+        if watcher not in self.watchers:
+            self.watchers.add(watcher)
+            self.by_transport[watcher.transport] += 1
 
     def remove(self, watcher: Watcher) -> None:
-        self.watchers.discard(watcher)
+        if watcher in self.watchers:
+            self.watchers.remove(watcher)
+            self.by_transport[watcher.transport] -= 1
         self.unpark(watcher)
 
     def park(self, watcher: Watcher) -> None:

@@ -55,8 +55,19 @@ class RuntimeCollector(Collector):
             "The oldest revision a watcher can resume from without reading the log.",
             window.first_revision,
         )
+        yield gauge(
+            "compacted_revision",
+            "The history horizon: a watch from an older revision meets 410.",
+            rt.store.compacted,
+        )
         yield gauge("window_events", "Changes held in memory for watchers to read.", window.size)
         yield gauge("watchers", "Open watches, on every transport.", len(hub.watchers))
+        by_transport = GaugeMetricFamily(
+            "watchroute_watchers_by_transport", "Open watches, by transport.", labels=["transport"]
+        )
+        for transport, count in sorted(hub.by_transport.items()):
+            by_transport.add_metric([transport], count)
+        yield by_transport
         yield gauge(
             "watchers_caught_up",
             "Open watches that have read everything and wait for the next commit.",
@@ -133,10 +144,20 @@ class Metrics:
                 log.exception("publishing this worker's metrics failed")
             await asyncio.sleep(self.PUBLISH_INTERVAL)
 
+    async def families(self, process: bool = True) -> list[Metric]:
+        """The server's own figures: this process's, or under --workers every worker's.
+        `process=False` leaves out this process's own (CPU, memory, open files), which cost a
+        listing of /proc/self/fd, where a reader only wants the data path's."""
+        if self.region is not None:
+            return every_worker(self.region)
+        if process:
+            return await self._local()
+        return [f for c in self.on_loop for f in c.collect()]
+
     async def scrape(self, accept: str | None) -> tuple[bytes, str]:
         """The figures and their media type, in the format the scraper's Accept header prefers
         (OpenMetrics, or Prometheus text)."""
-        families = await self._local() if self.region is None else every_worker(self.region)
+        families = await self.families()
         encode, media_type = choose_encoder(accept or "")
         return encode(_Families([*families, *self.platform.collect()])), media_type
 

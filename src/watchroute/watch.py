@@ -46,6 +46,8 @@ class WatchSpec:
     conflate: bool = False
     # Who asks (security.Identity, from the request's scope): its grant, rule and limits apply.
     identity: Any = None
+    # How the events go out (sse, ndjson, longpoll, websocket): counted by the hub, for /metrics.
+    transport: str = "other"
 
 
 @dataclass(slots=True)
@@ -92,6 +94,7 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
         admission.release()
         raise
     watcher.conflate = spec.conflate
+    watcher.transport = spec.transport
     return OpenedWatch(watcher, initial, cursor, admission.expires_at, patches)
 
 

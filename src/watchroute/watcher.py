@@ -38,6 +38,7 @@ class Watcher:
         "id",
         "push",
         "store",
+        "transport",
         "window",
     )
 
@@ -60,6 +61,7 @@ class Watcher:
         self.cursor = cursor
         self.closed = False
         self.conflate = False  # set by open_watch for `conflate=true`
+        self.transport = "other"  # set by open_watch: what the hub counts it under
         self._wake: asyncio.Future[None] | None = None
         # Set by a transport that can take events straight from a commit while this watcher is
         # parked and caught up: the hub then calls push(events) instead of waking the watcher.

@@ -148,6 +148,7 @@ async def _watch(
     settings = runtime.settings
     if q.watch == "longpoll":
         wait = min(q.timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
+        spec.transport = "longpoll"
         opened = await open_watch(runtime, spec)
         return await poll(opened, wait, settings.max_events_per_write)
     framing = (
@@ -155,6 +156,7 @@ async def _watch(
         if "text/event-stream" in request.headers.get("accept", "")
         else NDJSONFraming(q.format == "patch")
     )
+    spec.transport = "sse" if isinstance(framing, SSEFraming) else "ndjson"
     opened = await open_watch(runtime, spec)
     return WatchStream(
         opened,

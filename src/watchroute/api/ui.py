@@ -2,14 +2,17 @@
 
 The page and its two files ship inside the package and are served as they are, public like the
 other system routes: everything the page shows it reads from `/v1/` with the visitor's own
-credential. It is plain HTML, a script module and a style sheet, with nothing to build.
+credential, but for its status panel's figures, which `/ui/status.json` reads from what
+`/metrics` shows. It is plain HTML, script modules and a style sheet, with nothing to build.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -21,6 +24,10 @@ router = APIRouter(tags=["system"])
 MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "editor.js": "text/javascript; charset=utf-8",
+    "panels.js": "text/javascript; charset=utf-8",
+    "shared.js": "text/javascript; charset=utf-8",
+    "table.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
 
@@ -73,6 +80,52 @@ def _serve(request: Request, name: str) -> Response:
 )
 async def dashboard(request: Request) -> Response:
     return _serve(request, "index.html")
+
+
+# The figures the console's status panel shows, by their /metrics names. Under --workers every
+# worker follows the same log, so the log's figures are the newest worker's (a sum would count
+# each write once per worker); watchers and deliveries are each worker's own, added up.
+LOG_FIGURES = {
+    "watchroute_revision": "revision",
+    "watchroute_compacted_revision": "horizon",
+    "watchroute_window_first_revision": "window_first_revision",
+    "watchroute_commits": "commits",
+    "watchroute_changes": "changes",
+}
+OWN_FIGURES = {
+    "watchroute_watchers": "watchers",
+    "watchroute_hub_pushes": "deliveries",
+    "watchroute_hub_wakeups": "deliveries",
+}
+BY_TRANSPORT = "watchroute_watchers_by_transport"
+
+
+@router.get("/ui/status.json", summary="The figures of the dashboard's status panel")
+async def dashboard_status(request: Request) -> dict[str, Any]:
+    """What /metrics says, as JSON for the page: read from the same families (every worker's
+    under --workers), so that it costs the data path nothing more than a scrape does."""
+    figures: dict[str, float] = defaultdict(float)
+    by_transport: dict[str, float] = defaultdict(float)
+    workers: set[str] = set()
+    for family in await request.app.state.runtime.metrics.families(process=False):
+        name = family.name
+        if name not in LOG_FIGURES and name not in OWN_FIGURES and name != BY_TRANSPORT:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            workers.add(sample.labels.get("worker", "0"))
+            if name == BY_TRANSPORT:
+                by_transport[sample.labels["transport"]] += sample.value
+            elif name in OWN_FIGURES:
+                figures[OWN_FIGURES[name]] += sample.value
+            else:
+                figures[LOG_FIGURES[name]] = max(figures[LOG_FIGURES[name]], sample.value)
+    return {
+        **{name: int(value) for name, value in figures.items()},
+        "watchers_by_transport": {t: int(n) for t, n in sorted(by_transport.items()) if n},
+        "instances": max(1, len(workers)),
+    }
 
 
 @router.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)

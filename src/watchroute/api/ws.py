@@ -91,6 +91,7 @@ async def _open(
         format=check_format(params.get("format")),
         conflate=_bool("conflate", params.get("conflate")),
         identity=identity,
+        transport="websocket",
     )
     opened = await open_watch(runtime, spec)
     return opened, heartbeat

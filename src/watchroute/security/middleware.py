@@ -37,6 +37,9 @@ from .refusals import forbidden, rate_limited, unauthorized
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# Routes that show the server's figures: public without authentication, else the metrics scope.
+METRICS_PATHS = frozenset({"/metrics", "/ui/status.json"})
+
 
 def route_path(scope: Scope) -> str:
     """The path below where the app is mounted."""
@@ -105,7 +108,8 @@ class SecurityMiddleware:
             audit.record(audit.RATE_LIMITED, "rate_limit_ip", address=address, method=method, path=path)
             await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
             return
-        metrics = path == "/metrics" and security.mode != "none"
+        # The dashboard's status figures are a few of /metrics': the same scope guards both.
+        metrics = path in METRICS_PATHS and security.mode != "none"
         if not (path == "/v1" or path.startswith("/v1/") or metrics):
             await self.app(scope, receive, send)  # system routes and documents are public
             return
@@ -135,7 +139,7 @@ class SecurityMiddleware:
                 audit.DENIED, "no grant", subject=identity.subject, address=address, method=method, path=path
             )
             await self._refuse(
-                scope, receive, send, forbidden("/metrics needs a credential with the metrics scope")
+                scope, receive, send, forbidden(f"{path} needs a credential with the metrics scope")
             )
             return
         refusal = self._browser_refusal(headers, identity, kind, method)
