@@ -372,3 +372,58 @@ def test_a_snapshot_held_too_long_is_let_go_and_the_watch_gets_410(make_server):
     assert (
         error["type"] == "ERROR" and error["error"]["status"] == 410 and error["error"]["reason"] == "Expired"
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_rule_and_a_filter_hold_on_every_page(make_server):
+    from .security_keys import AUDIENCE, SECRET, hs_token
+
+    server = make_server(
+        auth="jwt",
+        jwt_secret=SECRET,
+        jwt_audience=AUDIENCE,
+        rules=json.dumps({"notes": "owner=$sub"}),
+        initial_page_bytes=1024,
+    )
+    admin = {"Authorization": f"Bearer {hs_token(sub='admin', scope='read:* write:* watch:* bypass:*')}"}
+    alice = {"Authorization": f"Bearer {hs_token(sub='alice', scope='read:* watch:*')}"}
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        ops = [
+            {
+                "op": "put",
+                "collection": "notes",
+                "id": f"n{i:04d}",
+                "data": {
+                    "owner": ("alice", "bob", "carol")[i % 3],
+                    "k": "a" if i % 2 else "b",
+                    "pad": "z" * 300,
+                },
+            }
+            for i in range(600)
+        ]
+        c.post("/v1/_batch", json={"ops": ops}, headers=admin).raise_for_status()
+        theirs = {
+            o["id"]: o
+            for o in c.get("/v1/notes", params={"limit": 1000, "filter": "k=a"}, headers=alice).json()[
+                "items"
+            ]
+        }
+        body = c.get(
+            "/v1/notes",
+            params={"watch": "longpoll", "initial": "true", "filter": "k=a"},
+            headers=alice,
+        ).json()
+        *added, end = body["events"]
+        assert end["initial_events_end"] is True
+        assert {e["object"]["id"]: e["object"] for e in added} == theirs
+        assert len(theirs) == 100 and all(o["data"]["owner"] == "alice" for o in theirs.values())
+        with c.stream(
+            "GET", "/v1/notes", params={"watch": "true", "initial": "true", "filter": "k=a"}, headers=alice
+        ) as stream:
+            seen = []
+            for line in stream.iter_lines():
+                if line:
+                    seen.append(json.loads(line))
+                    if seen[-1]["type"] == "BOOKMARK":
+                        break
+        assert seen == body["events"], "NDJSON sends what long-poll answers"

@@ -117,16 +117,16 @@ class Delivery:
         """The initial state, one page per write, each page read once the connection has taken
         the last (initial.py); then its bookmark. False when the watch ended first."""
         watcher, framing = self.opened.watcher, self.framing
-        while True:
+        while not watcher.closed:  # the client left, or the server is stopping: read no more
             rows = await watcher.initial_page()
-            if watcher.closed:
-                return False
-            if not rows:
+            if not rows or watcher.closed:
                 break
             frames = [framing.initial(initial_event_json(row)) for row in rows]
             del rows  # while the write waits, only the page's frames stay
             await self.write(frames)
             del frames
+        if watcher.closed:
+            return False
         rev = self.opened.initial_revision
         await self.write([framing.bookmark(bookmark_json(rev, initial_events_end=True), rev)])
         return True

@@ -69,7 +69,7 @@ class InitialAnswer(Response):
         try:
             while rows:
                 if watcher.closed:
-                    return  # the client has gone
+                    return  # the client has gone: read no more
                 body = head + b",".join([initial_event_json(row) for row in rows]) + b","
                 head = b""
                 del rows
