@@ -427,3 +427,24 @@ def test_a_rule_and_a_filter_hold_on_every_page(make_server):
                     if seen[-1]["type"] == "BOOKMARK":
                         break
         assert seen == body["events"], "NDJSON sends what long-poll answers"
+
+
+@pytest.mark.timeout(60)
+def test_initial_states_sent_at_once_are_capped_and_their_places_come_back(make_server):
+    # Each holds a database connection until its state has gone out: watches that never read
+    # must not take every file descriptor the store keeps for itself.
+    server = make_server(max_initial_states=2)
+    fill(server.url, "big", DOCS)  # more than the socket buffers take: the two stay stuck
+    socks = [blocked_initial_watch(server.port, "big") for _ in range(2)]
+    wait_for_watchers(server.url, 2)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        started = time.monotonic()
+        r = c.get("/v1/big", params={"watch": "true", "initial": "true", "timeout": 1})
+        waited = time.monotonic() - started
+        assert r.status_code == 503 and r.json()["reason"] == "TooManyInitialStates", r.text
+        assert r.headers["retry-after"] == "1" and waited >= 4, "it waited for a place first"
+        assert c.get("/v1/big", params={"watch": "true", "timeout": 0.2}).status_code == 200, "others go on"
+        socks.pop().close()  # its place comes back with it
+        body = c.get("/v1/big", params={"watch": "longpoll", "initial": "true"}).json()
+        assert len(body["events"]) == DOCS + 1 and body["events"][-1]["initial_events_end"] is True
+    socks.pop().close()

@@ -10,6 +10,11 @@ The snapshot keeps SQLite from checkpointing past it, so it is held for at most 
 watch whose initial state has not gone out by then ends with 410 `Expired` (its client lists
 again, as after any 410), and the snapshot is let go at that moment even if the connection is
 still stuck on a write. Ending the watch lets it go too (`close`, from the watcher's exit).
+
+Each snapshot holds a database connection, and with it a file descriptor, so an instance sends
+at most `max_initial_states` initial states at once (`InitialStates`): a watch waits a moment
+for a place, then gets 503 `TooManyInitialStates`. Without the cap, watches that never read
+could take every descriptor the store keeps in reserve for its own files.
 """
 
 from __future__ import annotations
@@ -21,14 +26,59 @@ from .problems import Problem
 from .store import Row
 from .store.base import Snapshot
 
+# How long a watch waits for a place among the initial states being sent before it gets 503.
+PLACE_WAIT_SECONDS = 5.0
+
+
+class InitialStates:
+    """The places for initial states being sent at once on this instance."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._places = asyncio.Semaphore(limit)
+
+    async def take(self) -> None:
+        """A place, waited for up to PLACE_WAIT_SECONDS; raises Problem(503) when none frees."""
+        try:
+            async with asyncio.timeout(PLACE_WAIT_SECONDS):
+                await self._places.acquire()
+        except TimeoutError:
+            raise Problem(
+                503,
+                "TooManyInitialStates",
+                f"{self.limit} initial states are being sent already; try again in a moment",
+                headers={"Retry-After": "1"},
+            ) from None
+
+    def give_back(self) -> None:
+        self._places.release()
+
 
 class InitialState:
-    __slots__ = ("_expiry", "_snapshot", "expired", "filter", "max_bytes", "max_rows", "revision", "seconds")
+    __slots__ = (
+        "_expiry",
+        "_place",
+        "_snapshot",
+        "expired",
+        "filter",
+        "max_bytes",
+        "max_rows",
+        "revision",
+        "seconds",
+    )
 
     def __init__(
-        self, snapshot: Snapshot, flt: Filter | None, max_rows: int, max_bytes: int, seconds: float
+        self,
+        snapshot: Snapshot,
+        place: InitialStates | None,
+        flt: Filter | None,
+        max_rows: int,
+        max_bytes: int,
+        seconds: float,
     ) -> None:
+        """Owns `snapshot` and the place taken for it in `place` from now on."""
         self._snapshot = snapshot
+        self._place = place
         self.revision = snapshot.revision
         self.filter = flt  # the watcher's: the caller's filter with its rule ANDed in
         self.max_rows = max_rows
@@ -59,10 +109,16 @@ class InitialState:
     def _expire(self) -> None:
         self._expiry = None
         self.expired = True
-        self._snapshot.close()
+        self._let_go()
 
     def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        self._let_go()
+
+    def _let_go(self) -> None:
         self._snapshot.close()
+        place, self._place = self._place, None
+        if place is not None:
+            place.give_back()

@@ -41,6 +41,9 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # Seconds one watch's initial state may take to go out, since its read snapshot keeps SQLite
     # from checkpointing past it; a watch still sending it then ends with 410 Expired.
     initial_snapshot_seconds: float = Field(120.0, gt=0)
+    # Initial states sent at once: each holds a database connection (a file descriptor) until it
+    # has gone out; a watch that finds none free within 5 s gets 503 TooManyInitialStates.
+    max_initial_states: int = Field(128, ge=1)
     # sqlite: synchronous=NORMAL survives a process kill; FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
     # Seconds a stopping server gives open streams to end before it closes their sockets.

@@ -11,7 +11,7 @@ from typing import Any
 
 from .events import ADDED, resource_json
 from .filter import Filter
-from .initial import InitialState
+from .initial import InitialState, InitialStates
 from .problems import bad_request, expired, future_revision
 from .runtime import Runtime
 from .store import Row
@@ -67,12 +67,15 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     # Grant, rate and caps first: a refused watch costs no read. The rule narrows the filter,
     # so the initial state, live events and membership all see only what the caller may see.
     admission = await runtime.security.admit_watch(spec.identity, spec.collection)
+    places: InitialStates | None = None
     snapshot: Snapshot | None = None
     try:
         flt = admission.restrict(spec.filter)
         if spec.initial:
             if spec.since is not None:
                 raise bad_request("BadParameter", "initial=true cannot be combined with since")
+            await runtime.initial_states.take()
+            places = runtime.initial_states
             # Read a page at a time as the connection takes them, all at this one revision.
             snapshot = await store.snapshot(spec.collection, spec.id)
             cursor = snapshot.revision
@@ -94,12 +97,14 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
         admission.release()
         if snapshot is not None:
             snapshot.close()
+        if places is not None:
+            places.give_back()
         raise
     watcher.conflate = spec.conflate
     if snapshot is not None:
         s = runtime.settings
         watcher.initial = InitialState(
-            snapshot, flt, s.max_events_per_write, s.initial_page_bytes, s.initial_snapshot_seconds
+            snapshot, places, flt, s.max_events_per_write, s.initial_page_bytes, s.initial_snapshot_seconds
         )
     return OpenedWatch(watcher, cursor, admission.expires_at, patches)
 
