@@ -54,7 +54,7 @@ def blocked_initial_watch(port: int, collection: str, params: str = "") -> socke
     sock.connect(("127.0.0.1", port))
     sock.sendall(
         f"GET /v1/{collection}?watch=true&initial=true&heartbeat=300{params} HTTP/1.1\r\n"
-        "Host: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+        "Host: localhost\r\nAccept: text/event-stream\r\n\r\n".encode()
     )
     return sock
 
