@@ -8,6 +8,7 @@ import logging
 
 from . import metrics
 from .hub import Hub
+from .initial import InitialStates
 from .security.policy import Security
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
@@ -26,6 +27,7 @@ class Runtime:
         self.hub = Hub(coalesce=settings.coalesce_ms / 1000, max_gathered=settings.max_events_per_write)
         self.window = Window(settings.window_events, 0)
         self.tailer = Tailer(self.window, self.hub)
+        self.initial_states = InitialStates(settings.max_initial_states)
         self.security = Security(settings)
         self.metrics = metrics.Metrics(self)
         self._compactor: asyncio.Task[None] | None = None

@@ -41,6 +41,16 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # this is longer), and at least this many ms. The first commit after a quiet spell goes out
     # at once; 0 turns gathering off altogether.
     coalesce_ms: float = Field(2.0, ge=0, le=1000)
+    # initial=true: the state goes out a page at a time, each read once the connection has taken
+    # the last: at most max_events_per_write documents and about this many bytes of their data.
+    # A watch whose client does not read holds about one page (and the socket's buffers).
+    initial_page_bytes: int = Field(64 << 10, ge=1024)
+    # Seconds one watch's initial state may take to go out, since its read snapshot keeps SQLite
+    # from checkpointing past it; a watch still sending it then ends with 410 Expired.
+    initial_snapshot_seconds: float = Field(120.0, gt=0)
+    # Initial states sent at once: each holds a database connection (a file descriptor) until it
+    # has gone out; a watch that finds none free within 5 s gets 503 TooManyInitialStates.
+    max_initial_states: int = Field(128, ge=1)
     # sqlite: synchronous=NORMAL survives a process kill; FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
     # Seconds a stopping server gives open streams to end before it closes their sockets.

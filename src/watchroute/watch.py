@@ -11,9 +11,11 @@ from typing import Any
 
 from .events import ADDED, resource_json
 from .filter import Filter
+from .initial import InitialState, InitialStates
 from .problems import bad_request, expired, future_revision
 from .runtime import Runtime
 from .store import Row
+from .store.base import Snapshot
 from .watcher import Watcher
 
 # How long a watch waits for this instance to see a revision that the store has committed
@@ -52,9 +54,8 @@ class WatchSpec:
 
 @dataclass(slots=True)
 class OpenedWatch:
-    watcher: Watcher
-    initial: list[Row] | None  # the current state to send first, for initial=true
-    initial_revision: int  # the revision the initial state was read at
+    watcher: Watcher  # for initial=true, its `initial` holds the state to send first
+    initial_revision: int  # where the watch starts: for initial=true, the state's revision
     # When the caller's credential expires (Unix time): the watcher then raises 401 TokenExpired.
     expires_at: float | None = None
     # format=patch: the framings add PATCHES (events.py).
@@ -68,14 +69,18 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
     # Grant, rate and caps first: a refused watch costs no read. The rule narrows the filter,
     # so the initial state, live events and membership all see only what the caller may see.
     admission = await runtime.security.admit_watch(spec.identity, spec.collection)
+    places: InitialStates | None = None
+    snapshot: Snapshot | None = None
     try:
         flt = admission.restrict(spec.filter)
-        initial: list[Row] | None = None
         if spec.initial:
             if spec.since is not None:
                 raise bad_request("BadParameter", "initial=true cannot be combined with since")
-            page = await store.list(spec.collection, flt, 2**62, None, spec.id)
-            initial, cursor = page.rows, page.revision
+            await runtime.initial_states.take()
+            places = runtime.initial_states
+            # Read a page at a time as the connection takes them, all at this one revision.
+            snapshot = await store.snapshot(spec.collection, spec.id)
+            cursor = snapshot.revision
         elif spec.since is None:
             cursor = tailer.revision
         else:
@@ -92,10 +97,19 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
         )
     except BaseException:
         admission.release()
+        if snapshot is not None:
+            snapshot.close()
+        if places is not None:
+            places.give_back()
         raise
     watcher.conflate = spec.conflate
     watcher.transport = spec.transport
-    return OpenedWatch(watcher, initial, cursor, admission.expires_at, patches)
+    if snapshot is not None:
+        s = runtime.settings
+        watcher.initial = InitialState(
+            snapshot, places, flt, s.max_events_per_write, s.initial_page_bytes, s.initial_snapshot_seconds
+        )
+    return OpenedWatch(watcher, cursor, admission.expires_at, patches)
 
 
 def initial_event_json(row: Row) -> bytes:

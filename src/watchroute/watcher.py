@@ -6,6 +6,9 @@ when its socket is slow it simply stops asking for more, and when it asks again 
 the window, or from the log if the window has moved past it. A watcher whose cursor fell behind
 the history horizon gets 410 Expired instead of a silent gap.
 
+A watch with `initial=true` begins with a phase of its own: its watcher hands out the state at
+its starting cursor a page at a time (initial.py), then reads changes as above.
+
 A watcher with `conflate` set folds what it reads while behind to the newest state of each
 resource (conflation.py); what the hub pushes to it once it has caught up is not folded.
 """
@@ -19,7 +22,8 @@ from .conflation import conflate
 from .events import ADDED, DELETED, MODIFIED, Change
 from .filter import Filter
 from .hub import Hub
-from .store import Store
+from .initial import InitialState
+from .store import Row, Store
 from .window import Window
 
 # How many changes one pass looks at before letting other tasks run.
@@ -36,6 +40,7 @@ class Watcher:
         "filter",
         "hub",
         "id",
+        "initial",
         "push",
         "store",
         "transport",
@@ -62,6 +67,8 @@ class Watcher:
         self.closed = False
         self.conflate = False  # set by open_watch for `conflate=true`
         self.transport = "other"  # set by open_watch: what the hub counts it under
+        # The state at `cursor` still to send, for `initial=true` (set by open_watch).
+        self.initial: InitialState | None = None
         self._wake: asyncio.Future[None] | None = None
         # Set by a transport that can take events straight from a commit while this watcher is
         # parked and caught up: the hub then calls push(events) instead of waking the watcher.
@@ -75,6 +82,13 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.hub.remove(self)
+        self.end_initial()
+
+    def end_initial(self) -> None:
+        """Let the initial state's snapshot go, sent or not."""
+        initial, self.initial = self.initial, None
+        if initial is not None:
+            initial.close()
 
     # -- what concerns this watcher ----------------------------------------------------------
 
@@ -97,6 +111,17 @@ class Watcher:
         return DELETED if before else None
 
     # -- reading -----------------------------------------------------------------------------
+
+    async def initial_page(self) -> list[Row]:
+        """The next page of the initial state; [] once it has all been read (or there is none).
+        Raises Problem(410) when it took too long to go out (initial.py)."""
+        initial = self.initial
+        if initial is None:
+            return []
+        rows = await initial.page()
+        if not rows:
+            self.initial = None
+        return rows
 
     def wake(self) -> None:
         if self._wake is not None:

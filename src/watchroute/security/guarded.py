@@ -21,6 +21,7 @@ from typing import Any
 
 from ..events import DELETED, WITHDRAWN, Change
 from ..problems import Problem
+from ..store import Row
 from ..watcher import Watcher
 from .refusals import token_expired
 
@@ -70,6 +71,15 @@ class GuardedWatcher(Watcher):
             self.closed = True
             self.wake()
 
+    async def initial_page(self) -> list[Row]:
+        # A credential that has lapsed or lost its grant reads no more of the state either.
+        if self._problem is not None:
+            raise self._problem
+        rows = await super().initial_page()
+        if self._problem is not None:
+            raise self._problem
+        return rows
+
     async def next(self, limit: int, timeout: float) -> list[tuple[str, Change]]:
         if self._problem is not None:
             raise self._problem
@@ -93,6 +103,7 @@ class GuardedWatcher(Watcher):
         # A watcher opened but never entered: its response never ran (the client left first).
         with contextlib.suppress(Exception):
             self._end()
+            self.end_initial()
 
     def _end(self) -> None:
         self.ended = True

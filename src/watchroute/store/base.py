@@ -79,6 +79,22 @@ class LogSlice:
     scanned_to: int  # every change <= scanned_to was looked at (returned or not matching)
 
 
+class Snapshot(Protocol):
+    """One collection (or one resource) as it was at `revision`, read a page at a time: every
+    page shows the state at that one revision, whatever commits meanwhile."""
+
+    revision: int
+
+    async def page(self, flt: Filter | None, max_rows: int, max_bytes: int) -> list[Row]:
+        """The next matching rows in id order: at most `max_rows`, and past `max_bytes` of
+        data by no more than the row that crosses it; [] once every row has been read."""
+        ...
+
+    def close(self) -> None:
+        """Let the snapshot go (also while a page is being read); idempotent."""
+        ...
+
+
 class Store(Protocol):
     revision: int  # the latest revision this instance has seen committed
     compacted: int  # changes <= compacted are gone from the log
@@ -95,6 +111,7 @@ class Store(Protocol):
         after_id: str | None,
         id: str | None = None,
     ) -> Page: ...
+    async def snapshot(self, collection: str, id: str | None = None) -> Snapshot: ...
     async def read_log(
         self, after: int, upto: int, collection: str, id: str | None, limit: int
     ) -> LogSlice: ...

@@ -37,6 +37,7 @@ from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
 from .health import FileHealth, file_error, store_unavailable
 from .peers import PEERS_SCHEMA, Peers, WriterTurn
+from .sqlite_snapshot import SQLiteSnapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -605,6 +606,11 @@ class SQLiteStore:
                     return Page(rows, revision, None)
         finally:
             conn.execute("COMMIT")
+
+    async def snapshot(self, collection: str, id: str | None = None) -> SQLiteSnapshot:
+        """The collection (or one resource) at the current revision, read a page at a time in
+        one read transaction of its own (sqlite_snapshot.py)."""
+        return await self._read(SQLiteSnapshot, self._connect, self._read, collection, id)
 
     async def read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int) -> LogSlice:
         return await self._read(self._read_log, after, upto, collection, id, limit)

@@ -96,15 +96,12 @@ class Delivery:
 
     async def run(self, *, heartbeat: float, timeout: float | None, max_events_per_write: int) -> None:
         """Send the initial state (if asked for), then changes and heartbeats until the watcher
-        closes or `timeout` passes. Raises Problem (410) when the watcher falls past the horizon."""
-        opened, framing, watcher = self.opened, self.framing, self.opened.watcher
+        closes or `timeout` passes. Raises Problem (410) when the watcher falls past the horizon, or
+        when its initial state did not go out within `initial_snapshot_seconds`."""
+        watcher = self.opened.watcher
         try:
-            if opened.initial is not None:
-                frames = [framing.initial(initial_event_json(row)) for row in opened.initial]
-                rev = opened.initial_revision
-                frames.append(framing.bookmark(bookmark_json(rev, initial_events_end=True), rev))
-                for start in range(0, len(frames), max_events_per_write):
-                    await self.write(frames[start : start + max_events_per_write])
+            if watcher.initial is not None and not await self._send_initial():
+                return  # the watch ended before all of it went out
             watcher.push = self.push
             await self._stream(heartbeat, timeout, max_events_per_write)
             watcher.push = None
@@ -115,6 +112,24 @@ class Delivery:
                 # Whoever writes next (an ERROR event, the end of the stream) must not wait on it.
                 self._finisher.cancel()
                 self._finisher = None
+
+    async def _send_initial(self) -> bool:
+        """The initial state, one page per write, each page read once the connection has taken
+        the last (initial.py); then its bookmark. False when the watch ended first."""
+        watcher, framing = self.opened.watcher, self.framing
+        while not watcher.closed:  # the client left, or the server is stopping: read no more
+            rows = await watcher.initial_page()
+            if not rows or watcher.closed:
+                break
+            frames = [framing.initial(initial_event_json(row)) for row in rows]
+            del rows  # while the write waits, only the page's frames stay
+            await self.write(frames)
+            del frames
+        if watcher.closed:
+            return False
+        rev = self.opened.initial_revision
+        await self.write([framing.bookmark(bookmark_json(rev, initial_events_end=True), rev)])
+        return True
 
     async def _stream(self, heartbeat: float, timeout: float | None, max_events_per_write: int) -> None:
         watcher, framing, loop = self.opened.watcher, self.framing, self.loop

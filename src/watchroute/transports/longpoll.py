@@ -2,25 +2,84 @@
 
 `revision` in the answer is the `since` of the next poll, so a poller sees every change once
 even when several arrive between its polls.
+
+With `initial=true` the answer is the whole initial state and its bookmark. Its body goes out as
+it is read, a page at a time, each page once the connection has taken the last (initial.py): a
+poller that does not read holds one page, not the collection. An initial state that cannot go
+out whole (it took longer than `initial_snapshot_seconds`) ends with an ERROR event instead of
+the bookmark, as a stream would.
 """
 
 from __future__ import annotations
 
-from starlette.responses import Response
+import asyncio
 
-from ..events import JSON, PATCHES, bookmark_json
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..events import JSON, PATCHES, bookmark_json, error_json
+from ..problems import Problem
+from ..store import Row
 from ..watch import OpenedWatch, initial_event_json
+from .stream import close_on_disconnect
+
+JSON_TYPE = (b"content-type", b"application/json")
 
 
 async def poll(opened: OpenedWatch, timeout: float, limit: int) -> Response:
     watcher = opened.watcher
+    if watcher.initial is not None:
+        return InitialAnswer(opened)
     with watcher:  # entered even when answered at once: it holds a slot of the watch caps
-        if opened.initial is not None:
-            parts = [initial_event_json(row) for row in opened.initial]
-            parts.append(bookmark_json(opened.initial_revision, initial_events_end=True))
-        else:
-            events = await watcher.next(limit, timeout)
-            flags = JSON | PATCHES if opened.patches else JSON
-            parts = [c.framed(kind, flags) for kind, c in events]
+        events = await watcher.next(limit, timeout)
+        flags = JSON | PATCHES if opened.patches else JSON
+        parts = [c.framed(kind, flags) for kind, c in events]
     body = b'{"events":[%s],"revision":%d}' % (b",".join(parts), watcher.cursor)
     return Response(body, media_type="application/json")
+
+
+class InitialAnswer(Response):
+    """`{"events":[ADDED..., BOOKMARK],"revision":R}`, written a page at a time."""
+
+    def __init__(self, opened: OpenedWatch) -> None:
+        self.opened = opened
+        # A Response subclass so that routes may return it; it builds its own headers.
+        self.status_code = 200
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = self.opened.watcher
+        with watcher:
+            listener = asyncio.create_task(close_on_disconnect(receive, watcher))
+            try:
+                try:
+                    rows = await watcher.initial_page()
+                except Problem as problem:  # nothing has gone out: an answer of its own
+                    await problem.response()(scope, receive, send)
+                    return
+                start = {"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]}
+                await send(start)
+                await self._body(rows, send)
+            finally:
+                listener.cancel()
+
+    async def _body(self, rows: list[Row], send: Send) -> None:
+        watcher, rev = self.opened.watcher, self.opened.initial_revision
+        head = b'{"events":['
+        try:
+            while rows:
+                if watcher.closed:
+                    return  # the client has gone: read no more
+                body = head + b",".join([initial_event_json(row) for row in rows]) + b","
+                head = b""
+                del rows
+                # The server's send waits while the connection will not take more.
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                del body
+                rows = await watcher.initial_page()
+            end = bookmark_json(rev, initial_events_end=True)
+        except Problem as problem:
+            # The state cannot go out whole: the answer ends with the ERROR, as a stream would.
+            end = error_json(problem.to_dict())
+        body = head + end + b'],"revision":%d}' % rev
+        await send({"type": "http.response.body", "body": body, "more_body": False})

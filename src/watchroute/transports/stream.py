@@ -70,7 +70,7 @@ class WatchStream(Response):
 
         watcher = self.opened.watcher
         with watcher:
-            listener = asyncio.create_task(_close_on_disconnect(receive, watcher))
+            listener = asyncio.create_task(close_on_disconnect(receive, watcher))
             try:
                 await self._deliver(write)
                 await send_body({"type": "http.response.body", "body": b"", "more_body": False})
@@ -106,7 +106,7 @@ class WatchStream(Response):
             await delivery.write([framing.error(error_json(problem.to_dict()))])
 
 
-async def _close_on_disconnect(receive: Receive, watcher: Watcher) -> None:
+async def close_on_disconnect(receive: Receive, watcher: Watcher) -> None:
     with contextlib.suppress(Exception):
         while True:
             message = await receive()

@@ -1,0 +1,130 @@
+"""A read snapshot of the SQLite store, held across calls: a watch's initial state, read a page
+at a time at one revision.
+
+WAL gives a read transaction the database as it was when the transaction began, for as long as
+it stays open. The snapshot keeps one transaction open on a connection of its own and reads
+every page in it, so every page shows the state at the revision it read first, whatever commits
+meanwhile; no page is read again and nothing is replayed. What holding it costs: a checkpoint
+cannot copy the WAL past a snapshot that is still open, so the WAL file grows by the writes made
+meanwhile (and is reused from its start once the snapshot ends). The initial phase (initial.py)
+bounds how long one stays open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..filter import Filter
+from .base import Row
+
+# Rows looked at per call: a filter that matches little does not hold a reader thread for long.
+SCAN_ROWS = 1000
+# The connection's page cache, in KiB: it reads each page of the table once, in order.
+CACHE_KIB = 256
+
+Run = Callable[..., Awaitable[Any]]
+
+
+class SQLiteSnapshot:
+    __slots__ = (
+        "_after",
+        "_busy",
+        "_closed",
+        "_conn",
+        "_lock",
+        "_run",
+        "collection",
+        "done",
+        "id",
+        "revision",
+    )
+
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], run: Run, collection: str, id: str | None
+    ) -> None:
+        """Runs in a reader thread (`run` hands later calls to one)."""
+        conn = connect()
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        conn.execute("BEGIN")
+        # The first read starts the snapshot: the revision and every page are read at it.
+        self.revision: int = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+        self.collection = collection
+        self.id = id
+        self.done = False
+        self._conn: sqlite3.Connection | None = conn
+        self._run = run
+        self._after = ""
+        self._lock = threading.Lock()
+        self._busy = False
+        self._closed = False
+
+    async def page(self, flt: Filter | None, max_rows: int, max_bytes: int) -> list[Row]:
+        while not self.done:
+            rows = await self._run(self._scan, flt, max_rows, max_bytes)
+            if rows:
+                return rows
+        return []
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._busy:
+                return  # the scan under way closes it when it ends
+        self._close_connection()
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self.done = True
+        if conn is not None:
+            conn.close()  # ends the read transaction: checkpoints may pass again
+
+    def _scan(self, flt: Filter | None, max_rows: int, max_bytes: int) -> list[Row]:
+        with self._lock:
+            if self._closed or self._conn is None:
+                self.done = True
+                return []
+            self._busy = True
+        try:
+            return self._read(self._conn, flt, max_rows, max_bytes)
+        finally:
+            with self._lock:
+                self._busy = False
+                closed = self._closed
+            if closed:
+                self._close_connection()
+
+    def _read(self, conn: sqlite3.Connection, flt: Filter | None, max_rows: int, max_bytes: int) -> list[Row]:
+        collection = self.collection
+        if self.id is not None:
+            self.done = True
+            found = conn.execute(
+                "SELECT id, revision, created_revision, data FROM resources WHERE collection = ? AND id = ?",
+                (collection, self.id),
+            ).fetchall()
+        else:
+            # Iterated, not fetched whole: the rows past the page's end are never materialised.
+            found = conn.execute(
+                "SELECT id, revision, created_revision, data FROM resources "
+                "WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
+                (collection, self._after, SCAN_ROWS),
+            )
+        rows: list[Row] = []
+        size = scanned = 0
+        for rid, rev, created, data in found:
+            scanned += 1
+            self._after = rid
+            row = Row(collection, rid, rev, created, data)
+            if flt is not None:
+                if not flt.matches(row.data):
+                    continue
+                row._data = None  # only the encoded data goes out: the parsed one is garbage now
+            rows.append(row)
+            size += len(data)
+            if len(rows) >= max_rows or size >= max_bytes:
+                return rows
+        if scanned < SCAN_ROWS:
+            self.done = True
+        return rows
