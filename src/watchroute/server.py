@@ -11,13 +11,17 @@ import asyncio
 import gc
 import logging
 import socket
+import ssl
 from types import FrameType
 
 import uvicorn
 
 from .app import create_app
+from .logs import announce, log_config
+from .security.policy import Security
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
+from .store import open_store
 from .worker_metrics import WorkerMetrics
 from .workers import Supervisor, listening_sockets
 
@@ -28,9 +32,10 @@ GC_THRESHOLDS = (2000, 20, 10)
 
 
 class WatchrouteServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, announced: bool = True) -> None:
         super().__init__(config)
         self.settings = settings
+        self.announced = announced  # this process says where the server listens
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
@@ -39,6 +44,9 @@ class WatchrouteServer(uvicorn.Server):
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)
+        if self.announced and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            announce(self.settings, host, port)
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
         # the window allocate. Under a write load this took full collections from 75 ms to 25
@@ -63,6 +71,39 @@ class WatchrouteServer(uvicorn.Server):
             # From the signal handler: let the loop do it, between two of its callbacks.
             self.loop.call_soon_threadsafe(runtime.hub.close_all)
         super().handle_exit(sig, frame)
+
+
+class SettingError(ValueError):
+    """A setting that cannot work, found by `check`: which one, and why, in one line."""
+
+    def __init__(self, setting: str, why: str) -> None:
+        super().__init__(why)
+        self.setting = setting
+
+
+def check(settings: Settings) -> None:
+    """Find what only trying the settings shows (the database URL, key and certificate files)
+    before anything starts, as a SettingError instead of a traceback from a worker."""
+    try:
+        open_store(settings)  # made, not opened: its URL and directory are checked
+    except ValueError as exc:
+        raise SettingError("database", str(exc)) from None
+    try:
+        Security(settings)
+    except (ValueError, OSError) as exc:
+        raise SettingError("jwt_public_key", _why(exc)) from None
+    if settings.tls_cert and settings.tls_key:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except OSError as exc:  # ssl.SSLError is one too
+            raise SettingError("tls_cert", f"cannot load {settings.tls_cert}: {_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def serve(settings: Settings) -> None:
@@ -102,7 +143,8 @@ def _serve_one(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        access_log=False,
+        log_config=log_config(settings),
+        access_log=settings.access_log,
         backlog=BACKLOG,
         timeout_graceful_shutdown=settings.shutdown_grace,
         lifespan="on",
@@ -114,4 +156,6 @@ def _serve_one(
         ssl_certfile=settings.tls_cert,  # HTTPS and WSS directly, no proxy needed
         ssl_keyfile=settings.tls_key,
     )
-    WatchrouteServer(config, settings).run(None if sock is None else [sock])
+    # With several workers, the first says where the server listens, once.
+    announced = shared is None or shared[2] == 0
+    WatchrouteServer(config, settings, announced).run(None if sock is None else [sock])

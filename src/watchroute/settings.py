@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -41,6 +43,11 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     log_level: str = "info"
     # Server processes on the port, sharing the SQLite file (workers.py); one uses one core.
     workers: int = Field(1, ge=1, le=64)
+    # One line per request (method, path, status; an access_token in the query is masked): off
+    # by default, as it costs every request a log write.
+    access_log: bool = False
+    # "json": every log line a JSON object, for a log shipper (the audit log always is one).
+    log_format: Literal["text", "json"] = "text"
 
     # WebSocket. The largest message a client may send (the server refuses bigger frames with
     # close code 1009); subscriptions one `/v1/_watch` connection may hold.
