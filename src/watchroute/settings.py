@@ -24,6 +24,9 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     compaction_interval: float = Field(5.0, gt=0)
 
     max_body_bytes: int = Field(1 << 20, ge=1)
+    # A list page, read, long-poll answer or docs file of at least this many bytes is sent
+    # gzip-encoded to a client that accepts it; 0 turns compression off. Streams never are.
+    compress_min_bytes: int = Field(1024, ge=0)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.
