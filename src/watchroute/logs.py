@@ -22,7 +22,7 @@ log = logging.getLogger("watchroute")
 _TOKEN = re.compile(r"((?:^|[?&])access_token=)[^&#]*")
 # A database URL may carry a password (user:secret@host).
 _PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
-MASK = "***"
+MASK = "[redacted]"
 
 
 class MaskTokens(logging.Filter):
