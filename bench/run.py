@@ -1,11 +1,11 @@
 """Fan-out benchmark: watchroute side by side with its peers, in one run; then watch versus polling.
 
-Starts each server in turn (watchroute if its console script is in .venv, and the peers found in
---peers-dir), runs the scenarios of bench/fanout.py against it, stops it, and prints a Markdown
-table. Then, on a fresh watchroute (the peers have no lists), bench/polling.py: clients kept
-fresh by polling versus by watching, at a low and a high change rate (--skip-polling leaves it
-out). With --write-docs it also writes the tables and a description of the machine to
-docs/benchmarks.md. See bench/README.md for what each figure means.
+Starts each server in turn (watchroute from .venv, and the peers in bench/peers/), runs the
+scenarios of bench/fanout.py against it, stops it, and prints a Markdown table. Then, on a
+fresh watchroute (the peers have no lists), bench/polling.py: clients kept fresh by polling
+versus by watching, at a low and a high change rate (--skip-polling leaves it out). With
+--write-docs it also writes the tables and a description of the machine to docs/benchmarks.md.
+See bench/README.md for what each figure means.
 
     .venv/bin/python bench/run.py --quick
 """
@@ -627,7 +627,7 @@ def report(
     parts = [
         "# Benchmarks",
         "",
-        "watchroute and its peers (`shared/peers/`), measured in one run by `bench/run.py`: "
+        "watchroute and its peers (`bench/peers/`), measured in one run by `bench/run.py`: "
         "fan-out to many SSE streams, idle watchers, then watch versus polling and filtered versus "
         "unfiltered watchers (watchroute only); what each figure means is in `bench/README.md`.",
         "",
@@ -698,8 +698,8 @@ def parse_args(argv):
     )
     ap.add_argument(
         "--peers-dir",
-        default=str(REPO / ".." / "shared" / "peers"),
-        help="folder with the peer servers (default: ../shared/peers from the repo root)",
+        default=str(REPO / "bench" / "peers"),
+        help="folder with the peer servers (default: bench/peers)",
     )
     ap.add_argument("--subscribers", type=int, help="burst: open streams (default 1000)")
     ap.add_argument("--events", type=int, help="burst: events published (default 1000; quick 200)")
@@ -926,6 +926,16 @@ def run_filtered(args, workdir: Path, loop) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-"))
+    fleet = servers(args, workdir)
+    # A row that says "not available" is easy to miss in a table written to the docs: a run
+    # missing what it compares against stops here, before measuring anything.
+    if missing := [srv for srv in fleet if srv.unavailable]:
+        for srv in missing:
+            print(f"error: {srv.label}: {srv.unavailable}", file=sys.stderr)
+        print("(make bench installs what they need; --only runs a part of them)", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 2
     need = (
         max(
             args.subscribers,
@@ -941,7 +951,6 @@ def main(argv: list[str] | None = None) -> int:
     if have < need:
         print(f"warning: open-file limit {have} < {need}; large runs may fail", file=sys.stderr)
     args.speed = speed_check()
-    workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-"))
     rows: list[tuple[Server, dict | None]] = []
     polls: list[dict] | None = None
     polls_note = None if args.run_polling else "Not run (`--skip-polling`, or `--only` without `polling`)."
@@ -952,12 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
     try:
-        for srv in servers(args, workdir):
+        for srv in fleet:
             print(f"== {srv.label}", flush=True)
-            if srv.unavailable:
-                print(f"  not available: {srv.unavailable}", flush=True)
-                rows.append((srv, None))
-                continue
             wait_for_quiet(args.quiet_wait)
             try:
                 try:
@@ -1016,6 +1021,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.docs_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.docs_path).write_text(out)
         print(f"wrote {args.docs_path}")
+    if failed := [srv for srv, _ in rows if srv.unavailable]:
+        for srv in failed:
+            print(f"error: {srv.label}: {srv.unavailable}", file=sys.stderr)
+        return 1
     return 0
 
 

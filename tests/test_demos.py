@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -37,3 +38,31 @@ def test_the_ticker_writes_each_move_as_a_patch_a_watcher_can_replay(server):
             assert data["change"] == round(data["price"] - prices[data["symbol"]], 2)
         prices[data["symbol"]] = data["price"]
     assert prices == {r["id"]: r["data"]["price"] for r in listed["items"]}
+
+
+def test_the_ticker_rides_out_a_server_restart(server):
+    options = ["--url", server.url, "--symbols", "3", "--count", "60", "--rate", "40", "--seed", "2"]
+    ticker = subprocess.Popen(
+        [sys.executable, str(DEMOS / "ticker.py"), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{server.url}/v1/stocks").json()["revision"] < 3 + 10:
+            assert time.monotonic() < deadline and ticker.poll() is None, ticker.stderr
+            time.sleep(0.05)
+        server.stop()
+        time.sleep(0.5)  # long enough for a few moves to find nobody there
+        server.start()
+        _, err = ticker.communicate(timeout=40)
+    finally:
+        ticker.kill()
+    assert ticker.returncode == 0, err
+    assert "Traceback" not in err
+    notices = err.splitlines()
+    assert len(notices) == 2 and "server unavailable" in notices[0] and "retrying" in notices[0]
+    assert notices[1] == "server back; moving on"
+    # Every move was written (one cut off by the stop is written again, not lost).
+    assert httpx.get(f"{server.url}/v1/stocks").json()["revision"] >= 3 + 60

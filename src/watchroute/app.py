@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
-from .api import batch, resources, system, ui, ws
+from .api import batch, docs, resources, system, ui, ws
 from .api.models import BatchOp, BatchRequest
 from .api.watch_front import StreamingWatchFront
 from .api.write_front import WriteFront
@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="REST resources with a watch route on every collection and resource.",
         lifespan=lifespan,
+        # /docs is served whole by this server (api/docs.py); FastAPI's pages load a CDN.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI asks OpenTelemetry's global providers on every request whether to trace it
         # (environment lookups included): about 8 us a request, a tenth of a single write's CPU.
         # watchroute configures no OpenTelemetry; /metrics is its instrumentation.
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.include_router(system.router)
     app.include_router(ui.router)
+    app.include_router(docs.router)
     app.include_router(batch.router)
     app.include_router(ws.router)
     app.include_router(resources.router)

@@ -7,16 +7,21 @@ piped or with `--output json`. Exit codes say what went wrong, so scripts can br
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import orjson
 import typer
+from rich.markup import escape
 
+from . import __version__
 from .security.commands import app as apikey_app
+from .serve_help import ServeCommand
 
 if TYPE_CHECKING:
     from .client import Client, Resource, WatchEvent
@@ -34,16 +39,31 @@ app = typer.Typer(help="watchroute: REST resources with a watch route.", no_args
 app.add_typer(apikey_app, name="apikey")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        sys.stdout.write(f"watchroute {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """watchroute: REST resources with a watch route."""
 
 
-@app.command()
+# Each flag of `serve` is a setting: ServeCommand adds its default and its WATCHROUTE_* variable
+# to the help, and lists the settings that have no flag.
+@app.command(cls=ServeCommand)
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [WATCHROUTE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [WATCHROUTE_PORT]")] = None,
-    database: Annotated[str | None, typer.Option(help="sqlite:///PATH [WATCHROUTE_DATABASE]")] = None,
+    database: Annotated[
+        str | None, typer.Option(help="sqlite:///PATH (the directory must exist) [WATCHROUTE_DATABASE]")
+    ] = None,
     history_events: Annotated[
         int | None, typer.Option(help="Changes kept in the log [WATCHROUTE_HISTORY_EVENTS]")
     ] = None,
@@ -62,7 +82,10 @@ def serve(
         int | None,
         typer.Option(help="What the documents of one _batch may hold in all [WATCHROUTE_MAX_BATCH_BYTES]"),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="[WATCHROUTE_LOG_LEVEL]")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="critical, error, warning, info, debug or trace [WATCHROUTE_LOG_LEVEL]"),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")
     ] = None,
@@ -72,9 +95,15 @@ def serve(
     jwt_public_key: Annotated[
         str | None, typer.Option(help="PEM file: RS256/ES256/EdDSA [WATCHROUTE_JWT_PUBLIC_KEY]")
     ] = None,
-    jwks_url: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWKS_URL]")] = None,
-    jwt_issuer: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWT_ISSUER]")] = None,
-    jwt_audience: Annotated[str | None, typer.Option(help="[WATCHROUTE_JWT_AUDIENCE]")] = None,
+    jwks_url: Annotated[
+        str | None, typer.Option(help="Where to fetch the token keys (JWKS) [WATCHROUTE_JWKS_URL]")
+    ] = None,
+    jwt_issuer: Annotated[
+        str | None, typer.Option(help="The `iss` a token must have [WATCHROUTE_JWT_ISSUER]")
+    ] = None,
+    jwt_audience: Annotated[
+        str | None, typer.Option(help="The `aud` a token must have [WATCHROUTE_JWT_AUDIENCE]")
+    ] = None,
     rules: Annotated[
         str | None, typer.Option(help='JSON {"notes": "owner=$sub"} or @FILE [WATCHROUTE_RULES]')
     ] = None,
@@ -102,26 +131,45 @@ def serve(
     ] = None,
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate [WATCHROUTE_TLS_CERT]")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM private key [WATCHROUTE_TLS_KEY]")] = None,
+    access_log: Annotated[
+        bool | None, typer.Option(help="A line per request on stdout [WATCHROUTE_ACCESS_LOG]")
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text, or json: a JSON object per line [WATCHROUTE_LOG_FORMAT]")
+    ] = None,
 ) -> None:
     """Run the server."""
-    given = {
-        k: v for k, v in locals().items() if v is not None and k not in ("run", "Settings", "ValidationError")
-    }
+    given = {k: v for k, v in locals().items() if v is not None}
     from pydantic import ValidationError
 
+    from .server import PortTaken, SettingError, check
+    from .server import serve as run  # uvicorn is only needed to serve
     from .settings import Settings
 
     try:
         settings = Settings(**given)
+        check(settings)
     except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    from .server import PortTaken
-    from .server import serve as run  # uvicorn is only needed to serve
-
+        errors = exc.errors(include_url=False)
+        message = errors[0]["msg"].removeprefix("Value error, ")
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        loc = errors[0]["loc"]
+        raise _bad_setting(str(loc[0]) if loc else None, message, given) from None
+    except SettingError as exc:
+        raise _bad_setting(exc.setting, str(exc), given) from None
     try:
         run(settings)
     except PortTaken as taken:
         _fail(str(taken), EXIT_PORT_TAKEN)
+
+
+def _bad_setting(name: str | None, message: str, given: dict[str, Any]) -> typer.BadParameter:
+    """One line saying what is wrong, naming the flag or the variable the setting came from."""
+    if name is None:
+        return typer.BadParameter(message)
+    hint = f"'--{name.replace('_', '-')}'" if name in given else f"WATCHROUTE_{name.upper()}"
+    return typer.BadParameter(message, param_hint=hint)
 
 
 # -- the client commands -----------------------------------------------------------------------
@@ -140,9 +188,22 @@ class Transport(StrEnum):
     longpoll = "longpoll"
 
 
+def _server_url(url: str) -> str:
+    """The server's root URL, refused early when it cannot be one: a request to it would fail
+    with a message about something else (no scheme) or reach the wrong route (a /v1 path)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise typer.BadParameter(f"{url} is not a server URL: expected http://HOST:PORT, e.g. http://{url}")
+    path = parts.path.rstrip("/")
+    if path == "/v1" or path.endswith("/v1") or "/v1/" in path:
+        root = url[: url.index("/v1")] or f"{parts.scheme}://{parts.netloc}"
+        raise typer.BadParameter(f"{url} names a route: give the server's root URL, {root}")
+    return url
+
+
 Url = Annotated[
     str,
-    typer.Option("--url", envvar="WATCHROUTE_URL", help="The server [WATCHROUTE_URL]", show_default=True),
+    typer.Option("--url", envvar="WATCHROUTE_URL", callback=_server_url, help="The server"),
 ]
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="text on a terminal, json when piped (auto), or either")
@@ -162,7 +223,7 @@ def _as_json(output: Output) -> bool:
 def _fail(message: str, code: int) -> NoReturn:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -212,7 +273,9 @@ def _print_resource(resource: Resource, collection: str, output: Output, verb: s
     from rich.console import Console
 
     console = Console(highlight=False)
-    console.print(f"[bold]{collection}/{resource.id}[/] {verb}[dim]revision {resource.revision}[/]")
+    console.print(
+        f"[bold]{escape(f'{collection}/{resource.id}')}[/] {verb}[dim]revision {resource.revision}[/]"
+    )
     console.print_json(orjson.dumps(resource.data).decode())
 
 
@@ -241,13 +304,17 @@ def list_(
     from rich.table import Table
 
     table = Table(
-        "id", "revision", "data", title=f"{collection} at revision {page.revision}", title_justify="left"
+        "id",
+        "revision",
+        "data",
+        title=f"{escape(collection)} at revision {page.revision}",
+        title_justify="left",
     )
     for r in page.items:
-        table.add_row(r.id, str(r.revision), orjson.dumps(r.data).decode())
+        table.add_row(escape(r.id), str(r.revision), escape(orjson.dumps(r.data).decode()))
     Console().print(table)
     if page.continue_:
-        Console(stderr=True).print(f"[dim]more: --limit with continue token {page.continue_}[/]")
+        Console(stderr=True).print(f"[dim]more: --limit with continue token {escape(page.continue_)}[/]")
 
 
 @app.command()
@@ -312,7 +379,9 @@ def watch(
     filter: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "price>100"')] = None,
     initial: Annotated[bool, typer.Option(help="First print the current state")] = False,
     transport: Annotated[Transport, typer.Option(help="How events travel")] = Transport.sse,
-    count: Annotated[int | None, typer.Option(help="Exit after this many changes")] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Exit after this many changes (the --initial state does not count)")
+    ] = None,
     relist: Annotated[bool, typer.Option(help="On 410 Expired, list again instead of exiting 6")] = False,
     heartbeat: Annotated[float, typer.Option(help="Seconds between server heartbeats")] = 15.0,
     patches: Annotated[
@@ -321,11 +390,15 @@ def watch(
     conflate: Annotated[
         bool, typer.Option(help="When behind, only the newest state of each resource")
     ] = False,
+    bookmarks: Annotated[
+        bool, typer.Option("--bookmarks", help="JSON: also print the heartbeat BOOKMARK events")
+    ] = False,
     url: Url = DEFAULT_URL,
     output: OutputOpt = Output.auto,
 ) -> None:
     """Print changes as they commit; reconnects and resumes by itself. Ctrl-C to stop."""
-    show = _json_event if _as_json(output) else _text_event(collection)
+    show = _json_event(bookmarks) if _as_json(output) else _text_event(collection)
+    _tell_reconnects()
     with _client(url) as client:
         if since is None and not initial and not patches:
             # Start from a revision now, so that an unreachable server fails fast (exit 5).
@@ -347,15 +420,34 @@ def watch(
         with events:
             for event in events:
                 show(event)
-                if event.object is not None:
+                if event.object is not None and not event.initial:
                     changes += 1
                     if count is not None and changes >= count:
                         return
 
 
-def _json_event(event: WatchEvent) -> None:
-    sys.stdout.write(orjson.dumps(event.to_json()).decode() + "\n")
-    sys.stdout.flush()
+def _tell_reconnects() -> None:
+    """A person at a terminal sees the watch lose its connection and get it back (the client
+    says so at INFO); a script reading stderr is not sent lines it did not ask for."""
+    if not sys.stderr.isatty():
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("-- %(message)s"))
+    client_log = logging.getLogger("watchroute.client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.INFO)
+
+
+def _json_event(bookmarks: bool) -> Callable[[WatchEvent], None]:
+    def show(event: WatchEvent) -> None:
+        # A heartbeat only moves the resume point on: noise for `| jq`, unless asked for. The
+        # bookmark that ends the initial state stays, as the line between state and changes.
+        if event.type == "BOOKMARK" and not event.initial_events_end and not bookmarks:
+            return
+        sys.stdout.write(orjson.dumps(event.to_json()).decode() + "\n")
+        sys.stdout.flush()
+
+    return show
 
 
 _STYLES = {"ADDED": "green", "MODIFIED": "yellow", "DELETED": "red", "RESYNC": "magenta"}
@@ -378,10 +470,9 @@ def _text_event(collection: str) -> Callable[[WatchEvent], None]:
             return
         style = _STYLES.get(event.type, "white")
         rev = f"rev {event.revision}" if not event.initial else f"at {event.object.revision}"
-        data = orjson.dumps(event.object.data).decode()
-        console.print(
-            f"[{style}]{event.type:<8}[/] [bold]{collection}/{event.object.id}[/] [dim]{rev}[/] {data}"
-        )
+        data = escape(orjson.dumps(event.object.data).decode())
+        name = escape(f"{collection}/{event.object.id}")
+        console.print(f"[{style}]{event.type:<8}[/] [bold]{name}[/] [dim]{rev}[/] {data}")
 
     return show
 

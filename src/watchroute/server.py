@@ -13,15 +13,19 @@ import errno
 import gc
 import logging
 import socket
+import ssl
 from types import FrameType
 
 import uvicorn
 
 from .app import create_app
 from .connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
+from .logs import announce, log_config
 from .security import redaction
+from .security.policy import Security
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
+from .store import open_store
 from .worker_metrics import WorkerMetrics
 from .workers import Supervisor, listening_sockets
 
@@ -33,11 +37,16 @@ GC_THRESHOLDS = (2000, 20, 10)
 
 class WatchrouteServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, settings: Settings, connections: ConnectionLimits | None = None
+        self,
+        config: uvicorn.Config,
+        settings: Settings,
+        connections: ConnectionLimits | None = None,
+        announced: bool = True,
     ) -> None:
         super().__init__(config)
         self.settings = settings
         self.connections = connections
+        self.announced = announced  # this process says where the server listens
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
@@ -48,6 +57,9 @@ class WatchrouteServer(uvicorn.Server):
         await super().startup(sockets)
         if self.connections is not None:  # the store is open: what it holds is not for sockets
             self.connections.measure()
+        if self.announced and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            announce(self.settings, host, port)
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
         # the window allocate. Under a write load this took full collections from 75 ms to 25
@@ -110,6 +122,39 @@ def refuse_taken_port(host: str, port: int) -> None:
                 # Any other error (an address this machine does not have) is the real bind's to report.
 
 
+class SettingError(ValueError):
+    """A setting that cannot work, found by `check`: which one, and why, in one line."""
+
+    def __init__(self, setting: str, why: str) -> None:
+        super().__init__(why)
+        self.setting = setting
+
+
+def check(settings: Settings) -> None:
+    """Find what only trying the settings shows (the database URL, key and certificate files)
+    before anything starts, as a SettingError instead of a traceback from a worker."""
+    try:
+        open_store(settings)  # made, not opened: its URL and directory are checked
+    except ValueError as exc:
+        raise SettingError("database", str(exc)) from None
+    try:
+        Security(settings)
+    except (ValueError, OSError) as exc:
+        raise SettingError("jwt_public_key", _why(exc)) from None
+    if settings.tls_cert and settings.tls_key:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        except OSError as exc:  # ssl.SSLError is one too
+            raise SettingError("tls_cert", f"cannot load {settings.tls_cert}: {_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
 def serve(settings: Settings) -> None:
     refuse_taken_port(settings.host, settings.port)
     raise_fd_limit()  # before the workers fork: theirs is the parent's
@@ -151,7 +196,8 @@ def _serve_one(
         # httptools, with the caps on open connections and the request head's deadline
         http=guarded_http_protocol(connections),
         log_level=settings.log_level,
-        access_log=False,
+        log_config=log_config(settings),
+        access_log=settings.access_log,
         backlog=BACKLOG,
         timeout_graceful_shutdown=settings.shutdown_grace,
         lifespan="on",
@@ -173,4 +219,6 @@ def _serve_one(
     redaction.install()
     if settings.log_level.lower() == "trace" and settings.auth != "none":
         log.warning("log_level=trace logs every request and message whole, credentials included")
-    WatchrouteServer(config, settings, connections).run(None if sock is None else [sock])
+    # With several workers, the first says where the server listens, once.
+    announced = shared is None or shared[2] == 0
+    WatchrouteServer(config, settings, connections, announced).run(None if sock is None else [sock])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -29,6 +31,9 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # with its document in the log, so a few bytes of patch ops on one large document would
     # otherwise write it again for every op. Unset: 8 * max_body_bytes.
     max_batch_bytes: int | None = Field(None, ge=1)
+    # A list page, read, long-poll answer or docs file of at least this many bytes is sent
+    # gzip-encoded to a client that accepts it; 0 turns compression off. Streams never are.
+    compress_min_bytes: int = Field(1024, ge=0)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.
@@ -58,6 +63,11 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     log_level: str = "info"
     # Server processes on the port, sharing the SQLite file (workers.py); one uses one core.
     workers: int = Field(1, ge=1, le=64)
+    # One line per request (method, path, status; an access_token in the query is masked): off
+    # by default, as it costs every request a log write.
+    access_log: bool = False
+    # "json": every log line a JSON object, for a log shipper (the audit log always is one).
+    log_format: Literal["text", "json"] = "text"
 
     # WebSocket. The largest message a client may send (the server refuses bigger frames with
     # close code 1009); subscriptions one `/v1/_watch` connection may hold.

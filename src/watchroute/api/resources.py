@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
+from ..compression import compressed
 from ..events import resource_json
 from ..filter import Filter, FilterError, compile_filter
 from ..names import check_collection, check_id, new_id
@@ -150,7 +151,8 @@ async def _watch(
         wait = min(q.timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
         spec.transport = "longpoll"
         opened = await open_watch(runtime, spec)
-        return await poll(opened, wait, settings.max_events_per_write)
+        answer = await poll(opened, wait, settings.max_events_per_write)
+        return await compressed(request, answer, settings.compress_min_bytes)
     framing = (
         SSEFraming(settings.sse_retry_ms, q.format == "patch")
         if "text/event-stream" in request.headers.get("accept", "")
@@ -250,7 +252,8 @@ async def list_or_watch_collection(
     )
     # A first page is the state at its revision: its ETag lets a poller ask "anything new?".
     headers = {} if continue_ else {"ETag": preconditions.etag(list_revision)}
-    return Response(body, media_type="application/json", headers=headers)
+    page_response = Response(body, media_type="application/json", headers=headers)
+    return await compressed(request, page_response, runtime.settings.compress_min_bytes)
 
 
 @router.get(
@@ -277,7 +280,8 @@ async def get_or_watch_resource(
         raise not_found(collection, id)  # a document the rule hides is, to the caller, absent
     if if_none_match is not None and preconditions.etag(row.revision) in if_none_match:
         return Response(status_code=304, headers={"ETag": preconditions.etag(row.revision)})
-    return resource_response(_row_json(row), row.revision)
+    response = resource_response(_row_json(row), row.revision)
+    return await compressed(request, response, runtime_of(request).settings.compress_min_bytes)
 
 
 def request_path(request: Request) -> str:

@@ -46,13 +46,17 @@ SECURITY_HEADERS = {
 }
 
 
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
 @cache
 def _file(name: str) -> tuple[bytes, str]:
     body = resources.files("watchroute").joinpath("ui", name).read_bytes()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, etag_of(body)
 
 
-def _unchanged(if_none_match: str | None, etag: str) -> bool:
+def unchanged(if_none_match: str | None, etag: str) -> bool:
     """If-None-Match compares weakly (RFC 9110): `W/"x"` matches `"x"`; it may list several
     tags, or be `*`."""
     if if_none_match is None:
@@ -64,7 +68,7 @@ def _unchanged(if_none_match: str | None, etag: str) -> bool:
 def _serve(request: Request, name: str) -> Response:
     body, etag = _file(name)
     headers = {**SECURITY_HEADERS, "ETag": etag}
-    if _unchanged(request.headers.get("if-none-match"), etag):
+    if unchanged(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, headers=headers, media_type=MEDIA_TYPES[name])
 

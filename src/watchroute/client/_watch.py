@@ -173,7 +173,7 @@ class AsyncWatch:
                     params=self._params(),
                     heartbeat=self.heartbeat,
                     dead_after=self.heartbeat * 2 + 1,
-                    connected=self.backoff.reset,
+                    connected=self._connected,
                     retry_hint=self._set_retry,
                 )
                 # aclosing: when the caller stops iterating, the connection closes now, not
@@ -210,6 +210,11 @@ class AsyncWatch:
             self.reconnects += 1
             log.info("watch %s: %s; reconnecting in %.2fs from %s", self.url, why, delay, self.revision)
             await asyncio.sleep(delay)
+
+    def _connected(self) -> None:
+        if self.backoff.attempt:  # after a failure: say that it is over
+            log.info("watch %s: connected again, from revision %s", self.url, self.revision)
+        self.backoff.reset()
 
     def _set_retry(self, seconds: float) -> None:
         self.server_retry = seconds

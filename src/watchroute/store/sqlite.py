@@ -173,6 +173,10 @@ class SQLiteStore:
         path = url[len(prefix) :] if url.startswith(prefix) else ""
         if not path or path == ":memory:":
             raise ValueError("sqlite needs a file path: sqlite:///./watchroute.db")
+        # A mistyped path should not quietly grow a tree of directories with an empty database.
+        directory = Path(path).parent
+        if not directory.is_dir():
+            raise ValueError(f"the database's directory {directory} does not exist (create it first)")
         return cls(path, synchronous, max_document_bytes, max_batch_bytes)
 
     # -- lifecycle ---------------------------------------------------------------------------
