@@ -8,6 +8,7 @@ a merge patch the moment it happens.
 
 `--rate` sets the moves per second, `--symbols` how many symbols, `--count` stops after that
 many moves (by default it runs until interrupted); `--url` (or WATCHROUTE_URL) names the server.
+A server restarted meanwhile is waited for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import contextlib
 import random
 import time
+
+from resilient import Persistent
 
 from watchroute.client import Client
 
@@ -39,9 +42,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = random.Random(args.seed)
     prices = {symbol: round(rng.uniform(20, 500), 2) for symbol in symbols(args.symbols)}
+    persist = Persistent()
     with Client(args.url) as client:
         for symbol, price in prices.items():
-            client.put(args.collection, symbol, {"symbol": symbol, "price": price, "change": 0.0})
+            persist(client.put, args.collection, symbol, {"symbol": symbol, "price": price, "change": 0.0})
         print(f"{len(prices)} symbols in {client.url}/v1/{args.collection}; moving {args.rate:g} a second")
         due = time.monotonic()
         moves = 0
@@ -49,10 +53,12 @@ def main(argv: list[str] | None = None) -> None:
             symbol = rng.choice(list(prices))
             before = prices[symbol]
             price = prices[symbol] = max(0.01, round(before * (1 + rng.gauss(0, 0.004)), 2))
-            client.patch(args.collection, symbol, {"price": price, "change": round(price - before, 2)})
+            move = {"price": price, "change": round(price - before, 2)}
+            persist(client.patch, args.collection, symbol, move)
             moves += 1
-            # On a fixed schedule, so that a slow answer does not lower the rate for good.
-            due += 1 / args.rate
+            # On a fixed schedule, so that a slow answer does not lower the rate for good; after
+            # a long wait (the server was away) the schedule starts again from now.
+            due = max(due + 1 / args.rate, time.monotonic() - 1)
             time.sleep(max(0.0, due - time.monotonic()))
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from .server import ServerProcess
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
 
@@ -37,3 +43,56 @@ def test_the_ticker_writes_each_move_as_a_patch_a_watcher_can_replay(server):
             assert data["change"] == round(data["price"] - prices[data["symbol"]], 2)
         prices[data["symbol"]] = data["price"]
     assert prices == {r["id"]: r["data"]["price"] for r in listed["items"]}
+
+
+# Each simulator, writing steadily to its own collection; `--url` is added.
+SIMULATORS = {
+    "ticker.py": ("stocks", ["--symbols", "5", "--rate", "40"]),
+    "iot.py": ("sensors", ["--sensors", "20", "--rate", "40"]),
+    "auction.py": ("lots", ["--interval", "0.05"]),
+    "collab.py": ("lists", ["--interval", "0.05"]),
+}
+
+
+def last_write(url: str, collection: str) -> int:
+    """The revision of the latest write to `collection` (0 before the first)."""
+    items = httpx.get(f"{url}/v1/{collection}").json()["items"]
+    return max((item["revision"] for item in items), default=0)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_every_simulator_carries_on_across_a_server_restart_with_a_notice_and_no_traceback(
+    server: ServerProcess,
+):
+    running = {
+        script: subprocess.Popen(
+            [sys.executable, str(DEMOS / script), "--url", server.url, *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script, (_, options) in SIMULATORS.items()
+    }
+    try:
+        for collection, _ in SIMULATORS.values():
+            wait_for(lambda collection=collection: last_write(server.url, collection) > 0)
+        server.restart()  # the same port and database
+        restarted = httpx.get(f"{server.url}/v1/_collections").json()["revision"]
+        for collection, _ in SIMULATORS.values():  # each writing again
+            wait_for(lambda collection=collection: last_write(server.url, collection) > restarted)
+    finally:
+        for simulator in running.values():
+            simulator.send_signal(signal.SIGINT)  # Ctrl-C: how a demo is stopped
+    for script, simulator in running.items():
+        out, err = simulator.communicate(timeout=20)
+        assert simulator.returncode == 0, (script, err)
+        assert "Traceback" not in err and "Traceback" not in out, script
+        lost, back = err.splitlines()  # one line as the server went, one as it came back
+        assert re.fullmatch(r"server unreachable \(.+\); retrying", lost), (script, lost)
+        assert back == "server is back; carrying on", script
