@@ -42,7 +42,7 @@ class Sensor:
 
     def read(self, rng: random.Random) -> float:
         """The next reading: towards its target, with noise; a spell of heat starts or ends."""
-        if self.target == self.usual and rng.random() < 0.005:
+        if self.target == self.usual and rng.random() < 0.01:
             self.target = rng.uniform(HOT + 1, HOT + 6)
         elif self.target != self.usual and rng.random() < 0.15:
             self.target = self.usual
