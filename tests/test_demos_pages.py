@@ -22,7 +22,7 @@ from watchroute.api.demo_pages import FILES
 from . import test_ui
 from .server import ServerProcess
 from .test_demos import DEMOS
-from .test_ui import eventually
+from .test_ui import eventually, lists
 
 # The dashboard's browser (one Chromium for the module) and its pages that fail on a script error.
 browser = test_ui.browser
@@ -299,3 +299,38 @@ def test_two_people_editing_the_list_at_once_converge_on_the_same_list(
     for page in (ann, ben):
         eventually(lambda page=page: list_shown(page) == stored)
     assert ann.locator("#items img").count() == 0 and ann.evaluate("window.pwned") is None
+
+
+def test_a_page_resumes_across_a_restart_and_lists_again_past_the_history_horizon(
+    make_server: Any, open_page: Any
+):
+    # The list page holds a copy kept by merge patches: it must resume exactly where it was
+    # (Last-Event-ID) or, when the history has moved past it, start again from a whole list.
+    server: ServerProcess = make_server(
+        sse_retry_ms=100, shutdown_grace=0.5, history_events=5, compaction_interval=0.1
+    )
+    url = f"{server.url}/v1/lists/groceries"
+    httpx.put(url, json={"title": "Groceries", "items": [{"id": "m", "text": "milk", "done": False}]})
+    page = open_page(f"{server.url}/demos/collab")
+    eventually(lambda: list_shown(page) == [("milk", False)])
+
+    def append(text: str) -> None:
+        op = [{"op": "add", "path": "/items/-", "value": {"id": text, "text": text, "done": False}}]
+        answer = httpx.patch(url, json=op, headers={"Content-Type": "application/json-patch+json"})
+        assert answer.status_code == 200, answer.text
+
+    server.restart()
+    append("eggs")
+    eventually(lambda: list_shown(page) == [("milk", False), ("eggs", False)])
+    assert lists(page) == 1  # resumed, not listed again
+    assert any(r.response() is not None and "last-event-id" in r.all_headers() for r in page.sent)
+
+    page.context.set_offline(True)
+    server.restart()
+    for text in ("a", "b", "c", "d", "e", "f", "g", "h"):
+        append(text)
+    time.sleep(0.5)  # compactions: the page's revision is past the horizon now
+    page.context.set_offline(False)
+    eventually(lambda: lists(page) == 2, timeout=15)
+    eventually(lambda: list_shown(page) == list_stored(url) and len(list_stored(url)) == 10)
+    assert page.get_attribute("#state", "data-state") == "live"
