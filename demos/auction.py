@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 from resilient import Persistent
 
-from watchroute.client import Client, NotFound, PreconditionFailed
+from watchroute.client import Client, NotFound, PreconditionFailed, Resource
 
 TITLE = "A 1962 Fender Stratocaster, sunburst"
 
@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> None:
                 data = {**seen, "bid": amount, "bidder": bidder, "bids": int(seen.get("bids", 0)) + 1}
                 try:
                     persist(client.put, args.collection, args.lot, data, if_match=lot.revision)
+                    outcome = "leads"
                 except PreconditionFailed:
-                    print(f"{bidder} bid {amount} on {seen.get('bid')}: 412, someone bid first", flush=True)
+                    # Unless a first attempt committed and its answer was lost: the 412 is its own.
+                    now = persist(client.get, args.collection, args.lot)
+                    outcome = "leads" if placed(now, bidder, amount) else "412, someone bid first"
                 except NotFound:
                     break
-                else:
-                    print(f"{bidder} bid {amount} on {seen.get('bid')}: leads", flush=True)
+                print(f"{bidder} bid {amount} on {seen.get('bid')}: {outcome}", flush=True)
             rounds += 1
+
+
+def placed(lot: Resource, bidder: str, amount: int) -> bool:
+    data = lot.data or {}
+    return data.get("bidder") == bidder and data.get("bid") == amount
 
 
 def put_up(client: Client, persist: Persistent, collection: str, lot: str, data: dict[str, object]) -> None:

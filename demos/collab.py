@@ -66,6 +66,9 @@ def patch_for(intent: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[
     """The JSON patch that does `intent` to this state of the list; None when nothing is left
     to do (the item is gone, or already as asked). The same rule as the page's."""
     if intent["op"] == "add":
+        # Already there: an earlier attempt committed, though its answer was lost.
+        if any(it.get("id") == intent["item"]["id"] for it in items):
+            return None
         return [{"op": "add", "path": "/items/-", "value": intent["item"]}]
     index = next((i for i, it in enumerate(items) if it.get("id") == intent["id"]), None)
     if index is None:

@@ -96,3 +96,24 @@ def test_every_simulator_carries_on_across_a_server_restart_with_a_notice_and_no
         lost, back = err.splitlines()  # one line as the server went, one as it came back
         assert re.fullmatch(r"server unreachable \(.+\); retrying", lost), (script, lost)
         assert back == "server is back; carrying on", script
+
+
+def test_the_robots_edit_of_the_list_is_made_again_only_where_it_is_still_to_do():
+    # After a 412 the robot makes its edit again on the newer list; an add whose first attempt
+    # committed (its answer lost) is there already and is not added twice.
+    sys.path.insert(0, str(DEMOS))
+    try:
+        from collab import patch_for  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(DEMOS))
+    milk = {"id": "m", "text": "milk", "done": False}
+    eggs = {"id": "e", "text": "eggs", "done": False}
+    add = {"op": "add", "item": eggs}
+    assert patch_for(add, [milk]) == [{"op": "add", "path": "/items/-", "value": eggs}]
+    assert patch_for(add, [milk, eggs]) is None
+    # Found again by id wherever someone else's edit moved it; gone or already so: nothing to do.
+    done = {"op": "done", "id": "m", "done": True}
+    assert patch_for(done, [eggs, milk]) == [{"op": "replace", "path": "/items/1/done", "value": True}]
+    assert patch_for(done, [eggs, {**milk, "done": True}]) is None
+    assert patch_for({"op": "remove", "id": "m"}, [eggs, milk]) == [{"op": "remove", "path": "/items/1"}]
+    assert patch_for({"op": "remove", "id": "m"}, [eggs]) is None

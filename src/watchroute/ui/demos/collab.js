@@ -57,6 +57,8 @@ function items(resource) {
 function patchFor(intent, resource) {
   const list = items(resource);
   if (intent.op === "add") {
+    // Already there: an earlier attempt committed, though its answer was lost.
+    if (list.some((item) => item.id === intent.item.id)) return null;
     if (!Array.isArray(resource.data.items)) return [{ op: "add", path: "/items", value: [intent.item] }];
     return [{ op: "add", path: "/items/-", value: intent.item }];
   }
