@@ -8,8 +8,7 @@ a merge patch the moment it happens.
 
 `--rate` sets the moves per second, `--symbols` how many symbols, `--count` stops after that
 many moves (by default it runs until interrupted); `--url` (or WATCHROUTE_URL) names the server.
-When the server goes away (a restart, say) the ticker says so in one line and tries again, with
-backoff, until it is back; a move it was making is then written again, which changes nothing.
+A server restarted meanwhile is waited for.
 """
 
 from __future__ import annotations
@@ -17,14 +16,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-import sys
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
 
-from watchroute.client import Backoff, Client, ConnectionFailed, NotFound, ServerError
+from resilient import Persistent
 
-T = TypeVar("T")
+from watchroute.client import Client
 
 TICKERS = "AAPL MSFT NVDA AMZN GOOG META TSLA AVGO ORCL ADBE CRM AMD INTC CSCO QCOM TXN IBM NFLX PYPL UBER"
 
@@ -32,32 +28,6 @@ TICKERS = "AAPL MSFT NVDA AMZN GOOG META TSLA AVGO ORCL ADBE CRM AMD INTC CSCO Q
 def symbols(count: int) -> list[str]:
     known = TICKERS.split()
     return known[:count] + [f"SYM{i:04d}" for i in range(len(known), count)]
-
-
-class Persistent:
-    """Runs a call until the server answers it, through restarts: one line on stderr when the
-    server goes away, one when it is back."""
-
-    def __init__(self) -> None:
-        # Short delays: a demo should pick up again within seconds of the server's return.
-        self.backoff = Backoff(initial=0.25, maximum=5.0)
-        self.away = False
-
-    def __call__(self, call: Callable[..., T], *args: Any) -> T:
-        while True:
-            try:
-                result = call(*args)
-            except (ConnectionFailed, ServerError) as exc:
-                if not self.away:
-                    self.away = True
-                    print(f"server unavailable ({exc}); retrying", file=sys.stderr, flush=True)
-                time.sleep(self.backoff.next_delay())
-                continue
-            if self.away:
-                self.away = False
-                print("server back; moving on", file=sys.stderr, flush=True)
-            self.backoff.reset()
-            return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,20 +42,10 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = random.Random(args.seed)
     prices = {symbol: round(rng.uniform(20, 500), 2) for symbol in symbols(args.symbols)}
-    persistent = Persistent()
+    persist = Persistent()
     with Client(args.url) as client:
-
-        def put(symbol: str, price: float, change: float) -> None:
-            client.put(args.collection, symbol, {"symbol": symbol, "price": price, "change": change})
-
-        def move(symbol: str, price: float, change: float) -> None:
-            try:
-                client.patch(args.collection, symbol, {"price": price, "change": change})
-            except NotFound:  # a server that came back on an empty database: start it anew
-                put(symbol, price, change)
-
         for symbol, price in prices.items():
-            persistent(put, symbol, price, 0.0)
+            persist(client.put, args.collection, symbol, {"symbol": symbol, "price": price, "change": 0.0})
         print(f"{len(prices)} symbols in {client.url}/v1/{args.collection}; moving {args.rate:g} a second")
         due = time.monotonic()
         moves = 0
@@ -93,10 +53,11 @@ def main(argv: list[str] | None = None) -> None:
             symbol = rng.choice(list(prices))
             before = prices[symbol]
             price = prices[symbol] = max(0.01, round(before * (1 + rng.gauss(0, 0.004)), 2))
-            persistent(move, symbol, price, round(price - before, 2))
+            move = {"price": price, "change": round(price - before, 2)}
+            persist(client.patch, args.collection, symbol, move)
             moves += 1
-            # On a fixed schedule, so that a slow answer does not lower the rate for good; but
-            # not a burst of every move missed while the server was away.
+            # On a fixed schedule, so that a slow answer does not lower the rate for good; after
+            # a long wait (the server was away) the schedule starts again from now.
             due = max(due + 1 / args.rate, time.monotonic() - 1)
             time.sleep(max(0.0, due - time.monotonic()))
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
-from .api import batch, docs, resources, system, ui, ws
+from .api import batch, demo_pages, docs, resources, system, ui, ws
 from .api.models import BatchOp, BatchRequest
 from .api.watch_front import StreamingWatchFront
 from .api.write_front import WriteFront
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(ui.router)
     app.include_router(docs.router)
+    app.include_router(demo_pages.router)
     app.include_router(batch.router)
     app.include_router(ws.router)
     app.include_router(resources.router)
