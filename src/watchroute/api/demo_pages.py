@@ -8,7 +8,6 @@ the same origin, with no credential of its own.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from importlib import resources
 
@@ -16,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..problems import Problem
-from .ui import SECURITY_HEADERS, _unchanged
+from .ui import SECURITY_HEADERS, etag_of, unchanged
 
 router = APIRouter(tags=["system"])
 
@@ -38,7 +37,7 @@ FILES = {
 @cache
 def _file(name: str) -> tuple[bytes, str]:
     body = resources.files("watchroute").joinpath("ui", "demos", name).read_bytes()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, etag_of(body)
 
 
 @router.api_route("/demos/{name}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -48,6 +47,6 @@ async def demo_file(request: Request, name: str) -> Response:
     file, media_type = FILES[name]
     body, etag = _file(file)
     headers = {**SECURITY_HEADERS, "ETag": etag}
-    if _unchanged(request.headers.get("if-none-match"), etag):
+    if unchanged(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(body, headers=headers, media_type=media_type)
