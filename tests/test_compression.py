@@ -67,6 +67,15 @@ def test_a_big_resource_and_a_big_long_poll_answer_are_gzipped(api, coll):
     assert len(events) == 51 and events[0]["object"]["data"] == big
 
 
+def test_a_long_polls_initial_state_goes_page_by_page_uncompressed(api, coll):
+    # Sent a page at a time as it is read, it has no body to compress, and is never buffered.
+    _fill(api, coll, 50)
+    polled = _raw(api, f"/v1/{coll}", GZIP, watch="longpoll", initial="true", timeout=1)
+    assert polled.status_code == 200 and "content-encoding" not in polled.headers
+    events = orjson.loads(polled.raw)["events"]
+    assert [e["type"] for e in events] == ["ADDED"] * 50 + ["BOOKMARK"]
+
+
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
 def test_watch_streams_are_never_compressed(api, coll, accept):
     _fill(api, coll, 100)  # more than enough to be compressed, were it an ordinary answer

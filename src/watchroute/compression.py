@@ -48,9 +48,10 @@ def gzip_bytes(body: bytes, level: int = LEVEL) -> bytes:
 
 
 async def compressed(request: Request, response: Response, min_bytes: int) -> Response:
-    """`response` gzip-encoded when its body is large enough and the client accepts it."""
-    body = response.body
-    if not min_bytes or len(body) < min_bytes or "content-encoding" in response.headers:
+    """`response` gzip-encoded when its body is large enough and the client accepts it; one that
+    streams (a long-poll's initial state, sent a page at a time) goes as it is, never buffered."""
+    body = getattr(response, "body", None)
+    if body is None or not min_bytes or len(body) < min_bytes or "content-encoding" in response.headers:
         return response
     response.headers["vary"] = "Accept-Encoding"
     if not accepts_gzip(request.headers.get("accept-encoding")):
