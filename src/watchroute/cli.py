@@ -54,6 +54,12 @@ def serve(
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
     ] = None,
+    schema_check_max_documents: Annotated[
+        int | None,
+        typer.Option(
+            help="Most documents checked when a schema is set [WATCHROUTE_SCHEMA_CHECK_MAX_DOCUMENTS]"
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="[WATCHROUTE_LOG_LEVEL]")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")

@@ -22,6 +22,8 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     compaction_interval: float = Field(5.0, gt=0)
 
     max_body_bytes: int = Field(1 << 20, ge=1)
+    # Setting a collection's schema checks its documents first; a larger collection is refused.
+    schema_check_max_documents: int = Field(100_000, ge=0)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.

@@ -14,6 +14,7 @@ from fastapi import APIRouter, WebSocket
 from ..names import check_collection, check_id
 from ..problems import Problem, bad_request
 from ..runtime import Runtime
+from ..schemas import SCHEMAS
 from ..security.identity import identity_of
 from ..security.session import WatchSession
 from ..transports.websocket import Multiplexer, Outbox, serve_watch
@@ -77,7 +78,8 @@ async def _open(
 ) -> tuple[OpenedWatch, float]:
     if not isinstance(collection, str):
         raise bad_request("BadParameter", "collection must be a string")
-    check_collection(collection)
+    if collection != SCHEMAS:  # the one reserved name that is watched like a collection
+        check_collection(collection)
     if id is not None:
         check_id(id)
     filter_text = _optional_str("filter", params.get("filter"))
