@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -205,7 +206,8 @@ def test_a_watch_on_schemas_sees_each_change(api: httpx.Client, coll: str) -> No
     events = [(e["type"], e["revision"]) for e in polled.json()["events"]]
     assert events == [("ADDED", set_["revision"]), ("DELETED", removed["revision"])]
     assert polled.json()["events"][0]["object"]["data"] == STOCK
-    with api.stream("GET", "/v1/_schemas", params={"watch": "true", "since": since, "timeout": 2}) as stream:
+    streamed = {"watch": "true", "since": since, "timeout": 0.5}
+    with api.stream("GET", "/v1/_schemas", params=streamed) as stream:
         lines = [line for line in stream.iter_lines() if line]
     assert f'"id":"{coll}"' in lines[0]
 
@@ -399,3 +401,37 @@ def test_setting_a_schema_takes_the_schema_grant(make_server: Any) -> None:
         assert writer.put("/v1/stocks/X", json={"symbol": "x"}).status_code == 422
         assert writer.delete("/v1/_schemas/stocks").status_code == 403
         assert admin.delete("/v1/_schemas/stocks").status_code == 200
+
+
+def test_schemas_outlive_a_restart(make_server: Any) -> None:
+    server = make_server()
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.put("/v1/_schemas/stocks", json=STOCK).status_code == 201
+    server.restart()
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/v1/_schemas/stocks").json()["data"] == STOCK
+        assert c.put("/v1/stocks/X", json={"symbol": "X"}).status_code == 422
+        assert c.put("/v1/stocks/X", json={"symbol": "X", "price": 1}).status_code == 201
+
+
+def test_every_worker_follows_the_schemas_set_by_another(make_server: Any) -> None:
+    server = make_server(workers=2)
+
+    def answered_everywhere(*expected: int) -> bool:
+        """20 writes, each on a connection of its own (the kernel spreads them over the workers)."""
+        for i in range(20):
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                if c.put(f"/v1/stocks/w{i}", json={"symbol": "lower"}).status_code not in expected:
+                    return False
+        return True
+
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.put("/v1/_schemas/stocks", json=STOCK).status_code == 201
+    deadline = time.monotonic() + 5
+    while not answered_everywhere(422):
+        assert time.monotonic() < deadline, "a worker still takes what the schema refuses"
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.delete("/v1/_schemas/stocks").status_code == 200
+    deadline = time.monotonic() + 5
+    while not answered_everywhere(200, 201):
+        assert time.monotonic() < deadline, "a worker still holds a removed schema"
