@@ -4,6 +4,7 @@ the collection is checked against it, inside the write's transaction."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -13,11 +14,13 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from .security_keys import AUDIENCE, SECRET, hs_token
+from .test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
 from .ws import recv, send
 
 STOCK = {
@@ -246,6 +249,24 @@ def test_openapi_and_asyncapi_show_each_collections_schema(api: httpx.Client, st
     change = asyncapi["components"]["schemas"][f"{stocks}.change"]
     assert change["properties"]["object"] == {"$ref": f"#/components/schemas/{stocks}.resource"}
     assert asyncapi["channels"][f"collection.{stocks}"]["address"] == f"/v1/{stocks}"
+
+    # Both documents stay whole: every reference resolves, AsyncAPI's own schema holds, and
+    # what a watch of the collection sends is what its channel describes.
+    for document in (openapi, asyncapi):
+        for ref in refs(document):
+            assert resolve(document, ref) is not None, ref
+    spec = jsonschema_rs.validator_for(json.loads(SPEC_SCHEMA.read_text()))
+    assert [e.message for e in spec.iter_errors(asyncapi)] == []
+    operations = [result.ok() for result in schemathesis.openapi.from_dict(openapi).get_all_operations()]
+    assert f"/v1/{stocks}/{{id}}" in {operation.path for operation in operations}
+    since = revision(api, stocks)
+    api.put(f"/v1/{stocks}/AAPL", json={"symbol": "AAPL", "price": 1})
+    api.delete(f"/v1/{stocks}/AAPL")
+    polled = api.get(f"/v1/{stocks}", params={"watch": "longpoll", "since": since}).json()["events"]
+    assert [e["type"] for e in polled] == ["ADDED", "DELETED"]
+    described = messages_of(asyncapi, f"watch.{stocks}")
+    for event in polled:
+        assert_described(described, event)
 
     api.delete(f"/v1/_schemas/{stocks}")
     assert stocks not in api.get("/openapi.json").json()["components"]["schemas"]
