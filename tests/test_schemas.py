@@ -456,3 +456,29 @@ def test_every_worker_follows_the_schemas_set_by_another(make_server: Any) -> No
     deadline = time.monotonic() + 5
     while not answered_everywhere(200, 201):
         assert time.monotonic() < deadline, "a worker still holds a removed schema"
+
+
+def test_a_reload_forgets_the_schemas_removed_meanwhile() -> None:
+    """After its cursor fell behind the history horizon a process reads every schema again: one
+    removed in between must not stay in force there."""
+    from watchroute.events import ADDED, Change
+    from watchroute.schemas import SCHEMAS, SchemaBook
+    from watchroute.store.base import Page, Row, WriteOp
+
+    class Store:
+        def __init__(self, rows: list[Row], revision: int) -> None:
+            self.rows, self.revision = rows, revision
+
+        async def list(self, collection: str, flt: Any, limit: int, after: str | None) -> Page:
+            assert collection == SCHEMAS
+            return Page(self.rows, self.revision, None)
+
+    book = SchemaBook()
+    for revision, name in ((3, "gone"), (4, "kept")):
+        book.saw(Change(revision, ADDED, SCHEMAS, name, revision, json.dumps(STOCK).encode(), None, 0.0))
+    kept = Row(SCHEMAS, "kept", 4, 4, json.dumps(STOCK).encode())
+    assert asyncio.run(book._load(Store([kept], 9))) == 9
+    assert set(book.documents()) == {"kept"}
+    book.check(WriteOp("put", "gone", "x"), {"symbol": 1})  # no schema: anything goes
+    with pytest.raises(Exception, match="does not match the schema of kept"):
+        book.check(WriteOp("put", "kept", "x"), {"symbol": 1})

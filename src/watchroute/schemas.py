@@ -42,6 +42,7 @@ MASK = "(value)"
 # How often each process reads what other processes have done to `_schemas` (in the window: a
 # look at the changes committed meanwhile).
 FOLLOW_SECONDS = 0.05
+RETRY_SECONDS = 1.0  # after a failed read of them
 
 
 def _no_remote(uri: str) -> Any:
@@ -123,6 +124,7 @@ class SchemaBook:
         self._governed: set[str] = set()  # collections with a schema or one being set
         self.version = 0  # moves with every change of what the book holds (documents cache on it)
         self._follower: asyncio.Task[None] | None = None
+        self._failing = False
 
     # -- what a write carries ------------------------------------------------------------------
 
@@ -208,20 +210,33 @@ class SchemaBook:
                 await self._follower
 
     async def _load(self, store: Any) -> int:
+        """Read every schema the store holds; return the revision they were read at. A schema
+        the book holds and the store no longer does was removed meanwhile (a reload after the
+        book's cursor fell behind the history horizon)."""
         after: str | None = None
         first: int | None = None
+        present: set[str] = set()
         while True:
             page = await store.list(SCHEMAS, None, 1000, after)
             first = page.revision if first is None else first
             for row in page.rows:
+                present.add(row.id)
                 self.saw(
                     Change(
                         row.revision, ADDED, SCHEMAS, row.id, row.created_revision, row.data_json, None, 0.0
                     )
                 )
             if page.next_after_id is None:
-                return first
+                break
             after = page.next_after_id
+        for gone in [
+            c for c, schema in self._schemas.items() if c not in present and schema.revision <= first
+        ]:
+            self._schemas.pop(gone)
+            self._revisions[gone] = first
+            self._indexed(gone)
+            self.version += 1
+        return first
 
     async def _follow(self, runtime: Any, cursor: int) -> None:
         from .watcher import Watcher
@@ -234,9 +249,29 @@ class SchemaBook:
                 while True:
                     for _, change in await watcher.next(64, 0):  # what is ready; never waits
                         self.saw(change)
+                    self._failing = False
                     await asyncio.sleep(FOLLOW_SECONDS)
             except Problem as problem:
-                if problem.status != 410:
-                    raise
-                # Behind the history horizon: read them all again, and follow from there.
-                cursor = await self._load(runtime.store)
+                if problem.status == 410:  # behind the history horizon: read them all again
+                    cursor = await self._reload(runtime.store)
+                    continue
+                cursor = watcher.cursor
+                self._failed(problem.detail)
+            except Exception as exc:  # the store unreachable for a moment: again from there
+                cursor = watcher.cursor
+                self._failed(str(exc))
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _reload(self, store: Any) -> int:
+        while True:
+            try:
+                return await self._load(store)
+            except Exception as exc:
+                self._failed(str(exc))
+                await asyncio.sleep(RETRY_SECONDS)
+
+    def _failed(self, why: str) -> None:
+        # Once per outage: a store that is away for minutes would otherwise log every second.
+        if not self._failing:
+            log.warning("the schemas could not be read (%s); trying again every second", why)
+        self._failing = True
