@@ -405,6 +405,14 @@ def test_a_collection_too_large_to_check_is_refused(make_server: Any) -> None:
         assert c.put("/v1/_schemas/big", json=STOCK).status_code == 201
 
 
+def test_the_schema_grant_is_a_grant_of_its_own() -> None:
+    from watchroute.security.grants import allows, is_grant
+
+    assert is_grant("schema:stocks") and is_grant("schema:*")  # an API key may carry it
+    assert not allows(frozenset({"write:*", "read:*"}), "schema", "stocks")
+    assert allows(frozenset({"schema:st*"}), "schema", "stocks")
+
+
 def test_setting_a_schema_takes_the_schema_grant(make_server: Any) -> None:
     server = make_server(auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE)
 
