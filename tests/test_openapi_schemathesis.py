@@ -92,4 +92,9 @@ def test_only_the_reads_that_can_watch_document_a_stream(api: ServerProcess) -> 
         for response in operation.get("responses", {}).values()
         if "text/event-stream" in response.get("content", {})
     }
-    assert streaming == {("get", "/v1/{collection}"), ("get", "/v1/{collection}/{id}")}
+    assert streaming == {
+        ("get", "/v1/{collection}"),
+        ("get", "/v1/{collection}/{id}"),
+        ("get", "/v1/_schemas"),  # the schemas are a collection: they can be watched too
+        ("get", "/v1/_schemas/{collection}"),
+    }

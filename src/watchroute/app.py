@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from . import __version__
-from .api import batch, demo_pages, docs, resources, system, ui, ws
+from .api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
 from .api.models import BatchOp, BatchRequest
 from .api.watch_front import StreamingWatchFront
 from .api.write_front import WriteFront
@@ -58,9 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(demo_pages.router)
     app.include_router(batch.router)
     app.include_router(ws.router)
+    app.include_router(schemas.router)  # before `/v1/{collection}`, which refuses reserved names
     app.include_router(resources.router)
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)
+    _document_collection_schemas(app, runtime)
     # Added before security, so inside it: streaming watches see the caller's identity.
     app.add_middleware(StreamingWatchFront)
     app.add_middleware(WriteFront)  # the same, for single-resource writes
@@ -114,6 +116,22 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers).response()
+
+
+def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:
+    """The OpenAPI document with the collections' schemas as they are now: made again only
+    when a schema has changed since it was last asked for."""
+    build = app.openapi
+    made: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        book = runtime.schemas
+        if made.get("version") != book.version:
+            made["document"] = schema_documents.openapi(build(), book.documents())
+            made["version"] = book.version
+        return made["document"]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _document_hand_read_bodies(app: FastAPI) -> None:

@@ -86,6 +86,12 @@ def serve(
         str | None,
         typer.Option(help="critical, error, warning, info, debug or trace [WATCHROUTE_LOG_LEVEL]"),
     ] = None,
+    schema_check_max_documents: Annotated[
+        int | None,
+        typer.Option(
+            help="Most documents checked when a schema is set [WATCHROUTE_SCHEMA_CHECK_MAX_DOCUMENTS]"
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")
     ] = None,

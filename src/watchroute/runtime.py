@@ -9,6 +9,7 @@ import logging
 from . import metrics
 from .hub import Hub
 from .initial import InitialStates
+from .schemas import SchemaBook
 from .security.policy import Security
 from .security.shared_limits import WorkerLimits
 from .settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
         self.tailer = Tailer(self.window, self.hub)
         self.initial_states = InitialStates(settings.max_initial_states)
         self.security = Security(settings)
+        self.schemas = SchemaBook()
         self.metrics = metrics.Metrics(self)
         self._compactor: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -44,12 +46,14 @@ class Runtime:
         await self.store.open(self.tailer.committed)
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
+        await self.schemas.start(self)
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
         if self.metrics.region is not None:
             self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
     async def stop(self) -> None:
         self.hub.close_all()
+        await self.schemas.stop()
         for task in (self._compactor, self._publisher):
             if task is not None:
                 task.cancel()

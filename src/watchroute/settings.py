@@ -34,6 +34,8 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     # A list page, read, long-poll answer or docs file of at least this many bytes is sent
     # gzip-encoded to a client that accepts it; 0 turns compression off. Streams never are.
     compress_min_bytes: int = Field(1024, ge=0)
+    # Setting a collection's schema checks its documents first; a larger collection is refused.
+    schema_check_max_documents: int = Field(100_000, ge=0)
     # Encoded events kept in memory for watchers that are close behind; older ones come from the log.
     window_events: int = Field(10_000, ge=16)
     # The SSE `retry:` hint (ms) sent at the start of every stream.

@@ -78,6 +78,7 @@ async def batch(request: Request) -> Any:
     ops = []
     identity = identity_of(request)
     security = runtime.security
+    check = runtime.schemas.check
     # Collections whose writes this caller may make without a rule to check: whether a guard is
     # needed depends on the collection alone, so it is asked once per collection, not per op.
     unguarded: set[str] = set()
@@ -94,6 +95,8 @@ async def batch(request: Request) -> Any:
                     unguarded.add(op.collection)
             if op.collection not in shown:
                 shown[op.collection] = security.may_read(identity, op.collection)
+            if op.kind != "delete":
+                op.check = check
             if op.kind == "patch" and reads_document(raw.get("patch")):
                 security.authorize(identity, "read", op.collection)  # a `test` op is a read
             if op.guard is None and op.data_json is not None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
 from ..compression import compressed
-from ..events import resource_json
+from ..events import Change, resource_json
 from ..filter import Filter, FilterError, compile_filter
 from ..names import check_collection, check_id, new_id
 from ..patches import JSON_PATCH, for_media_type, reads_document
@@ -192,7 +192,8 @@ def _write_op(
     check_collection(collection)
     check_id(id)
     pre = preconditions.parse(if_match, if_none_match)
-    guard = runtime_of(request).security.write_guard(identity_of(request), kind, collection, id)
+    runtime = runtime_of(request)
+    guard = runtime.security.write_guard(identity_of(request), kind, collection, id)
     return WriteOp(
         kind,
         collection,
@@ -201,6 +202,7 @@ def _write_op(
         must_exist=pre.must_exist,
         must_not_exist=pre.must_not_exist or kind == "create",
         guard=guard,
+        check=None if kind == "delete" else runtime.schemas.check,
     )
 
 
@@ -223,6 +225,19 @@ async def list_or_watch_collection(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:
     check_collection(collection)
+    return await list_or_watch(request, collection, q, limit, continue_, revision, if_none_match)
+
+
+async def list_or_watch(
+    request: Request,
+    collection: str,
+    q: WatchQuery,
+    limit: int,
+    continue_: str | None,
+    revision: int | None,
+    if_none_match: str | None,
+) -> Response:
+    """A list of `collection` (whose name is checked), or a watch of it."""
     flt = _filter(request, q.filter)
     if q.watching:
         return await _watch(request, collection, None, q, flt)
@@ -271,6 +286,13 @@ async def get_or_watch_resource(
 ) -> Any:
     check_collection(collection)
     check_id(id)
+    return await get_or_watch(request, collection, id, q, if_none_match)
+
+
+async def get_or_watch(
+    request: Request, collection: str, id: str, q: WatchQuery, if_none_match: str | None
+) -> Response:
+    """A resource of `collection` (name and id checked), or a watch of it."""
     flt = _filter(request, q.filter)
     if q.watching:
         return await _watch(request, collection, id, q, flt)
@@ -299,8 +321,13 @@ def written_json(id: str, revision: int, created_revision: int) -> bytes:
 
 
 async def _write_one(request: Request, op: WriteOp) -> Response:
+    [change] = await runtime_of(request).store.write([op])
+    return written_response(request, op, change)
+
+
+def written_response(request: Request, op: WriteOp, change: Change) -> Response:
+    """A write's answer: the resource as it left it, or without `data` to a writer who may not read."""
     runtime = runtime_of(request)
-    [change] = await runtime.store.write([op])
     if runtime.security.may_read(identity_of(request), op.collection):
         body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
     else:

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from .. import metrics
 from ..problems import Problem
 from ..security.identity import identity_of
-from . import asyncapi
+from . import asyncapi, schema_documents
 
 router = APIRouter(tags=["system"])
 
@@ -56,7 +56,8 @@ async def prometheus_metrics(request: Request) -> Response:
 async def asyncapi_document(request: Request) -> dict[str, Any]:
     settings = request.app.state.runtime.settings
     host = request.headers.get("host") or f"{settings.host}:{settings.port}"
-    return asyncapi.document(host, secure=request.url.scheme == "https")
+    document = asyncapi.document(host, secure=request.url.scheme == "https")
+    return schema_documents.asyncapi(document, request.app.state.runtime.schemas.documents())
 
 
 @router.get("/v1/_collections", summary="The collections and how many resources each holds")

@@ -15,6 +15,7 @@ from ..names import check_collection, check_id
 from ..problems import Problem, bad_request
 from ..revisions import parse_revision
 from ..runtime import Runtime
+from ..schemas import SCHEMAS
 from ..security.identity import identity_of
 from ..security.session import WatchSession
 from ..transports.websocket import Multiplexer, Outbox, serve_watch
@@ -72,7 +73,8 @@ async def _open(
 ) -> tuple[OpenedWatch, float]:
     if not isinstance(collection, str):
         raise bad_request("BadParameter", "collection must be a string")
-    check_collection(collection)
+    if collection != SCHEMAS:  # the one reserved name that is watched like a collection
+        check_collection(collection)
     if id is not None:
         check_id(id)
     filter_text = _optional_str("filter", params.get("filter"))

@@ -3,6 +3,8 @@
 A grant is `ACTION:COLLECTION` with ACTION one of read, write, watch, and `*` in COLLECTION
 matching any run of characters (`write:chat-*`, `watch:*`). `bypass:COLLECTION` exempts from
 the collection's per-document rule: for the trusted service that writes everyone's documents.
+`schema:COLLECTION` sets and removes the collection's schema (`/v1/_schemas/COLLECTION`): it
+decides what every writer of the collection may write, so no `write` grant implies it.
 They come from a JWT's standard `scope` claim (space-separated, RFC 8693) or `scp` (a list, as
 some issuers send it), or from an API key's scopes. The three actions are independent: `watch`
 does not imply `read`, because a watch that only shows what changes is a different promise from
@@ -16,8 +18,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-ACTIONS = ("read", "write", "watch", "bypass")
-_GRANT = re.compile(r"(read|write|watch|bypass):([a-z0-9_*-]{1,63})")
+ACTIONS = ("read", "write", "watch", "bypass", "schema")
+_GRANT = re.compile(r"(read|write|watch|bypass|schema):([a-z0-9_*-]{1,63})")
 # Not a grant on a collection: reading /metrics when authentication is on (the revision, the
 # watcher counts and the refusals say something about every collection at once).
 METRICS_SCOPE = "metrics"

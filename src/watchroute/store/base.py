@@ -26,7 +26,7 @@ class WriteOp:
     collection: str
     id: str
     # None for a delete or a patch, and for a put or create whose `data_json` is set and that
-    # no guard checks (a batch lets its parsed documents go once they are encoded).
+    # no guard or check reads (a batch lets its parsed documents go once they are encoded).
     data: dict[str, Any] | None = None
     # `data` encoded by whoever had it at hand (and in cache); None: the store encodes it.
     data_json: bytes | None = None
@@ -38,6 +38,10 @@ class WriteOp:
     must_not_exist: bool = False  # If-None-Match: *, and every create
     # Checked inside the transaction on the states before and after (security.WriteGuard).
     guard: WriteGuard | None = None
+    # Run inside the transaction with the op and the state a create, put or patch leaves (None
+    # when a batch let its parsed document go: then in `data_json`); raises Problem to refuse.
+    # It answers for the collection's schema (schemas.py).
+    check: Callable[[WriteOp, dict[str, Any] | None], None] | None = None
 
 
 class WriteGuard(Protocol):

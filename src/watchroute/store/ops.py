@@ -46,6 +46,8 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
             raise not_found(op.collection, op.id)
         if op.if_match is not None or op.must_exist:
             raise precondition_failed(f"{op.collection}/{op.id} does not exist")
+        if op.check is not None:
+            op.check(op, op.data)
         data = op.data or {}
         if guard is not None:
             guard.new(data)
@@ -80,7 +82,11 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
         data = op.patch(current, max_bytes)
         if not isinstance(data, dict):
             raise Problem(422, "BadPatch", "the patch would make the resource something other than an object")
+        if op.check is not None:
+            op.check(op, data)
     else:
+        if op.check is not None:
+            op.check(op, op.data)  # None when a batch let it go (the check reads `data_json`)
         data = op.data or {}
     if guard is not None:
         guard.new(data)

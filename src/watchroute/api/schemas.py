@@ -1,0 +1,171 @@
+"""`/v1/_schemas`: a collection's JSON Schema, set, read, removed and watched.
+
+A schema is the resource `_schemas/{collection}` (schemas.py), so reading, listing and watching
+it are the routes every collection has, under the reserved name. Setting one is the one write
+that takes more than a store round trip: the collection's documents are checked first, while
+every new write to the collection already answers to the schema (see `put_schema`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+
+from ..names import check_collection
+from ..problems import Problem
+from ..runtime import Runtime
+from ..schemas import MAX_OFFENDERS, SCHEMAS, compile_schema, errors_of
+from ..security.identity import identity_of
+from ..store import WriteOp
+from . import preconditions
+from .bodies import read_object
+from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource, Written
+from .resources import (
+    IfMatch,
+    IfNoneMatch,
+    WatchQuery,
+    get_or_watch,
+    list_or_watch,
+    runtime_of,
+    written_response,
+)
+
+router = APIRouter(prefix="/v1/_schemas", tags=["schemas"])
+
+CHECK_PAGE = 1000  # documents read per page while a new schema is checked
+ERRORS_PER_OFFENDER = 3
+
+
+@router.get(
+    "",
+    response_model=ListPage,
+    responses={**PROBLEMS, **WATCH_STREAMS},
+    summary="List the collections' schemas, or watch them",
+)
+async def list_or_watch_schemas(
+    request: Request,
+    q: Annotated[WatchQuery, Depends()],
+    limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+    continue_: Annotated[str | None, Query(alias="continue")] = None,
+    revision: Annotated[int | None, Query(ge=0)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    return await list_or_watch(request, SCHEMAS, q, limit, continue_, revision, if_none_match)
+
+
+@router.get(
+    "/{collection}",
+    response_model=Resource,
+    responses={**PROBLEMS, **WATCH_STREAMS},
+    summary="Read a collection's schema, or watch it",
+)
+async def get_or_watch_schema(
+    request: Request,
+    collection: str,
+    q: Annotated[WatchQuery, Depends()],
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Any:
+    check_collection(collection)
+    return await get_or_watch(request, SCHEMAS, collection, q, if_none_match)
+
+
+@router.put(
+    "/{collection}",
+    response_model=Written,
+    responses={**PROBLEMS, 409: PROBLEMS[422]},
+    summary="Set a collection's schema (JSON Schema 2020-12); its documents must match it",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    },
+)
+async def put_schema(
+    request: Request, collection: str, if_match: IfMatch = None, if_none_match: IfNoneMatch = None
+) -> Any:
+    op = _schema_op(request, "put", collection, if_match, if_none_match)
+    runtime = runtime_of(request)
+    op.data = await read_object(request, runtime.settings.max_body_bytes)
+    validator = compile_schema(op.data)
+    book = runtime.schemas
+    async with book.setting(collection):
+        # From here every write to the collection answers to the new schema as well. Writes
+        # applied before may not have: the empty write commits after all of them, so the
+        # documents read next include theirs. Nothing can then slip between the check and the
+        # schema taking force.
+        with book.tightened(collection, validator):
+            await runtime.store.write([])
+            await _check_documents(runtime, collection, validator)
+            [change] = await runtime.store.write([op])
+            book.saw(change)  # before the pending schema goes: it is in force without a gap
+    return written_response(request, op, change)
+
+
+@router.delete(
+    "/{collection}",
+    response_model=Written,
+    responses=PROBLEMS,
+    summary="Remove a collection's schema; answers its last state",
+)
+async def delete_schema(request: Request, collection: str, if_match: IfMatch = None) -> Any:
+    op = _schema_op(request, "delete", collection, if_match, None)
+    runtime = runtime_of(request)
+    async with runtime.schemas.setting(collection):
+        [change] = await runtime.store.write([op])
+        # Writes applied until now answered to the schema still: stricter, never looser.
+        runtime.schemas.saw(change)
+    return written_response(request, op, change)
+
+
+def _schema_op(
+    request: Request, kind: str, collection: str, if_match: str | None, if_none_match: str | None
+) -> WriteOp:
+    """The write of `_schemas/{collection}`, its name, preconditions and grant checked first."""
+    check_collection(collection)
+    pre = preconditions.parse(if_match, if_none_match)
+    # `schema:{collection}`: who may decide what every writer of the collection may write.
+    runtime_of(request).security.authorize(identity_of(request), "schema", collection)
+    return WriteOp(
+        kind,
+        SCHEMAS,
+        collection,
+        if_match=pre.if_match,
+        must_exist=pre.must_exist,
+        must_not_exist=pre.must_not_exist,
+    )
+
+
+async def _check_documents(runtime: Runtime, collection: str, validator: Any) -> None:
+    """409 when documents of `collection` do not match (the first few, with why), or when it
+    holds more documents than `schema_check_max_documents`."""
+    most = runtime.settings.schema_check_max_documents
+    offenders: list[dict[str, Any]] = []
+    seen = 0
+    after: str | None = None
+    while True:
+        page = await runtime.store.list(collection, None, CHECK_PAGE, after)
+        seen += len(page.rows)
+        if seen > most:
+            raise Problem(
+                409,
+                "TooManyToCheck",
+                f"{collection} holds more than {most} documents, the most a new schema is checked "
+                "against (schema_check_max_documents); nothing was changed",
+            )
+        for row in page.rows:
+            if not validator.is_valid(row.data):
+                errors = errors_of(validator, row.data)[:ERRORS_PER_OFFENDER]
+                offenders.append({"id": row.id, "errors": errors})
+                if len(offenders) == MAX_OFFENDERS:
+                    break
+        if len(offenders) == MAX_OFFENDERS or page.next_after_id is None:
+            break
+        after = page.next_after_id
+    if offenders:
+        more = " (the first few)" if len(offenders) == MAX_OFFENDERS else ""
+        raise Problem(
+            409,
+            "SchemaConflict",
+            f"{len(offenders)} document(s) of {collection}{more} do not match the schema; fix or "
+            "remove them first, nothing was changed",
+            offenders=offenders,
+        )
