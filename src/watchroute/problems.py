@@ -107,3 +107,8 @@ def invalid_parameters(errors: list[Any]) -> Problem:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "query")
         parts.append(f"{where}: {error.get('msg')}")
     return Problem(400, "BadParameter", "; ".join(parts) or "bad request")
+
+
+def store_unavailable(detail: str, retry_after: int = 1) -> Problem:
+    """503 for a request the database could not serve now; the client tries again later."""
+    return Problem(503, "StoreUnavailable", detail, headers={"Retry-After": str(retry_after)})

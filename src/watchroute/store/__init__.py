@@ -12,7 +12,11 @@ def open_store(settings: Settings) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, synchronous=settings.sqlite_synchronous)
-    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_settings(settings)
+    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://...")
 
 
 __all__ = ["LogSlice", "Page", "Row", "Store", "WriteOp", "open_store"]

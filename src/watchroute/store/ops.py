@@ -8,6 +8,8 @@ created_revision, data_json and data).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 
 from ..events import ADDED, DELETED, MODIFIED, Change, encode
@@ -76,6 +78,50 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float) 
         prev_json,
         ts,
     )
+
+
+def apply_job(
+    write_ops: list[WriteOp],
+    revision: int,
+    ts: float,
+    stored: dict[tuple[str, str], Row],
+    staged: dict[tuple[str, str], Change | None],
+) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
+    """A job's changes from `revision` + 1 on, and its writes by resource; raises (writing
+    nothing) to refuse.
+
+    `stored` holds the rows the group read, `staged` what the group's earlier jobs wrote. A
+    resource written in a group is its last change (None: deleted): a Change carries what a Row
+    does (revision, created_revision, data_json, data), decoded already.
+    """
+    changes = []
+    # The job's own writes: a later op of a batch sees an earlier one's state.
+    written: dict[tuple[str, str], Change | None] = {}
+    for op in write_ops:
+        revision += 1
+        key = (op.collection, op.id)
+        if key in written:
+            current = written[key]
+        elif key in staged:
+            current = staged[key]
+        else:
+            current = stored.get(key)
+        change = apply(op, current, revision, ts)
+        written[key] = None if change.type == "DELETED" else change
+        changes.append(change)
+    return changes, written
+
+
+def wanted(jobs_ops: Iterable[list[WriteOp]]) -> dict[str, list[str]]:
+    """The ids each collection's current rows are needed for, each once, in first-seen order."""
+    ids: dict[str, dict[str, None]] = {}
+    for write_ops in jobs_ops:
+        for op in write_ops:
+            named = ids.get(op.collection)
+            if named is None:
+                named = ids[op.collection] = {}
+            named[op.id] = None
+    return {collection: list(named) for collection, named in ids.items()}
 
 
 def encode_early(data: dict) -> bytes | None:
