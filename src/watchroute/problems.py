@@ -100,6 +100,17 @@ def future_revision(since: int, latest: int) -> Problem:
     )
 
 
+def catching_up(since: int, seen: int) -> Problem:
+    """503: the store has committed `since`, but this instance has not read that far yet."""
+    return Problem(
+        503,
+        "CatchingUp",
+        f"revision {since} is committed but this instance has read the log only to {seen}; "
+        "try again in a moment (or on another instance)",
+        headers={"Retry-After": "1"},
+    )
+
+
 def invalid_parameters(errors: list[Any]) -> Problem:
     """400 for request parameters that fail their declared constraints (pydantic's errors)."""
     parts = []
