@@ -215,3 +215,77 @@ def test_a_sigkilled_instance_loses_no_acknowledged_write_and_watchers_get_exact
     assert {id for _, id in acks if id.startswith("w0-")}  # the killed instance had acknowledged some
     for got in watched:
         assert got == [tuple(row) for row in log]  # exactly the log: in order, nothing twice
+
+
+def test_an_instance_that_loses_postgresql_refuses_writes_keeps_its_watches_and_recovers(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from .postgres import set_connections_allowed
+
+    proc = ServerProcess(tmp_path, database=pg_url).start()
+    try:
+        assert httpx.put(proc.url + "/v1/n/a", json={}).status_code == 201
+        params = {"watch": "true", "since": 1, "heartbeat": 1}
+        with httpx.stream("GET", proc.url + "/v1/n", params=params, timeout=10) as watch:
+            assert watch.status_code == 200
+            lines = watch.iter_lines()
+            set_connections_allowed(pg_url, False)
+            try:
+                r = httpx.put(proc.url + "/v1/n/b", json={}, timeout=10)
+                assert r.status_code == 503, r.text
+                assert r.json()["reason"] == "StoreUnavailable" and int(r.headers["Retry-After"]) >= 1
+                r = httpx.get(proc.url + "/v1/n/a", timeout=10)
+                assert r.status_code == 503 and r.json()["reason"] == "StoreUnavailable"
+                assert httpx.get(proc.url + "/readyz", timeout=10).status_code == 503
+                # The open watch goes on: its heartbeats still come.
+                assert json.loads(next(lines))["type"] == "BOOKMARK"
+            finally:
+                set_connections_allowed(pg_url, True)
+            deadline = time.monotonic() + 10
+            while (r := httpx.put(proc.url + "/v1/n/b", json={}, timeout=10)).status_code != 201:
+                assert r.status_code == 503 and time.monotonic() < deadline, r.text
+                time.sleep(0.2)
+            event = next(e for e in map(json.loads, lines) if e["type"] != "BOOKMARK")
+            assert (event["type"], event["object"]["id"]) == ("ADDED", "b")
+        assert httpx.get(proc.url + "/readyz").status_code == 200
+        assert httpx.get(proc.url + "/v1/n/a").status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_compaction_one_horizon_and_410_on_every_instance(pg_url: str, tmp_path: Path) -> None:
+    settings = {"history_events": 5, "compaction_interval": 0.1}
+    procs = []
+    try:
+        for n in range(3):
+            (tmp_path / f"i{n}").mkdir()
+            procs.append(ServerProcess(tmp_path / f"i{n}", database=pg_url, **settings).start())
+        # While another holds the compaction turn, nobody compacts.
+        with psycopg.connect(pg_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(hashtextextended('watchroute:watchroute:compact', 0))")
+            for i in range(20):
+                assert httpx.put(f"{procs[i % 3].url}/v1/h/{i}", json={}).status_code == 201
+            time.sleep(0.5)
+            (compacted,) = holder.execute(
+                "SELECT value FROM watchroute.meta WHERE key = 'compacted'"
+            ).fetchone()
+            assert compacted == 0
+        for proc in procs:
+            deadline = time.monotonic() + 5
+            while (
+                r := httpx.get(proc.url + "/v1/h", params={"watch": "true", "since": 2})
+            ).status_code != 410:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.1)
+            assert r.json()["reason"] == "Expired"
+            r = httpx.get(proc.url + "/v1/h", params={"watch": "longpoll", "since": 15, "timeout": 0.1})
+            assert [e["revision"] for e in r.json()["events"]] == [16, 17, 18, 19, 20]
+        with psycopg.connect(pg_url) as conn:
+            (compacted,) = conn.execute(
+                "SELECT value FROM watchroute.meta WHERE key = 'compacted'"
+            ).fetchone()
+            (oldest,) = conn.execute("SELECT min(revision) FROM watchroute.log").fetchone()
+        assert compacted == 15 and oldest == 16
+    finally:
+        for proc in procs:
+            proc.stop()

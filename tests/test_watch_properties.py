@@ -183,9 +183,7 @@ async def scenario(url: str | list[str], ops: list[tuple], writers: int, watches
         base = (await c.get(f"/v1/{coll}")).json()["revision"]
         stop_at: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         ws = [Watch(0 if s["start"] == "zero" else base, s) for s in watches]
-        tasks = [
-            asyncio.create_task(run_watch(cs[i:] + cs[:i], coll, w, stop_at)) for i, w in enumerate(ws)
-        ]
+        tasks = [asyncio.create_task(run_watch(cs[i:] + cs[:i], coll, w, stop_at)) for i, w in enumerate(ws)]
         acks: list[Ack] = []
 
         async def writer(share: list[tuple], c: httpx.AsyncClient) -> None:

@@ -103,6 +103,7 @@ class Writer:
         self._jobs: asyncio.Queue[Any] = asyncio.Queue()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._catch_up_queued = False
+        self._unreachable = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -163,8 +164,11 @@ class Writer:
                 jobs = [job for job in jobs if job is not _CATCH_UP]
             try:
                 await (self._commit(jobs) if jobs else self._catch_up())
+                self._unreachable = False
             except UNAVAILABLE as exc:  # a catch-up that failed is tried again on the next tick
-                log.warning("reading other instances' commits failed: %s", exc)
+                if not self._unreachable:  # once per outage, not once per tick
+                    log.warning("reading other instances' commits failed: %s", exc)
+                self._unreachable = True
                 await self._drop_connection()
             except Exception:
                 log.exception("reading other instances' commits failed")
