@@ -15,9 +15,14 @@ import pytest
 
 from .server import ServerProcess
 from .test_batch import *  # noqa: F403
+from .test_group_writes import *  # noqa: F403
 from .test_rest import *  # noqa: F403
 from .test_watch_ndjson_longpoll import *  # noqa: F403
 from .test_watch_sse import *  # noqa: F403
+from .test_workers import (  # noqa: F401 - `--workers N` on PostgreSQL: N instances on one port
+    test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost,
+    test_watchers_of_every_worker_see_every_commit_in_revision_order,
+)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +11,8 @@ import httpx
 import psycopg
 import pytest
 
+from watchroute.problems import Problem
+from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore
 from watchroute.store.postgres.schema import SCHEMA_VERSION
 
@@ -66,3 +69,55 @@ def test_api_keys_are_kept_in_postgresql(pg_url: str, tmp_path: Path) -> None:
         assert refused.status_code == 401
     finally:
         proc.stop()
+
+
+async def test_stores_on_one_database_hand_on_each_others_commits_in_revision_order(pg_url: str) -> None:
+    """Three instances' stores in one process: each hears every commit, its own and the
+    others', once and strictly in revision order (an instance's own commit can come after
+    another's that it has not read yet: it is handed on only after that one)."""
+    heard: list[list[int]] = [[], [], []]
+    # No tick: only the doorbell and the write groups themselves read the others' commits.
+    stores = [PostgresStore(pg_url, tail_interval=30) for _ in heard]
+    for store, revisions in zip(stores, heard, strict=True):
+        await store.open(lambda changes, revisions=revisions: revisions.extend(c.revision for c in changes))
+    try:
+
+        async def write(store: PostgresStore, n: int) -> None:
+            for i in range(40):
+                ops = [WriteOp("put", "t", f"{n}-{i}-{k}", {"k": k}) for k in range(1 + i % 3)]
+                await store.write(ops)
+
+        await asyncio.gather(*(write(stores[n % 3], n) for n in range(9)))
+        total = 9 * sum(1 + i % 3 for i in range(40))
+        deadline = time.monotonic() + 5
+        while any(len(revisions) < total for revisions in heard) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for revisions in heard:
+            assert revisions == list(range(1, total + 1))
+        assert [store.revision for store in stores] == [total] * 3
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_refused_job_leaves_the_others_of_its_group_to_commit(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    heard: list[int] = []
+    await store.open(lambda changes: heard.extend(c.revision for c in changes))
+    try:
+        await store.write([WriteOp("put", "t", "taken", {})])
+        results = await asyncio.gather(
+            *(
+                store.write([WriteOp("put", "t", "taken", {}, must_not_exist=True)])
+                if n % 3 == 1
+                else store.write([WriteOp("put", "t", f"r{n}", {"n": n}), WriteOp("delete", "t", f"r{n}")])
+                for n in range(30)
+            ),
+            return_exceptions=True,
+        )
+        refused = [r for n, r in enumerate(results) if n % 3 == 1]
+        assert all(isinstance(r, Problem) and r.status == 412 for r in refused)
+        committed = sorted(c.revision for n, r in enumerate(results) if n % 3 != 1 for c in r)  # type: ignore[union-attr]
+        assert committed == list(range(2, 2 + 2 * 20)) == heard[1:]
+    finally:
+        await store.close()
