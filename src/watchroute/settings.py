@@ -45,6 +45,8 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     postgres_tail_interval: float = Field(0.2, gt=0, le=60)
     postgres_lock_timeout: float = Field(5.0, gt=0)
     postgres_idle_in_transaction_timeout: float = Field(30.0, gt=0)
+    # Off: writes are acknowledged before PostgreSQL has flushed them (docs/scale-out.md).
+    postgres_synchronous_commit: bool = True
     # Seconds a stopping server gives open streams to end before it closes their sockets.
     shutdown_grace: float = Field(3.0, ge=0)
     log_level: str = "info"

@@ -53,12 +53,21 @@ class PostgresStore:
         tail_interval: float = 0.2,
         lock_timeout: float = 5.0,
         idle_in_transaction_timeout: float = 30.0,
+        synchronous_commit: bool = True,
     ) -> None:
         self.url = url
         self.schema = schema_name
         self.pool_size = pool_size
         self.tail_interval = tail_interval
         self.setup = session_setup(schema_name, lock_timeout, idle_in_transaction_timeout)
+        # Off: a write is acknowledged once PostgreSQL has it in memory, before its WAL is on disk
+        # (written within wal_writer_delay). It survives the instance's SIGKILL and a restart of
+        # PostgreSQL, not a crash of PostgreSQL's machine: what SQLite's synchronous=NORMAL gives.
+        self.writer_setup = (
+            self.setup
+            if synchronous_commit
+            else sql.SQL("; ").join([self.setup, sql.SQL("SET synchronous_commit = off")])
+        )
         self.channel = channel(schema_name)
         self.revision = 0
         self.compacted = 0
@@ -67,6 +76,8 @@ class PostgresStore:
         self._writer: Writer | None = None
         self._listener: asyncio.Task[None] | None = None
         self._tick: asyncio.TimerHandle | None = None
+        self._ringer: asyncio.Task[None] | None = None
+        self._ring_to = 0  # the newest revision to tell the others of
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresStore:
@@ -77,6 +88,7 @@ class PostgresStore:
             settings.postgres_tail_interval,
             settings.postgres_lock_timeout,
             settings.postgres_idle_in_transaction_timeout,
+            settings.postgres_synchronous_commit,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -101,7 +113,7 @@ class PostgresStore:
         await self._pool.open(wait=True, timeout=CONNECT_SECONDS)
         async with self._pool.connection() as conn:
             self.revision, self.compacted = await self._read_meta(conn)
-        self._writer = Writer(self.url, self.setup, self.channel, self.revision, self._hand_on)
+        self._writer = Writer(self.url, self.writer_setup, self.revision, self._hand_on, self._ring)
         self._writer.start()
         self._listener = asyncio.create_task(self._listen(), name="watchroute-listener")
         self._schedule_tick()
@@ -115,6 +127,8 @@ class PostgresStore:
                 await self._listener
         if self._writer is not None:
             await self._writer.stop()
+        if self._ringer is not None:
+            await self._ringer
         if self._pool is not None:
             await self._pool.close()
 
@@ -141,6 +155,30 @@ class PostgresStore:
         assert self._writer is not None
         self._writer.request_catch_up()
         self._schedule_tick()
+
+    def _ring(self, revision: int) -> None:
+        """Tell the other instances that `revision` has committed, without holding up the writer:
+        one ring at a time, the newest revision in it."""
+        self._ring_to = revision
+        if self._ringer is None or self._ringer.done():
+            self._ringer = asyncio.create_task(self._ring_until_told(), name="watchroute-ring")
+
+    async def _ring_until_told(self) -> None:
+        rung = 0
+        while self._ring_to > rung:
+            rung = self._ring_to
+            try:
+                async with self._reading() as conn:
+                    # After the commit, outside its transaction: a NOTIFY inside it would hold
+                    # the cluster's notify lock through the commit. Its own transaction needs no
+                    # flush to disk: a ring lost in a crash costs a tick, not a change.
+                    await conn.execute(
+                        "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, %s)",
+                        (self.channel, str(rung)),
+                    )
+            except Problem as exc:
+                log.debug("could not ring the other instances: %s", exc)
+                return
 
     async def _listen(self) -> None:
         """Ring the writer when another instance has committed past what it has handed on."""

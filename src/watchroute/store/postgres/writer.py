@@ -11,8 +11,8 @@ undoes the increment, so the revisions are gap-free. (A sequence would not do: i
 handed out outside the transaction, so a later value can commit first and a reader of
 `revision > last` would step over the earlier one for ever.) The lock is taken before the
 current rows are read because the preconditions must hold at the revision they commit at; all
-that needs no database (parsing, encoding) is done before the transaction begins, and the
-writes and the counter go in one pipelined round trip.
+that needs no database (parsing, encoding) is done before the transaction begins, and the group
+takes two pipelined round trips: the lock with the reads, then the writes with the COMMIT.
 
 The same task hands every commit to the listener strictly in revision order, its own and the
 other instances' alike: a group first reads what the others committed since the last revision
@@ -65,6 +65,7 @@ _DELETE_RESOURCES = (
     "WHERE r.collection = gone.collection AND r.id = gone.id"
 )
 _SET_COUNTER = "UPDATE meta SET value = %s WHERE key = 'revision'"
+_LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision"
 
 
 def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
@@ -91,13 +92,13 @@ class Writer:
         self,
         url: str,
         setup: sql.Composed,
-        channel: str,
         seen: int,
         hand_on: Callable[[list[Change]], None],
+        ring: Callable[[int], None],
     ) -> None:
         self.url = url
         self.setup = setup
-        self.channel = channel
+        self._ring = ring  # tells the other instances of a commit, without waiting (engine.py)
         self.seen = seen  # the last revision handed on
         self._hand_on = hand_on
         self._jobs: asyncio.Queue[Any] = asyncio.Queue()
@@ -203,17 +204,21 @@ class Writer:
         committed = False
         try:
             conn = await self._connection()
-            async with conn.transaction():
-                cur = await conn.execute(_LOCK_COUNTER)
-                (latest,) = await cur.fetchone()  # type: ignore[misc]
-                if latest > self.seen:
-                    cur = await conn.execute(
-                        f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision",
-                        (self.seen,),
-                    )
-                    others = log_changes(await cur.fetchall())
+            # Two round trips: BEGIN, the counter's lock and the reads; then the writes, the
+            # counter and COMMIT. The reads run once the lock is held, so they see every commit
+            # before this one: the other instances' changes since `seen`, the current rows.
+            async with conn.pipeline() as pipeline, conn.transaction():
+                counter = await conn.execute(_LOCK_COUNTER)
+                since = await conn.execute(_LOG_AFTER, (self.seen,))
+                current = await conn.execute(_CURRENT_ROWS, self._wanted(jobs))
+                await pipeline.sync()
+                (latest,) = await counter.fetchone()  # type: ignore[misc]
+                others = log_changes(await since.fetchall())
                 start = revision = latest
-                stored = await self._current_rows(conn, jobs)
+                stored = {
+                    (collection, rid): Row(collection, rid, rev, created, data)
+                    for collection, rid, rev, created, data in await current.fetchall()
+                }
                 ts = time.time()
                 # The group's writes so far, by resource (None: deleted): a later job sees them,
                 # and each resource is written once, in its final state.
@@ -250,22 +255,17 @@ class Writer:
             self.request_catch_up()
         self._settle(jobs, outcomes, others)
         if committed and revision != start:
-            await self._ring(revision)
+            self._ring(revision)
 
     @staticmethod
-    async def _current_rows(
-        conn: psycopg.AsyncConnection[Any], jobs: list[_Job]
-    ) -> dict[tuple[str, str], Row]:
+    def _wanted(jobs: list[_Job]) -> tuple[list[str], list[str]]:
+        """The (collection, id) pairs the group's ops name, as two arrays for unnest."""
         collections: list[str] = []
         ids: list[str] = []
         for collection, named in ops.wanted(job.ops for job in jobs).items():
             collections += [collection] * len(named)
             ids += named
-        cur = await conn.execute(_CURRENT_ROWS, (collections, ids))
-        return {
-            (collection, rid): Row(collection, rid, rev, created, data)
-            for collection, rid, rev, created, data in await cur.fetchall()
-        }
+        return collections, ids
 
     @staticmethod
     async def _write_group(
@@ -277,45 +277,34 @@ class Writer:
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
         gone = [key for key, c in staged.items() if c is None]
-        # One round trip for the four statements; COMMIT follows.
-        async with conn.pipeline():
+        # Queued in the caller's pipeline, with the COMMIT that follows them.
+        await conn.execute(
+            _INSERT_LOG,
+            (
+                [c.revision for c in changes],
+                [c.ts for c in changes],
+                [c.type for c in changes],
+                [c.collection for c in changes],
+                [c.id for c in changes],
+                [c.created_revision for c in changes],
+                [c.data_json for c in changes],
+                [c.prev_json for c in changes],
+            ),
+        )
+        if kept:
             await conn.execute(
-                _INSERT_LOG,
+                _UPSERT_RESOURCES,
                 (
-                    [c.revision for c in changes],
-                    [c.ts for c in changes],
-                    [c.type for c in changes],
-                    [c.collection for c in changes],
-                    [c.id for c in changes],
-                    [c.created_revision for c in changes],
-                    [c.data_json for c in changes],
-                    [c.prev_json for c in changes],
+                    [c.collection for c in kept],
+                    [c.id for c in kept],
+                    [c.revision for c in kept],
+                    [c.created_revision for c in kept],
+                    [c.data_json for c in kept],
                 ),
             )
-            if kept:
-                await conn.execute(
-                    _UPSERT_RESOURCES,
-                    (
-                        [c.collection for c in kept],
-                        [c.id for c in kept],
-                        [c.revision for c in kept],
-                        [c.created_revision for c in kept],
-                        [c.data_json for c in kept],
-                    ),
-                )
-            if gone:
-                await conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
-            await conn.execute(_SET_COUNTER, (revision,))
-
-    async def _ring(self, revision: int) -> None:
-        """Wake the other instances: after the commit, outside its transaction (a NOTIFY inside
-        one would hold a cluster-wide lock through the commit). Only a doorbell: one that is
-        lost costs the others a tick of latency, not a change."""
-        assert self._conn is not None
-        try:
-            await self._conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(revision)))
-        except psycopg.Error as exc:
-            log.warning("could not ring the other instances: %s", exc)
+        if gone:
+            await conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
+        await conn.execute(_SET_COUNTER, (revision,))
 
     def _settle(
         self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], others: list[Change]
