@@ -183,12 +183,14 @@ class PostgresStore:
     async def _listen(self) -> None:
         """Ring the writer when another instance has committed past what it has handed on."""
         assert self._writer is not None
+        failing = False
         while True:
             try:
                 async with asyncio.timeout(CONNECT_SECONDS):
                     conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    failing = False
                     self._writer.request_catch_up()  # what was rung while nobody listened
                     async for notify in conn.notifies():
                         try:
@@ -198,7 +200,9 @@ class PostgresStore:
                         if revision > self._writer.seen:
                             self._writer.request_catch_up()
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                log.warning("listening for other instances' commits failed (%s); the tick goes on", exc)
+                if not failing:  # once per outage
+                    log.warning("listening for other instances' commits failed (%s); the tick goes on", exc)
+                failing = True
             await asyncio.sleep(RELISTEN_SECONDS)
 
     # -- writes ------------------------------------------------------------------------------
