@@ -121,3 +121,23 @@ async def test_a_refused_job_leaves_the_others_of_its_group_to_commit(pg_url: st
         assert committed == list(range(2, 2 + 2 * 20)) == heard[1:]
     finally:
         await store.close()
+
+
+def test_a_write_that_waits_too_long_for_the_revision_counter_is_refused_with_503(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # postgres:// is the other spelling libpq takes.
+    url = pg_url.replace("postgresql://", "postgres://", 1)
+    proc = ServerProcess(tmp_path, database=url, postgres_lock_timeout=0.5).start()
+    try:
+        assert httpx.put(proc.url + "/v1/n/a", json={}).status_code == 201
+        with psycopg.connect(pg_url) as frozen:  # a transaction that holds the counter and stalls
+            frozen.execute("SELECT value FROM watchroute.meta WHERE key = 'revision' FOR UPDATE")
+            started = time.monotonic()
+            r = httpx.put(proc.url + "/v1/n/b", json={}, timeout=10)
+            assert r.status_code == 503 and r.json()["reason"] == "StoreUnavailable", r.text
+            assert r.headers["Retry-After"] == "1" and time.monotonic() - started < 3
+        r = httpx.put(proc.url + "/v1/n/b", json={})
+        assert r.status_code == 201 and r.json()["revision"] == 2  # the refused write took none
+    finally:
+        proc.stop()
