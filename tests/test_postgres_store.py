@@ -141,3 +141,26 @@ def test_a_write_that_waits_too_long_for_the_revision_counter_is_refused_with_50
         assert r.status_code == 201 and r.json()["revision"] == 2  # the refused write took none
     finally:
         proc.stop()
+
+
+async def test_an_instance_far_behind_reads_the_others_commits_before_its_own_in_order(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from watchroute.store.postgres import writer
+
+    monkeypatch.setattr(writer, "CATCH_UP_CHUNK", 4)  # "far" is 4 changes behind
+    heard: list[int] = []
+    ahead = PostgresStore(pg_url)
+    behind = PostgresStore(pg_url, tail_interval=30)
+    await ahead.open(lambda changes: None)
+    await behind.open(lambda changes: heard.extend(c.revision for c in changes))
+    try:
+        assert behind._listener is not None
+        behind._listener.cancel()  # no ring: its first write group finds itself 20 behind
+        await ahead.write([WriteOp("put", "t", f"a{n}", {}) for n in range(20)])
+        [change] = await behind.write([WriteOp("put", "t", "b", {})])
+        assert change.revision == 21
+        assert heard == list(range(1, 22))
+    finally:
+        await ahead.close()
+        await behind.close()

@@ -65,7 +65,7 @@ _DELETE_RESOURCES = (
     "WHERE r.collection = gone.collection AND r.id = gone.id"
 )
 _SET_COUNTER = "UPDATE meta SET value = %s WHERE key = 'revision'"
-_LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision"
+_LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision LIMIT %s"
 
 
 def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
@@ -81,6 +81,11 @@ class _Job:
     def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
         self.ops = ops
         self.future = future
+
+
+class _FarBehind(Exception):
+    def __init__(self, others: list[Change]) -> None:
+        self.others = others
 
 
 # A job that writes nothing: read what other instances have committed.
@@ -198,6 +203,13 @@ class Writer:
         self._settle([], [], others)
 
     async def _commit(self, jobs: list[_Job]) -> None:
+        while True:
+            try:
+                return await self._commit_group(jobs)
+            except _FarBehind as behind:
+                self._settle([], [], behind.others)
+
+    async def _commit_group(self, jobs: list[_Job]) -> None:
         outcomes: list[list[Change] | BaseException] = []
         others: list[Change] = []
         start = revision = self.seen
@@ -209,11 +221,15 @@ class Writer:
             # before this one: the other instances' changes since `seen`, the current rows.
             async with conn.pipeline() as pipeline, conn.transaction():
                 counter = await conn.execute(_LOCK_COUNTER)
-                since = await conn.execute(_LOG_AFTER, (self.seen,))
+                since = await conn.execute(_LOG_AFTER, (self.seen, CATCH_UP_CHUNK))
                 current = await conn.execute(_CURRENT_ROWS, self._wanted(jobs))
                 await pipeline.sync()
                 (latest,) = await counter.fetchone()  # type: ignore[misc]
                 others = log_changes(await since.fetchall())
+                if len(others) == CATCH_UP_CHUNK:
+                    # Far behind (its catch-ups failed for a while): read the rest without the
+                    # counter's lock, which every instance's writes wait for.
+                    raise _FarBehind(others)
                 start = revision = latest
                 stored = {
                     (collection, rid): Row(collection, rid, rev, created, data)
@@ -235,6 +251,8 @@ class Writer:
                 if revision != start:
                     await self._write_group(conn, outcomes, staged, revision)
             committed = True
+        except _FarBehind:
+            raise
         except Exception as exc:
             if isinstance(exc, psycopg.Error):
                 in_doubt = isinstance(exc, psycopg.OperationalError) and any(
