@@ -164,3 +164,40 @@ async def test_an_instance_far_behind_reads_the_others_commits_before_its_own_in
     finally:
         await ahead.close()
         await behind.close()
+
+
+async def test_database_connections_stay_bounded_whatever_the_number_of_watchers(
+    pg_url: str, tmp_path: Path
+) -> None:
+    proc = ServerProcess(tmp_path, database=pg_url, postgres_pool_size=3, window_events=16).start()
+    name = pg_url.rpartition("/")[2]
+    try:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=20) as c:
+            ops = [{"op": "put", "collection": "w", "id": f"r{n}", "data": {"n": n}} for n in range(300)]
+            assert (await c.post("/v1/_batch", json={"ops": ops})).status_code == 200
+
+            async def watch() -> int:
+                # From the start: far behind the window, each reads the log from the database.
+                r = await c.get("/v1/w", params={"watch": "longpoll", "since": 0, "timeout": 1})
+                return len(r.json()["events"])
+
+            seen: list[int] = []
+
+            async def count() -> None:
+                with psycopg.connect(pg_url) as conn:
+                    while True:
+                        (n,) = conn.execute(  # type: ignore[misc]
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (name,),
+                        ).fetchone()
+                        seen.append(n)
+                        await asyncio.sleep(0.02)
+
+            counter = asyncio.create_task(count())
+            got = await asyncio.gather(*(watch() for _ in range(60)))
+            counter.cancel()
+        assert all(n > 0 for n in got)
+        assert seen and max(seen) <= 3 + 2  # the pool, the writer, the listener
+    finally:
+        proc.stop()
