@@ -271,9 +271,9 @@ def test_compaction_one_horizon_and_410_on_every_instance(pg_url: str, tmp_path:
             ).fetchone()
             assert compacted == 0
         for proc in procs:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 10
             while (
-                r := httpx.get(proc.url + "/v1/h", params={"watch": "true", "since": 2})
+                r := httpx.get(proc.url + "/v1/h", params={"watch": "true", "since": 2, "timeout": 1})
             ).status_code != 410:
                 assert time.monotonic() < deadline, r.text
                 time.sleep(0.1)

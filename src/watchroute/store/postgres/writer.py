@@ -137,9 +137,12 @@ class Writer:
             self._jobs.put_nowait(_CATCH_UP)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            async with asyncio.timeout(CONNECT_SECONDS):
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                async with asyncio.timeout(CONNECT_SECONDS):
+                    conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            except TimeoutError:  # a database out of reach, like one that refuses: 503
+                raise psycopg.OperationalError(f"no connection within {CONNECT_SECONDS:g} s") from None
             await conn.execute(self.setup)
             self._conn = conn
         return self._conn
