@@ -201,3 +201,61 @@ async def test_database_connections_stay_bounded_whatever_the_number_of_watchers
         assert seen and max(seen) <= 3 + 2  # the pool, the writer, the listener
     finally:
         proc.stop()
+
+
+async def test_a_snapshot_reads_every_page_at_its_one_revision(pg_url: str) -> None:
+    from watchroute.filter import compile_filter
+
+    store = PostgresStore(pg_url, pool_size=2)
+    await store.open(lambda changes: None)
+    try:
+        await store.write([WriteOp("put", "t", f"r{n:02}", {"n": n}) for n in range(25)])
+        snap = await store.snapshot("t")
+        assert snap.revision == 25
+        first = await snap.page(None, 10, 1 << 20)
+        # Commits meanwhile: a change, a deletion and a creation, in pages still to come.
+        await store.write([WriteOp("put", "t", "r20", {"n": -1}), WriteOp("delete", "t", "r21")])
+        await store.write([WriteOp("put", "t", "r99", {"n": 99})])
+        rest: list = []
+        while page := await snap.page(None, 10, 1 << 20):
+            rest += page
+        assert [(r.id, r.data["n"], r.revision) for r in first + rest] == [
+            (f"r{n:02}", n, n + 1) for n in range(25)
+        ]
+        snap.close()
+        snap.close()  # idempotent
+        # Filtered, and by size: past max_bytes by no more than the row that crosses it.
+        snap = await store.snapshot("t")
+        page = await snap.page(compile_filter("n>=20"), 100, 1)
+        assert [(r.id, r.data["n"]) for r in page] == [("r22", 22)]  # r20 is -1, r21 gone
+        snap.close()
+        one = await store.snapshot("t", "r99")
+        assert [r.id for r in await one.page(None, 10, 1 << 20)] == ["r99"] and one.done
+        one.close()
+        await asyncio.sleep(0.05)  # closed snapshots hand their connections back
+        assert store._pool is not None and store._pool.get_stats()["pool_available"] >= 1
+    finally:
+        await store.close()
+
+
+async def test_unavailable_says_why_writes_fail_and_clears_once_the_database_is_back(pg_url: str) -> None:
+    from .postgres import set_connections_allowed
+
+    store = PostgresStore(pg_url)
+    await store.open(lambda changes: None)
+    try:
+        assert await store.unavailable() is None
+        set_connections_allowed(pg_url, False)
+        try:
+            with pytest.raises(Problem) as refused:
+                await store.write([WriteOp("put", "t", "a", {})])
+            assert refused.value.reason == "StoreUnavailable"
+            reason = await store.unavailable()
+            assert reason is not None and "cannot be reached" in reason
+        finally:
+            set_connections_allowed(pg_url, True)
+        assert await store.unavailable() is None  # its own probe reached the database
+        [change] = await store.write([WriteOp("put", "t", "a", {})])
+        assert change.revision == 1
+    finally:
+        await store.close()

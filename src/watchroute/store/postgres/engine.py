@@ -32,6 +32,7 @@ from ...problems import Problem, store_unavailable
 from ..base import CommitListener, LogSlice, Page, Row, WriteOp
 from . import schema
 from .connect import UNAVAILABLE, channel, session_setup
+from .snapshot import PostgresSnapshot
 from .writer import CONNECT_SECONDS, Writer
 
 log = logging.getLogger("watchroute")
@@ -42,6 +43,10 @@ COMPACTION_STEP = 10_000  # log entries dropped per transaction
 # database is out of reach and the pool is reconnecting).
 POOL_WAIT_SECONDS = 2.0
 RELISTEN_SECONDS = 1.0
+
+
+def _unreadable(exc: Exception) -> Problem:
+    return store_unavailable(f"the database cannot be read now ({str(exc).strip()}); try again")
 
 
 class PostgresStore:
@@ -220,8 +225,7 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 yield conn
         except UNAVAILABLE as exc:
-            detail = f"the database cannot be read now ({str(exc).strip()}); try again"
-            raise store_unavailable(detail) from None
+            raise _unreadable(exc) from None
 
     async def _read(self, fn: Any, *args: Any) -> Any:
         """`fn(conn, *args)` on a pooled connection. Reads change nothing, so one that meets a
@@ -299,6 +303,26 @@ class PostgresStore:
                             return Page(rows, revision, rid if more else None)
                 if len(chunk) < LIST_SCAN_CHUNK:
                     return Page(rows, revision, None)
+
+    async def snapshot(self, collection: str, id: str | None = None) -> PostgresSnapshot:
+        """The collection (or one resource) at the current revision, read a page at a time in
+        one read transaction of its own (snapshot.py)."""
+        assert self._pool is not None, "store is not open"
+        try:
+            return await PostgresSnapshot(self._pool, collection, id).begin()
+        except UNAVAILABLE as exc:
+            raise store_unavailable(
+                f"the database cannot be read now ({str(exc).strip()}); try again"
+            ) from None
+
+    async def unavailable(self) -> str | None:
+        """Why writes are refused now, None when they can commit: a write that takes no
+        revision goes through the writer once it has failed to reach the database."""
+        assert self._writer is not None
+        if self._writer.unreachable:
+            with contextlib.suppress(Problem):
+                await self._writer.write([])
+        return self._writer.unreachable or None
 
     async def read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int) -> LogSlice:
         return await self._read(self._read_log, after, upto, collection, id, limit)

@@ -109,7 +109,8 @@ class Writer:
         self._jobs: asyncio.Queue[Any] = asyncio.Queue()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._catch_up_queued = False
-        self._unreachable = False
+        # Why the database could not be reached, until something reaches it again ("": it can).
+        self.unreachable = ""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -172,12 +173,15 @@ class Writer:
                 self._catch_up_queued = False
                 jobs = [job for job in jobs if job is not _CATCH_UP]
             try:
-                await (self._commit(jobs) if jobs else self._catch_up())
-                self._unreachable = False
+                if jobs:
+                    await self._commit(jobs)
+                else:
+                    await self._catch_up()
+                    self.unreachable = ""
             except UNAVAILABLE as exc:  # a catch-up that failed is tried again on the next tick
-                if not self._unreachable:  # once per outage, not once per tick
+                if not self.unreachable:  # once per outage, not once per tick
                     log.warning("reading other instances' commits failed: %s", exc)
-                self._unreachable = True
+                self.unreachable = f"the database cannot be reached: {str(exc).strip()}"
                 await self._drop_connection()
             except Exception:
                 log.exception("reading other instances' commits failed")
@@ -254,6 +258,7 @@ class Writer:
                 if revision != start:
                     await self._write_group(conn, outcomes, staged, revision)
             committed = True
+            self.unreachable = ""
         except _FarBehind:
             raise
         except Exception as exc:
@@ -263,6 +268,7 @@ class Writer:
                 )
                 if isinstance(exc, UNAVAILABLE):
                     log.warning("a write group failed: %s", exc)
+                    self.unreachable = f"the database cannot be reached: {str(exc).strip()}"
                 else:
                     log.exception("a write group failed")
                 outcome = "it may have been made: read it back" if in_doubt else "nothing was written"
