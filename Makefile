@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench clean cluster
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(BIN)/watchroute serve
+
+# Three instances on one PostgreSQL database behind nginx (docs/scale-out.md).
+cluster: $(STAMP)
+	deploy/cluster.sh $(DATABASE)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -57,3 +57,21 @@ def coll() -> str:
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of the test's own (tests/postgres.py), dropped after."""
+    from .postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_module_url() -> Iterator[str]:
+    """The same for a module's tests together."""
+    from .postgres import fresh_database
+
+    with fresh_database() as url:
+        yield url

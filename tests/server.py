@@ -20,10 +20,10 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, workdir: Path, **settings: object) -> None:
+    def __init__(self, workdir: Path, database: str | None = None, **settings: object) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.database = f"sqlite:///{workdir / 'watchroute.db'}"
+        self.database = database or f"sqlite:///{workdir / 'watchroute.db'}"
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "server.log"

@@ -9,6 +9,7 @@ from anything the server streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -109,9 +110,13 @@ def expected_events(acks: list[Ack], since: int, flt: str | None) -> list[tuple]
     return out
 
 
-async def run_watch(c: httpx.AsyncClient, coll: str, w: Watch, stop_at: asyncio.Future) -> None:
+async def run_watch(
+    clients: httpx.AsyncClient | list[httpx.AsyncClient], coll: str, w: Watch, stop_at: asyncio.Future
+) -> None:
     """Read until the sentinel, cutting the connection after each of `cuts` events and resuming
-    from the last revision seen (event or bookmark)."""
+    from the last revision seen (event or bookmark). Given several clients (instances on one
+    database), each connection goes to the next instance."""
+    rotation = itertools.cycle(clients if isinstance(clients, list) else [clients])
     spec, resume = w.spec, w.since
     params: dict[str, Any] = {"heartbeat": 1}
     if spec["filter"]:
@@ -120,6 +125,7 @@ async def run_watch(c: httpx.AsyncClient, coll: str, w: Watch, stop_at: asyncio.
     while True:
         budget = cuts.pop(0) if cuts else None
         seen = 0
+        c = next(rotation)
         if spec["transport"] == "longpoll":
             r = await c.get(
                 f"/v1/{coll}", params={**params, "watch": "longpoll", "since": resume, "timeout": 2}
@@ -162,17 +168,25 @@ async def run_watch(c: httpx.AsyncClient, coll: str, w: Watch, stop_at: asyncio.
                     break  # drop the connection mid-stream
 
 
-async def scenario(url: str, ops: list[tuple], writers: int, watches: list[dict]) -> None:
+async def scenario(url: str | list[str], ops: list[tuple], writers: int, watches: list[dict]) -> None:
+    """Against one server, or several on one database: then writers and watchers start on
+    different instances, and every resumption goes to the next one."""
+    urls = url if isinstance(url, list) else [url]
     coll = f"p{next(_collections)}"
     limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(base_url=url, timeout=20, limits=limits) as c:
+    async with contextlib.AsyncExitStack() as stack:
+        cs = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=u, timeout=20, limits=limits))
+            for u in urls
+        ]
+        c = cs[0]
         base = (await c.get(f"/v1/{coll}")).json()["revision"]
         stop_at: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         ws = [Watch(0 if s["start"] == "zero" else base, s) for s in watches]
-        tasks = [asyncio.create_task(run_watch(c, coll, w, stop_at)) for w in ws]
+        tasks = [asyncio.create_task(run_watch(cs[i:] + cs[:i], coll, w, stop_at)) for i, w in enumerate(ws)]
         acks: list[Ack] = []
 
-        async def writer(share: list[tuple]) -> None:
+        async def writer(share: list[tuple], c: httpx.AsyncClient) -> None:
             for op in share:
                 await write(c, coll, op, acks)
 
@@ -190,11 +204,11 @@ async def scenario(url: str, ops: list[tuple], writers: int, watches: list[dict]
                 if not token:
                     break
             w = Watch(first, {"transport": "ndjson", "filter": None, "cuts": []})
-            await run_watch(c, coll, w, stop_at)
+            await run_watch(cs[-1], coll, w, stop_at)  # on another instance than the pages, if any
             return items, w
 
         lister = asyncio.create_task(list_then_watch())
-        await asyncio.gather(*(writer(ops[i::writers]) for i in range(writers)))
+        await asyncio.gather(*(writer(ops[i::writers], cs[i % len(cs)]) for i in range(writers)))
         await write(c, coll, ("put", SENTINEL, "x", 1), acks)
         acks.sort(key=lambda a: a.revision)
         stop_at.set_result(acks[-1].revision)

@@ -62,7 +62,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [WATCHROUTE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [WATCHROUTE_PORT]")] = None,
     database: Annotated[
-        str | None, typer.Option(help="sqlite:///PATH (the directory must exist) [WATCHROUTE_DATABASE]")
+        str | None,
+        typer.Option(help="sqlite:///PATH or postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]"),
     ] = None,
     history_events: Annotated[
         int | None, typer.Option(help="Changes kept in the log [WATCHROUTE_HISTORY_EVENTS]")

@@ -114,6 +114,17 @@ def future_revision(since: int, latest: int) -> Problem:
     )
 
 
+def catching_up(since: int, seen: int) -> Problem:
+    """503: the store has committed `since`, but this instance has not read that far yet."""
+    return Problem(
+        503,
+        "CatchingUp",
+        f"revision {since} is committed but this instance has read the log only to {seen}; "
+        "try again in a moment (or on another instance)",
+        headers={"Retry-After": "1"},
+    )
+
+
 def invalid_parameters(errors: list[Any]) -> Problem:
     """400 for request parameters that fail their declared constraints (pydantic's errors)."""
     parts = []
@@ -121,3 +132,8 @@ def invalid_parameters(errors: list[Any]) -> Problem:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "query")
         parts.append(f"{where}: {error.get('msg')}")
     return Problem(400, "BadParameter", "; ".join(parts) or "bad request")
+
+
+def store_unavailable(detail: str, retry_after: int = 1) -> Problem:
+    """503 for a request the database could not serve now; the client tries again later."""
+    return Problem(503, "StoreUnavailable", detail, headers={"Retry-After": str(retry_after)})

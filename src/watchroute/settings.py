@@ -60,6 +60,17 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     max_initial_states: int = Field(128, ge=1)
     # sqlite: synchronous=NORMAL survives a process kill; FULL also survives power loss.
     sqlite_synchronous: str = Field("NORMAL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
+    # PostgreSQL (docs/scale-out.md): the schema watchroute keeps its tables in; the most pooled
+    # connections for reads (the writer and the listener have one each besides); how often an
+    # instance reads the log for other instances' commits when no ring has come; how long a
+    # write waits for the revision counter's lock, and a session may sit idle in a transaction.
+    postgres_schema: str = Field("watchroute", pattern=r"^[a-z_][a-z0-9_]{0,46}$")
+    postgres_pool_size: int = Field(10, ge=1, le=1000)
+    postgres_tail_interval: float = Field(0.2, gt=0, le=60)
+    postgres_lock_timeout: float = Field(5.0, gt=0)
+    postgres_idle_in_transaction_timeout: float = Field(30.0, gt=0)
+    # Off: writes are acknowledged before PostgreSQL has flushed them (docs/scale-out.md).
+    postgres_synchronous_commit: bool = True
     # Seconds a stopping server gives open streams to end before it closes their sockets.
     shutdown_grace: float = Field(3.0, ge=0)
     log_level: str = "info"

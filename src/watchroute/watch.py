@@ -12,15 +12,16 @@ from typing import Any
 from .events import ADDED, resource_json
 from .filter import Filter
 from .initial import InitialState, InitialStates
-from .problems import bad_request, expired, future_revision
+from .problems import bad_request, catching_up, expired, future_revision
 from .runtime import Runtime
 from .store import Row
 from .store.base import Snapshot
 from .watcher import Watcher
 
-# How long a watch waits for this instance to see a revision that the store has committed
-# (a list's revision read a moment before the commit reached the tailer).
-CATCH_UP_SECONDS = 5.0
+# How long a watch waits for this instance to see a revision that the store has committed (a
+# list's revision read a moment before the commit reached the tailer, or a revision another
+# instance on the same database told the client of), as Kubernetes' watch cache does.
+CATCH_UP_SECONDS = 3.0
 
 FORMATS = ("full", "patch")
 PATCH_FORMAT = "patch"
@@ -91,7 +92,10 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
             latest = await store.committed_revision()
             if cursor > latest:
                 raise future_revision(cursor, latest)
-            await tailer.wait_for(cursor, CATCH_UP_SECONDS)
+            # Committed, but not yet read by this instance (another told the client of it): a
+            # short wait, then 503 rather than a watch that would start ahead of this one.
+            if not await tailer.wait_for(cursor, CATCH_UP_SECONDS):
+                raise catching_up(cursor, tailer.revision)
         watcher: Watcher = admission.watcher(
             runtime.hub, runtime.window, store, spec.collection, spec.id, flt, cursor
         )

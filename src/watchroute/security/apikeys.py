@@ -7,7 +7,8 @@ low-entropy password expensive, and nobody can guess 256 random bits, slowly or 
 hash keeps every request's check cheap. The stored digest is compared in constant time.
 
 The table lives in the store's SQLite file (a table of this module's own), so the keys go where
-the data goes, and the CLI can manage them while the server runs (WAL lets both at once).
+the data goes, and the CLI can manage them while the server runs (WAL lets both at once). With
+the PostgreSQL store it lives in watchroute's schema there (store/postgres/apikeys.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def database_path(database: str) -> str:
     if not database.startswith(prefix) or database == prefix:
         raise ValueError("API keys live in the SQLite database: --database sqlite:///PATH")
     return database[len(prefix) :]
+
+
+def api_key_store(database: str, postgres_schema: str = "watchroute") -> APIKeyStore:
+    """The keys' table in the server's database: the SQLite file, or PostgreSQL's schema."""
+    if database.startswith(("postgresql://", "postgres://")):
+        from ..store.postgres.apikeys import PostgresAPIKeyStore
+
+        return PostgresAPIKeyStore(database, postgres_schema)
+    return APIKeyStore(database)
 
 
 def digest(key: str) -> bytes:

@@ -12,14 +12,17 @@ from typing import Annotated
 import orjson
 import typer
 
-from .apikeys import APIKeyStore
+from .apikeys import APIKeyStore, api_key_store
 from .grants import is_grant
 
 app = typer.Typer(help="Create, list and revoke API keys (for --auth apikey).", no_args_is_help=True)
 
 Database = Annotated[
     str | None,
-    typer.Option(help="sqlite:///PATH of the server's database [WATCHROUTE_DATABASE]", show_default=False),
+    typer.Option(
+        help="sqlite:///PATH or postgresql://... of the server's database [WATCHROUTE_DATABASE]",
+        show_default=False,
+    ),
 ]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -28,7 +31,8 @@ def _store(database: str | None) -> APIKeyStore:
     from ..settings import Settings
 
     try:
-        return APIKeyStore(database or Settings().database)
+        settings = Settings()
+        return api_key_store(database or settings.database, settings.postgres_schema)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--database") from None
 

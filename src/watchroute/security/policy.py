@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from ..problems import Problem
 from . import audit
-from .apikeys import APIKeyStore, APIKeyVerifier, KeyWatches
+from .apikeys import APIKeyVerifier, KeyWatches, api_key_store
 from .config import SecuritySettings
 from .grants import allows
 from .guarded import GuardedWatcher, RuleWatcher
@@ -49,7 +49,7 @@ class Security:
         self.apikeys: APIKeyVerifier | None = None
         self.key_watches: KeyWatches | None = None
         if s.auth == "apikey":
-            keys = APIKeyStore(settings.database)
+            keys = api_key_store(settings.database, getattr(settings, "postgres_schema", "watchroute"))
             self.apikeys = APIKeyVerifier(keys, s.apikey_cache_seconds)
             # Open watches learn of a revocation as soon as new requests do.
             self.key_watches = KeyWatches(keys, max(s.apikey_cache_seconds, 0.2))

@@ -17,7 +17,11 @@ def open_store(settings: Settings) -> Store:
             max_document_bytes=settings.document_limit,
             max_batch_bytes=settings.batch_limit,
         )
-    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH")
+    if url.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_settings(settings)
+    raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://...")
 
 
 __all__ = ["LogSlice", "Page", "Row", "Store", "WriteOp", "open_store"]

@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 
-from ..problems import Problem
+from ..problems import store_unavailable
 
 log = logging.getLogger("watchroute")
 
@@ -41,10 +41,6 @@ FILE_GONE = "the database file was deleted, moved or replaced while the server r
 def file_error(exc: sqlite3.Error) -> bool:
     """Whether `exc` is the file or the disk refusing, rather than contention or a statement."""
     return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _FILE_ERRORS
-
-
-def store_unavailable(detail: str) -> Problem:
-    return Problem(503, "StoreUnavailable", detail, headers={"Retry-After": "1"})
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -8,6 +8,8 @@ created_revision, data_json and data).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 
 from ..events import ADDED, DELETED, MODIFIED, Change, encode
@@ -111,6 +113,60 @@ def batch_too_large(op: WriteOp, max_bytes: int) -> Problem:
     )
     problem.op = op  # type: ignore[attr-defined]
     return problem
+
+
+def apply_job(
+    write_ops: list[WriteOp],
+    revision: int,
+    ts: float,
+    stored: dict[tuple[str, str], Row],
+    staged: dict[tuple[str, str], Change | None],
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    max_batch_bytes: int = MAX_BATCH_BYTES,
+) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
+    """A job's changes from `revision` + 1 on, and its writes by resource; raises (writing
+    nothing) to refuse.
+
+    `stored` holds the rows the group read, `staged` what the group's earlier jobs wrote. A
+    resource written in a group is its last change (None: deleted): a Change carries what a Row
+    does (revision, created_revision, data_json, data), decoded already.
+    """
+    changes = []
+    # The job's own writes: a later op of a batch sees an earlier one's state.
+    written: dict[tuple[str, str], Change | None] = {}
+    left = max_batch_bytes
+    for op in write_ops:
+        revision += 1
+        key = (op.collection, op.id)
+        if key in written:
+            current = written[key]
+        elif key in staged:
+            current = staged[key]
+        else:
+            current = stored.get(key)
+        change = apply(op, current, revision, ts, max_document_bytes)
+        if change.type != "DELETED" and len(write_ops) > 1:
+            # A batch's ops each write their document again (the log keeps every revision):
+            # what they leave is counted, so that patches of a few bytes cannot make a
+            # transaction of gigabytes.
+            left -= len(change.data_json)
+            if left < 0:
+                raise batch_too_large(op, max_batch_bytes)
+        written[key] = None if change.type == "DELETED" else change
+        changes.append(change)
+    return changes, written
+
+
+def wanted(jobs_ops: Iterable[list[WriteOp]]) -> dict[str, list[str]]:
+    """The ids each collection's current rows are needed for, each once, in first-seen order."""
+    ids: dict[str, dict[str, None]] = {}
+    for write_ops in jobs_ops:
+        for op in write_ops:
+            named = ids.get(op.collection)
+            if named is None:
+                named = ids[op.collection] = {}
+            named[op.id] = None
+    return {collection: list(named) for collection, named in ids.items()}
 
 
 def encode_early(data: dict) -> bytes | None:

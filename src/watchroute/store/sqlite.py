@@ -32,10 +32,10 @@ from typing import Any
 
 from ..events import Change
 from ..filter import Filter
-from ..problems import Problem
+from ..problems import Problem, store_unavailable
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
-from .health import FileHealth, file_error, store_unavailable
+from .health import FileHealth, file_error
 from .peers import PEERS_SCHEMA, Peers, WriterTurn
 from .sqlite_snapshot import SQLiteSnapshot
 
@@ -371,7 +371,7 @@ class SQLiteStore:
                 log_rows: list[tuple[Any, ...]] = []
                 for job in jobs:
                     try:
-                        changes, written = self._apply_job(
+                        changes, written = ops.apply_job(
                             job.ops,
                             revision,
                             ts,
@@ -433,16 +433,8 @@ class SQLiteStore:
     @staticmethod
     def _current_rows(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[tuple[str, str], Row]:
         """The stored rows of every resource the group's ops name, in a few lookups."""
-        wanted: dict[str, dict[str, None]] = {}
-        for job in jobs:
-            for op in job.ops:
-                ids = wanted.get(op.collection)
-                if ids is None:
-                    ids = wanted[op.collection] = {}
-                ids[op.id] = None
         rows: dict[tuple[str, str], Row] = {}
-        for collection, ids in wanted.items():
-            keys = list(ids)
+        for collection, keys in ops.wanted(job.ops for job in jobs).items():
             for at in range(0, len(keys), READ_CHUNK):
                 chunk = keys[at : at + READ_CHUNK]
                 # Padded to a power of two with repeats: a handful of statement texts, each
@@ -452,46 +444,6 @@ class SQLiteStore:
                 for rid, rev, created, data in conn.execute(_select_rows(size), (collection, *chunk)):
                     rows[(collection, rid)] = Row(collection, rid, rev, created, data)
         return rows
-
-    @staticmethod
-    def _apply_job(
-        write_ops: list[WriteOp],
-        revision: int,
-        ts: float,
-        stored: dict[tuple[str, str], Row],
-        staged: dict[tuple[str, str], Change | None],
-        max_document_bytes: int,
-        max_batch_bytes: int,
-    ) -> tuple[list[Change], dict[tuple[str, str], Change | None]]:
-        """The job's changes and its writes by resource; raises (writing nothing) to refuse.
-
-        A resource written in this group is its last change (None: deleted): a Change carries
-        what a Row does (revision, created_revision, data_json, data), decoded already.
-        """
-        changes = []
-        # The job's own writes: a later op of a batch sees an earlier one's state.
-        written: dict[tuple[str, str], Change | None] = {}
-        left = max_batch_bytes
-        for op in write_ops:
-            revision += 1
-            key = (op.collection, op.id)
-            if key in written:
-                current = written[key]
-            elif key in staged:
-                current = staged[key]
-            else:
-                current = stored.get(key)
-            change = ops.apply(op, current, revision, ts, max_document_bytes)
-            if change.type != "DELETED" and len(write_ops) > 1:
-                # A batch's ops each write their document again (the log keeps every revision):
-                # what they leave is counted, so that patches of a few bytes cannot make a
-                # transaction of gigabytes.
-                left -= len(change.data_json)
-                if left < 0:
-                    raise ops.batch_too_large(op, max_batch_bytes)
-            written[key] = None if change.type == "DELETED" else change
-            changes.append(change)
-        return changes, written
 
     @staticmethod
     def _write_group(

@@ -1,0 +1,36 @@
+"""Connections to PostgreSQL: what every session of an instance is set up with."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+SCHEMES = ("postgresql://", "postgres://")
+# Errors that say the database is out of reach (or refused for now), not that a request is wrong.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(SCHEMES)
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel an instance rings after each commit: one per schema."""
+    return f"{schema}_commits"
+
+
+def session_setup(schema: str, lock_timeout: float, idle_in_transaction_timeout: float) -> sql.Composed:
+    """The SET statements every connection starts with.
+
+    lock_timeout: a writer that waits longer than this for the counter row (another instance's
+    transaction frozen with it) gives up with 503 rather than hold its own clients for ever;
+    idle_in_transaction_session_timeout: a session frozen inside a transaction (a process
+    stopped by a debugger, a VM paused) loses it, and with it the counter row's lock.
+    """
+    return sql.SQL(
+        "SET search_path TO {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}"
+    ).format(
+        sql.Identifier(schema),
+        sql.Literal(f"{int(lock_timeout * 1000)}ms"),
+        sql.Literal(f"{int(idle_in_transaction_timeout * 1000)}ms"),
+    )
