@@ -190,12 +190,13 @@ async def test_two_workers_hold_one_watch_cap(make_server: Any) -> None:
 
 
 async def test_two_workers_hold_one_rate_limit(make_server: Any) -> None:
-    server = make_server(workers=2, rate_limit_ip="6/m")
+    # The test is its own proxy, so that it can name a client address of its own (the server's
+    # start-up probe took a token from 127.0.0.1's bucket).
+    server = make_server(workers=2, rate_limit_ip="6/m", forwarded_allow_ips="127.0.0.1")
     statuses = []
     for _ in range(24):
         # A connection per request, so that both workers answer some (all by one: a chance of 1
-        # in 8 million); a client address of the test's own (the server's start-up probe took a
-        # token from 127.0.0.1's bucket).
+        # in 8 million).
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
             forwarded = {"X-Forwarded-For": "203.0.113.9"}
             statuses.append((await c.get("/v1/limited", headers=forwarded)).status_code)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .security import audit
 from .security.redaction import REDACTED, RedactTokens
 from .settings import Settings
 
@@ -64,10 +65,13 @@ def log_config(settings: Settings) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": formatters,
+        # The audit log's lines are JSON objects in either format (security/audit.py); named
+        # here, since a configuration resets the loggers below those it names.
+        "formatters": {**formatters, "audit": {"()": audit.JSONLines}},
         "filters": {"redact_tokens": {"()": RedactTokens}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": stderr},
+            "audit": {"class": "logging.StreamHandler", "formatter": "audit", "stream": stderr},
             "access": {
                 "class": "logging.StreamHandler",
                 "formatter": "access",
@@ -80,6 +84,7 @@ def log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
             "watchroute": {"handlers": ["default"], "level": level, "propagate": False},
+            "watchroute.audit": {"handlers": ["audit"], "level": "INFO", "propagate": False},
         },
     }
 

@@ -29,7 +29,7 @@ DENIED = "denied"
 RATE_LIMITED = "rate_limited"
 
 
-class _JSONLines(logging.Formatter):
+class JSONLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return orjson.dumps(record.msg).decode() if isinstance(record.msg, dict) else super().format(record)
 
@@ -39,7 +39,7 @@ def install() -> None:
     if log.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JSONLines())
+    handler.setFormatter(JSONLines())
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
