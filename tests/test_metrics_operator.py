@@ -92,6 +92,7 @@ async def test_deliveries_lag_requests_and_writes_are_counted(url: str, coll: st
         assert len(events) == 3
         assert (await client.get(f"/v1/{coll}/absent")).status_code == 404
         assert (await client.get("/no/such/route")).status_code == 404
+        assert (await client.head("/ui")).status_code == 200  # a head nobody holds back
     after = samples(url)
 
     def grew(name: str, **labels: str) -> float:
@@ -119,6 +120,7 @@ async def test_deliveries_lag_requests_and_writes_are_counted(url: str, coll: st
         grew("watchroute_http_requests_total", method="GET", route="/v1/{collection}/{id}", status="404") == 1
     )
     assert grew("watchroute_http_requests_total", method="GET", route="other", status="404") == 1
+    assert grew("watchroute_http_requests_total", method="HEAD", route="/ui", status="200") == 1
     routes = {dict(labels).get("route") for name, labels in after if name == "watchroute_http_requests_total"}
     assert not any(coll in route or "absent" in route for route in routes if route), routes
 

@@ -81,8 +81,8 @@ def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
     of the CPU of a delivery. They only look at the response's start message, which still goes
     through them (`transports/stream.py`).
 
-    Every HTTP response is counted here, by route template and status, as it starts
-    (`http_counts.py`).
+    Every HTTP response is counted here, by route template and the status its head was
+    written with (`http_counts.py`).
     """
     build = app.build_middleware_stack
 
@@ -96,10 +96,12 @@ def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
             scope[SERVER_SEND] = send
             held = hold_head(send)
             try:
-                await stack(scope, receive, http.counting(scope, send))
+                await stack(scope, receive, send if held is not None else http.counting(scope, send))
             finally:
                 if held is not None:
                     held.release()
+                    if held.status:
+                        http.count(scope, held.status)
 
         return outermost
 
