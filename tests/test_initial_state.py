@@ -372,6 +372,8 @@ def test_a_snapshot_held_too_long_is_let_go_and_the_watch_gets_410(make_server):
     assert (
         error["type"] == "ERROR" and error["error"]["status"] == 410 and error["error"]["reason"] == "Expired"
     )
+    assert scrape(server.url, phase="initial")["watchroute_expired_total"] == 1
+    assert scrape(server.url, why="initial_too_slow")["watchroute_slow_watchers_ended_total"] == 1
 
 
 @pytest.mark.timeout(60)

@@ -123,6 +123,21 @@ async def test_a_refused_job_leaves_the_others_of_its_group_to_commit(pg_url: st
         await store.close()
 
 
+async def test_the_writer_measures_its_group_commits_for_metrics(pg_url: str) -> None:
+    store = PostgresStore(pg_url, max_document_bytes=64)
+    await store.open(lambda changes: None)
+    try:
+        await asyncio.gather(*(store.write([WriteOp("put", "t", f"r{n}", {"n": n})]) for n in range(5)))
+        with pytest.raises(Problem) as refused:  # the limits reach the engine's writer too
+            await store.write([WriteOp("put", "t", "big", {"text": "x" * 100})])
+        assert refused.value.status == 413
+        seconds, groups = store.figures.write_seconds, store.figures.commit_writes
+        # Every write answered (the refused one too), in 2 to 6 group commits.
+        assert sum(seconds.counts) == 6 and groups.sum == 6 and 2 <= sum(groups.counts) <= 6
+    finally:
+        await store.close()
+
+
 def test_a_write_that_waits_too_long_for_the_revision_counter_is_refused_with_503(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -77,6 +77,11 @@ def test_blocked_watcher_costs_bounded_memory_and_gets_every_event(make_server):
     last = write_events(server.url, EVENTS)
     grown = process.memory_info().rss - rss_before
     assert grown < RSS_BOUND, f"server grew {grown / 2**20:.0f} MiB for a blocked watcher"
+    # /metrics shows how far behind it is: most of what was written.
+    behind = scrape(server.url)
+    assert last // 2 < behind["watchroute_watcher_lag_max_revisions"] <= last
+    assert scrape(server.url, le="10000.0")["watchroute_watcher_lag_revisions_bucket"] == 0
+    assert behind["watchroute_watcher_lag_revisions_gcount"] == 1
     revisions, error = read_events(sock, last)
     sock.close()
     assert error is None
@@ -99,6 +104,9 @@ def test_blocked_watcher_past_the_horizon_gets_410(make_server):
     sock.close()
     assert error is not None and error["status"] == 410 and error["reason"] == "Expired"
     assert revisions == list(range(1, len(revisions) + 1)), "no gap before the error"
+    assert scrape(server.url, phase="behind")["watchroute_expired_total"] == 1
+    assert scrape(server.url, why="fell_behind")["watchroute_slow_watchers_ended_total"] == 1
+    assert scrape(server.url, phase="start")["watchroute_expired_total"] >= 1  # the probe's 410
 
 
 def open_watches(url: str) -> float:
@@ -127,6 +135,7 @@ def test_a_client_that_reads_nothing_for_two_heartbeats_is_let_go(make_server):
         assert time.monotonic() < started + 30, "the blocked watcher was never let go"
         time.sleep(0.2)
     assert time.monotonic() - started > 3  # not before two heartbeats and two seconds
+    assert scrape(server.url, why="unresponsive")["watchroute_slow_watchers_ended_total"] == 1
     last = write_events(server.url, 10)
     revisions, error = read_events(reading, last)
     assert error is None and revisions[-1] == last

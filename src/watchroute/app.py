@@ -18,6 +18,7 @@ from .api.models import BatchOp, BatchRequest
 from .api.watch_front import StreamingWatchFront
 from .api.write_front import WriteFront
 from .api.ws_front import WebSocketWatchFront
+from .http_counts import HTTPCounts
 from .problems import Problem, invalid_parameters
 from .runtime import Runtime
 from .security.install import install as install_security
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(schemas.router)  # before `/v1/{collection}`, which refuses reserved names
     app.include_router(resources.router)
+    routers = (system.router, ui.router, docs.router, batch.router, ws.router, resources.router)
+    runtime.http.learn([app.openapi_url or "", *(r.path for router in routers for r in router.routes)])
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)
     _document_collection_schemas(app, runtime)
@@ -68,11 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(WriteFront)  # the same, for single-resource writes
     app.add_middleware(WebSocketWatchFront)  # and for WebSocket watches
     install_security(app, runtime.security)
-    _expose_server_send(app)
+    _expose_server_send(app, runtime.http)
     return app
 
 
-def _expose_server_send(app: FastAPI) -> None:
+def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
     """Hand streaming watches the server's own `send` for their body chunks, and have each
     response's head written together with its body (`transports/held_head.py`).
 
@@ -80,6 +83,9 @@ def _expose_server_send(app: FastAPI) -> None:
     body chunk per commit to every caught-up watcher: on that path the layers cost about a tenth
     of the CPU of a delivery. They only look at the response's start message, which still goes
     through them (`transports/stream.py`).
+
+    Every HTTP response is counted here, by route template and the status its head was
+    written with (`http_counts.py`).
     """
     build = app.build_middleware_stack
 
@@ -93,10 +99,12 @@ def _expose_server_send(app: FastAPI) -> None:
             scope[SERVER_SEND] = send
             held = hold_head(send)
             try:
-                await stack(scope, receive, send)
+                await stack(scope, receive, send if held is not None else http.counting(scope, send))
             finally:
                 if held is not None:
                     held.release()
+                    if held.status:
+                        http.count(scope, held.status)
 
         return outermost
 

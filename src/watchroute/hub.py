@@ -176,6 +176,15 @@ class Hub:
         self.wakeups = 0
         # Open watchers by transport, counted as they come and go (never per event).
         self.by_transport: defaultdict[str, int] = defaultdict(int)
+        # What went out to watchers: added once per socket write (or long-poll answer) by
+        # whoever wrote it, the write's events and bytes (transports/delivery.py).
+        self.sent_events = 0
+        self.sent_bytes = 0
+        # Watches answered 410 Expired: asked to start before the horizon, fallen behind it
+        # while watching, or whose initial state did not go out in time.
+        self.expired = {"start": 0, "behind": 0, "initial": 0}
+        # Streams ended because their client read nothing for two heartbeats (and two seconds).
+        self.unresponsive = 0
 
     def add(self, watcher: Watcher) -> None:
         if watcher not in self.watchers:
@@ -210,6 +219,23 @@ class Hub:
     def parked_count(self) -> int:
         """Watchers parked now: caught up, waiting for the next commit."""
         return sum(parked.size for parked in self._parked.values())
+
+    def lags(self, revision: int) -> list[int]:
+        """How many revisions each open watcher is behind `revision`; for a scrape, never per
+        event. A parked watcher has been given (or found not to concern it) everything the hub
+        has delivered, whatever its cursor says."""
+        parked: set[Watcher] = set()
+        for watchers in self._parked.values():
+            parked.update(watchers.everyone)
+            for members in watchers.by_id.values():
+                parked.update(members)
+            for by_value in watchers.by_field.values():
+                for members in by_value.values():
+                    parked.update(members)
+        delivered = self.delivered
+        return [
+            max(0, revision - (max(w.cursor, delivered) if w in parked else w.cursor)) for w in self.watchers
+        ]
 
     def publish(self, changes: list[Change]) -> None:
         """Take a commit's changes (already in the window) to the parked watchers."""

@@ -1,10 +1,12 @@
 """`/metrics`: one instance's figures in the Prometheus text format.
 
 Every figure is read when Prometheus scrapes, from what the data path keeps anyway: the window,
-the hub's watchers, and plain counters bumped once per commit (never once per watcher or per
-event), so that being measurable costs the fan-out nothing. prometheus-client writes the format
-and adds its process (CPU, resident memory, open files) and Python (garbage collector, version)
-collectors.
+the hub's watchers and their cursors (their lag is worked out here, at the scrape), and plain
+integers added once per commit, per socket write (the events and bytes it carried), per request
+(http_counts.py) or per write (the store writer's histograms, histogram.py): never per event,
+never under a lock, so that being measurable costs the fan-out nothing. prometheus-client writes
+the format and adds its process (CPU, resident memory, open files) and Python (garbage
+collector, version) collectors.
 
 With `--workers N` each worker process keeps its own figures, and whichever worker answers a
 scrape reports every worker's, each labelled `worker="<index>"` (worker_metrics.py).
@@ -22,7 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
+from .connections import CONNECTION_LIMITED
+from .histogram import Histogram
 from .security import audit
+from .store.figures import WriteFigures
 from .worker_metrics import WorkerMetrics, every_worker
 
 if TYPE_CHECKING:
@@ -32,6 +37,9 @@ log = logging.getLogger("watchroute")
 
 # What a scraper that asks for nothing in particular gets: the text format every Prometheus reads.
 MEDIA_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+REFUSAL_EVENTS = (audit.AUTH_FAILED, audit.DENIED, audit.RATE_LIMITED, CONNECTION_LIMITED)
+LAG_BUCKETS = (0, 1, 10, 100, 1000, 10_000, 100_000)
 
 
 class RuntimeCollector(Collector):
@@ -94,15 +102,81 @@ class RuntimeCollector(Collector):
             "Caught-up watchers woken by a commit to read it themselves.",
             hub.wakeups,
         )
+        yield counter(
+            "delivered_events",
+            "Changes and initial states written to watchers, on every transport.",
+            hub.sent_events,
+        )
+        yield counter(
+            "delivered_bytes",
+            "Bytes of events, bookmarks and heartbeats written to watchers (before HTTP chunk, "
+            "WebSocket frame and TLS overheads).",
+            hub.sent_bytes,
+        )
+        yield from _lag(rt)
+        expired = CounterMetricFamily(
+            "watchroute_expired",
+            "Watches answered 410 Expired: asked to start before the history horizon (start), "
+            "fallen behind it while watching (behind), initial state not out in time (initial).",
+            labels=["phase"],
+        )
+        for phase, count in hub.expired.items():
+            expired.add_metric([phase], count)
+        yield expired
+        slow = CounterMetricFamily(
+            "watchroute_slow_watchers_ended",
+            "Watches ended because their client read too slowly: fallen behind the history horizon "
+            "(410), initial state not out in time (410), or nothing read for two heartbeats.",
+            labels=["why"],
+        )
+        slow.add_metric(["fell_behind"], hub.expired["behind"])
+        slow.add_metric(["initial_too_slow"], hub.expired["initial"])
+        slow.add_metric(["unresponsive"], hub.unresponsive)
+        yield slow
+        requests = CounterMetricFamily(
+            "watchroute_http_requests",
+            "HTTP responses started, by method, route template and status.",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), count in sorted(rt.http.counts.items()):
+            requests.add_metric([method, route, str(status)], count)
+        yield requests
+        # An engine that keeps no figures shows empty histograms rather than none.
+        figures = getattr(rt.store, "figures", None) or WriteFigures()
+        yield figures.write_seconds.family(
+            "watchroute_store_write_seconds",
+            "Time from a write (a request or a _batch) reaching the store's writer to its commit.",
+        )
+        yield figures.commit_writes.family(
+            "watchroute_store_commit_writes", "Writes (requests or _batches) per group commit."
+        )
         refusals = CounterMetricFamily(
             "watchroute_refusals",
             "Requests refused by authentication, permissions or limits, by audit event "
             "(counted for the whole process).",
             labels=["event"],
         )
-        for event, count in sorted(audit.counts.items()):
-            refusals.add_metric([event], count)
+        # Every event from the start, at zero: a rate over a series that appears only with its
+        # first refusal misses that refusal.
+        for event in sorted({*REFUSAL_EVENTS, *audit.counts}):
+            refusals.add_metric([event], audit.counts[event])
         yield refusals
+
+
+def _lag(rt: Runtime) -> Iterator[Metric]:
+    """How far behind the open watchers are, from their cursors: computed at the scrape, one
+    pass over the watchers, nothing kept per event."""
+    lags = rt.hub.lags(rt.tailer.revision)
+    histogram = Histogram(LAG_BUCKETS)
+    histogram.observe_all(lags)
+    yield histogram.gauge_family(
+        "watchroute_watcher_lag_revisions", "Open watches by how many revisions they are behind."
+    )
+    yield GaugeMetricFamily(
+        "watchroute_watcher_lag_max_revisions",
+        "Revisions the furthest-behind open watch is behind (0 without watches).",
+        value=max(lags, default=0),
+    )
 
 
 class Metrics:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from . import metrics
+from .http_counts import HTTPCounts
 from .hub import Hub
 from .initial import InitialStates
 from .schemas import SchemaBook
@@ -31,6 +32,7 @@ class Runtime:
         self.initial_states = InitialStates(settings.max_initial_states)
         self.security = Security(settings)
         self.schemas = SchemaBook()
+        self.http = HTTPCounts()  # the app teaches it its route templates
         self.metrics = metrics.Metrics(self)
         self._compactor: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None

@@ -87,6 +87,7 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
         else:
             cursor = spec.since
             if cursor < store.compacted:
+                runtime.hub.expired["start"] += 1
                 raise expired(cursor, store.compacted)
         if cursor > tailer.revision:
             latest = await store.committed_revision()

@@ -23,7 +23,8 @@ from .events import ADDED, DELETED, MODIFIED, Change
 from .filter import Filter
 from .hub import Hub
 from .initial import InitialState
-from .store import Row, Store
+from .problems import Problem
+from .store import LogSlice, Row, Store
 from .window import Window
 
 # How many changes one pass looks at before letting other tasks run.
@@ -118,7 +119,12 @@ class Watcher:
         initial = self.initial
         if initial is None:
             return []
-        rows = await initial.page()
+        try:
+            rows = await initial.page()
+        except Problem as problem:
+            if problem.status == 410:
+                self.hub.expired["initial"] += 1
+            raise
         if not rows:
             self.initial = None
         return rows
@@ -165,9 +171,7 @@ class Watcher:
         changes = self.window.after(self.cursor, SCAN_BATCH)
         if changes is None:
             # Behind the window: read the log up to where the window starts.
-            piece = await self.store.read_log(
-                self.cursor, self.window.first_revision - 1, self.collection, self.id, limit
-            )
+            piece = await self._read_log(limit)
             events = [(t, c) for c in piece.changes if (t := self.classify(c)) is not None]
             self.cursor = max(self.cursor, piece.scanned_to)
             return events
@@ -183,14 +187,24 @@ class Watcher:
             self.cursor = changes[-1].revision
         return events
 
+    async def _read_log(self, limit: int) -> LogSlice:
+        """Behind the window: the log up to where the window starts. Raises Problem(410) when
+        the cursor has fallen behind the history horizon."""
+        try:
+            return await self.store.read_log(
+                self.cursor, self.window.first_revision - 1, self.collection, self.id, limit
+            )
+        except Problem as problem:
+            if problem.status == 410:
+                self.hub.expired["behind"] += 1
+            raise
+
     async def _read_conflated(self, limit: int) -> list[tuple[str, Change]]:
         """Like _read, but the changes of one resource within what is read fold into one event;
         read as much as one pass may (not `limit` changes), so that more of them fold."""
         changes = self.window.after(self.cursor, SCAN_BATCH)
         if changes is None:
-            piece = await self.store.read_log(
-                self.cursor, self.window.first_revision - 1, self.collection, self.id, max(limit, SCAN_BATCH)
-            )
+            piece = await self._read_log(max(limit, SCAN_BATCH))
             changes, scanned_to = piece.changes, piece.scanned_to
         else:
             scanned_to = changes[-1].revision if changes else self.cursor

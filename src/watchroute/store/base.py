@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from ..events import Change
 from ..filter import Filter
 from ..problems import Problem
+from .figures import WriteFigures
 
 CommitListener = Callable[[list[Change]], None]
 
@@ -102,6 +103,7 @@ class Snapshot(Protocol):
 class Store(Protocol):
     revision: int  # the latest revision this instance has seen committed
     compacted: int  # changes <= compacted are gone from the log
+    figures: WriteFigures  # the writer's latency and group sizes, for /metrics
 
     async def open(self, on_commit: CommitListener) -> None: ...
     async def close(self) -> None: ...

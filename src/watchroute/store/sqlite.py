@@ -35,6 +35,7 @@ from ..filter import Filter
 from ..problems import Problem, store_unavailable
 from . import ops
 from .base import CommitListener, LogSlice, Page, Row, WriteOp
+from .figures import WriteFigures
 from .health import FileHealth, file_error
 from .peers import PEERS_SCHEMA, Peers, WriterTurn
 from .sqlite_snapshot import SQLiteSnapshot
@@ -121,11 +122,12 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int, rows: list[tup
 
 
 class _Job:
-    __slots__ = ("future", "ops")
+    __slots__ = ("future", "ops", "queued")
 
     def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
         self.ops = ops
         self.future = future
+        self.queued = WriteFigures.now()
 
 
 # A job that writes nothing: read what other processes have committed.
@@ -158,6 +160,7 @@ class SQLiteStore:
         self._peers_changed = False
         self._peer_check: asyncio.TimerHandle | None = None
         self.health = FileHealth(path)
+        self.figures = WriteFigures()
 
     @classmethod
     def from_url(
@@ -418,6 +421,7 @@ class SQLiteStore:
                     )
                 outcomes = [exc] * len(jobs)
                 revision = others[-1].revision if others else seen
+        self.figures.committed(job.queued for job in jobs)
         self._hand_over(jobs, outcomes, others)
         if revision != start:
             self._peers.announce(revision)

@@ -47,36 +47,46 @@ def encode(framing: Framing, events: list[tuple[str, Change]]) -> list[bytes]:
 
 
 class Delivery:
-    __slots__ = ("_finisher", "_send", "_write", "framing", "last_output", "loop", "opened")
+    __slots__ = ("_finisher", "_send", "_write", "framing", "hub", "last_output", "loop", "opened")
 
     def __init__(
         self, opened: OpenedWatch, framing: Framing, write: Write, send: SendNow | None = None
     ) -> None:
         self.opened = opened
         self.framing = framing
+        self.hub = opened.watcher.hub  # counts what goes out, once per write, for /metrics
         self._write = write
         self._send = send or self._send_eagerly
         self.loop = asyncio.get_running_loop()
         self.last_output = self.loop.time()
         self._finisher: asyncio.Future[None] | None = None
 
-    async def write(self, frames: list[bytes]) -> None:
+    async def write(self, frames: list[bytes], events: int = 0) -> None:
+        """Write `frames`, which carry `events` changes or initial states (not bookmarks)."""
         if self._finisher is not None:
             # A write pushed from a commit is still going out: it carries earlier revisions.
             await self._finisher
         if frames:
             await self._write(frames)
             self.last_output = self.loop.time()
+            hub = self.hub
+            hub.sent_events += events
+            hub.sent_bytes += len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
 
     def push(self, events: list[tuple[str, Change]]) -> None:
         """Write a commit's events from the hub, without waking the watch's task."""
         watcher = self.opened.watcher
         try:
-            rest = self._send(encode(self.framing, events))
+            frames = encode(self.framing, events)
+            rest = self._send(frames)
         except Exception:  # the connection is broken: end this watch
             watcher.close()
             return
         self.last_output = self.loop.time()
+        # Two integer adds per write, inline: a function call here cost as much again.
+        hub = self.hub
+        hub.sent_events += len(events)
+        hub.sent_bytes += len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
         if rest is not None:
             # The socket pushed back. Nothing more is pushed until this write is out; commits
             # meanwhile wake the watcher, which reads them from the window after it.
@@ -123,7 +133,7 @@ class Delivery:
                 break
             frames = [framing.initial(initial_event_json(row)) for row in rows]
             del rows  # while the write waits, only the page's frames stay
-            await self.write(frames)
+            await self.write(frames, len(frames))
             del frames
         if watcher.closed:
             return False
@@ -146,4 +156,4 @@ class Delivery:
             wait = min(self.last_output + heartbeat, deadline) - now
             events = await watcher.next(max_events_per_write, wait)
             if events:
-                await self.write(encode(framing, events))
+                await self.write(encode(framing, events), len(events))

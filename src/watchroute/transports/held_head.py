@@ -28,13 +28,14 @@ from .takeover import uvicorn_cycle
 class HeldHead:
     """The transport of one request's cycle, holding back its first write."""
 
-    __slots__ = ("cycle", "head", "holding", "transport")
+    __slots__ = ("cycle", "head", "holding", "status", "transport")
 
     def __init__(self, cycle: Any) -> None:
         self.cycle = cycle
         self.transport = cycle.transport
         self.head: bytes | None = None
         self.holding = True
+        self.status = 0  # the response's, once its head has been written
         cycle.transport = self
 
     def write(self, data: bytes) -> None:
@@ -42,12 +43,17 @@ class HeldHead:
             self.transport.write(data)
         elif self.head is not None:
             self.release(data)
-        # uvicorn has read the head's framing before writing it: False is a known length.
-        elif self.cycle.chunked_encoding is False:
-            self.head = data
         else:
-            self.release()
-            self.transport.write(data)
+            # The head. Its status line (`HTTP/1.1 201 Created`) is read here for /metrics
+            # (http_counts.py): no layer has to wrap `send` to see it.
+            code = data[9:12]
+            self.status = int(code) if code.isdigit() else 0
+            # uvicorn has read the head's framing before writing it: False is a known length.
+            if self.cycle.chunked_encoding is False:
+                self.head = data
+            else:
+                self.release()
+                self.transport.write(data)
 
     def close(self) -> None:
         # The head goes first (an app that fails after starting its response).

@@ -35,6 +35,9 @@ async def poll(opened: OpenedWatch, timeout: float, limit: int) -> Response:
         flags = JSON | PATCHES if opened.patches else JSON
         parts = [c.framed(kind, flags) for kind, c in events]
     body = b'{"events":[%s],"revision":%d}' % (b",".join(parts), watcher.cursor)
+    hub = watcher.hub
+    hub.sent_events += len(parts)
+    hub.sent_bytes += len(body)
     return Response(body, media_type="application/json")
 
 
@@ -65,6 +68,7 @@ class InitialAnswer(Response):
 
     async def _body(self, rows: list[Row], send: Send) -> None:
         watcher, rev = self.opened.watcher, self.opened.initial_revision
+        hub = watcher.hub
         head = b'{"events":['
         try:
             while rows:
@@ -72,6 +76,8 @@ class InitialAnswer(Response):
                     return  # the client has gone: read no more
                 body = head + b",".join([initial_event_json(row) for row in rows]) + b","
                 head = b""
+                hub.sent_events += len(rows)
+                hub.sent_bytes += len(body)
                 del rows
                 # The server's send waits while the connection will not take more.
                 await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -82,4 +88,5 @@ class InitialAnswer(Response):
             # The state cannot go out whole: the answer ends with the ERROR, as a stream would.
             end = error_json(problem.to_dict())
         body = head + end + b'],"revision":%d}' % rev
+        hub.sent_bytes += len(body)
         await send({"type": "http.response.body", "body": body, "more_body": False})

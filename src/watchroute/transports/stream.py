@@ -89,6 +89,8 @@ class WatchStream(Response):
             log.exception("watch stream failed")
         finally:
             connection.end()
+            if connection.timed_out:
+                watcher.hub.unresponsive += 1
 
     async def _deliver(self, write: Write, send: SendNow | None = None) -> None:
         framing = self.framing

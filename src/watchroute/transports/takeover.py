@@ -45,7 +45,16 @@ class StreamConnection(asyncio.Protocol):
     (`shutdown`) and waits for it like for any other response in flight.
     """
 
-    __slots__ = ("_drained", "_on_close", "closed", "connections", "paused", "slot", "transport")
+    __slots__ = (
+        "_drained",
+        "_on_close",
+        "closed",
+        "connections",
+        "paused",
+        "slot",
+        "timed_out",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, connections: set[Any], slot: Any = None) -> None:
         self.transport = transport
@@ -53,6 +62,8 @@ class StreamConnection(asyncio.Protocol):
         self.slot = slot  # the connection's place under the connection caps (connections.py)
         self.paused = False
         self.closed = False
+        # The kernel gave up on the client (give_up_after): it read nothing for that long.
+        self.timed_out = False
         self._drained: asyncio.Future[None] | None = None
         self._on_close: Callable[[], None] | None = None
 
@@ -116,6 +127,7 @@ class StreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.timed_out = isinstance(exc, TimeoutError)
         self._lost()
         self.connections.discard(self)
         if self.slot is not None:

@@ -31,6 +31,7 @@ from ...filter import Filter
 from ...problems import Problem, store_unavailable
 from .. import ops
 from ..base import CommitListener, LogSlice, Page, Row, WriteOp
+from ..figures import WriteFigures
 from . import schema
 from .connect import UNAVAILABLE, channel, session_setup
 from .snapshot import PostgresSnapshot
@@ -65,6 +66,7 @@ class PostgresStore:
     ) -> None:
         self.url = url
         self.limits = (max_document_bytes, max_batch_bytes)  # what one write, one batch may leave
+        self.figures = WriteFigures()  # the writer's, for /metrics
         self.schema = schema_name
         self.pool_size = pool_size
         self.tail_interval = tail_interval
@@ -125,7 +127,7 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             self.revision, self.compacted = await self._read_meta(conn)
         self._writer = Writer(
-            self.url, self.writer_setup, self.revision, self._hand_on, self._ring, self.limits
+            self.url, self.writer_setup, self.revision, self._hand_on, self._ring, self.limits, self.figures
         )
         self._writer.start()
         self._listener = asyncio.create_task(self._listen(), name="watchroute-listener")

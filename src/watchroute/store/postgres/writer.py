@@ -36,6 +36,7 @@ from ...events import Change
 from ...problems import store_unavailable
 from .. import ops
 from ..base import Row, WriteOp
+from ..figures import WriteFigures
 from .connect import UNAVAILABLE
 
 log = logging.getLogger("watchroute")
@@ -76,11 +77,12 @@ def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
 
 
 class _Job:
-    __slots__ = ("future", "ops")
+    __slots__ = ("future", "ops", "queued")
 
     def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
         self.ops = ops
         self.future = future
+        self.queued = WriteFigures.now()
 
 
 class _FarBehind(Exception):
@@ -101,9 +103,11 @@ class Writer:
         hand_on: Callable[[list[Change]], None],
         ring: Callable[[int], None],
         limits: tuple[int, int] = (ops.MAX_DOCUMENT_BYTES, ops.MAX_BATCH_BYTES),
+        figures: WriteFigures | None = None,
     ) -> None:
         self.url = url
         self.limits = limits  # max_document_bytes, max_batch_bytes
+        self.figures = figures or WriteFigures()  # for /metrics
         self.setup = setup
         self._ring = ring  # tells the other instances of a commit, without waiting (engine.py)
         self.seen = seen  # the last revision handed on
@@ -261,6 +265,7 @@ class Writer:
                     await self._write_group(conn, outcomes, staged, revision)
             committed = True
             self.unreachable = ""
+            self.figures.committed(job.queued for job in jobs)
         except _FarBehind:
             raise
         except Exception as exc:
