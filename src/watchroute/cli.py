@@ -45,6 +45,15 @@ def serve(
     database: Annotated[
         str | None, typer.Option(help="sqlite:///PATH or postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]")
     ] = None,
+    capture: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL tables to capture as collections, e.g. orders,sales.orders [WATCHROUTE_CAPTURE]"
+        ),
+    ] = None,
+    capture_slot: Annotated[
+        str | None, typer.Option(help="Replication slot and publication name [WATCHROUTE_CAPTURE_SLOT]")
+    ] = None,
     history_events: Annotated[
         int | None, typer.Option(help="Changes kept in the log [WATCHROUTE_HISTORY_EVENTS]")
     ] = None,

@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
+from ..capture import captured_collection
 from ..events import resource_json
 from ..filter import Filter, FilterError, compile_filter
 from ..names import check_collection, check_id, new_id
@@ -190,6 +191,8 @@ def _write_op(
     body is read: a refused writer costs no upload."""
     check_collection(collection)
     check_id(id)
+    if collection in runtime_of(request).captured:
+        raise captured_collection(collection)
     pre = preconditions.parse(if_match, if_none_match)
     guard = runtime_of(request).security.write_guard(identity_of(request), kind, collection, id)
     return WriteOp(

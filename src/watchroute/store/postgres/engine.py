@@ -212,9 +212,10 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, ops: list[WriteOp]) -> list[Change]:
+    async def write(self, ops: list[WriteOp], position: int | None = None) -> list[Change]:
+        """`position`: change capture's applied LSN, stored in the same transaction (capture/)."""
         assert self._writer is not None, "store is not open"
-        return await self._writer.write(ops)
+        return await self._writer.write(ops, position)
 
     # -- reads -------------------------------------------------------------------------------
 

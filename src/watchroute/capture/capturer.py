@@ -1,0 +1,211 @@
+"""Change capture: the application's own tables as collections, written from the WAL.
+
+One instance captures at a time: the one holding a session advisory lock named after the slot,
+on a connection of its own. When that instance dies its connection goes, the lock with it, and
+the next instance that asks (every LEADER_RETRY_SECONDS) takes over from the slot's position.
+Every instance serves the captured collections from the log, like any other.
+
+Exactly once: each committed transaction is one job of the store's writer, so its row changes
+take consecutive revisions, and its commit LSN is stored in the same database transaction
+(`meta.capture_lsn`). After a restart the slot sends again what it was not told was applied;
+whatever is at or below the stored position is skipped. Only then is the position acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..store.base import WriteOp
+from ..store.postgres.schema import lock_key
+from . import tables
+from .stream import Captured, CopyChunk, CopyDone, Stream, Transaction
+
+log = logging.getLogger("watchroute")
+
+LEADER_RETRY_SECONDS = 1.0
+QUEUE_ITEMS = 64  # transactions (or copy chunks) decoded ahead of the store
+LIST_CHUNK = 1000
+
+
+class Capture:
+    def __init__(self, settings: Any, store: Any) -> None:
+        self.url: str = settings.database
+        self.schema: str = settings.postgres_schema
+        self.slot: str = settings.capture_slot
+        self.publication: str = settings.capture_slot
+        self.tables = tables.parse(settings.capture)
+        self.collections = frozenset(t.collection for t in self.tables)
+        self.store = store
+        self.leading = False
+        self.position = 0  # the applied commit LSN
+        self._task: asyncio.Task[None] | None = None
+        self._stream: Stream | None = None
+
+    async def start(self) -> None:
+        """Check every table and make the publication; raises CaptureRefused."""
+        await asyncio.to_thread(self._prepare)
+        self._task = asyncio.create_task(self._lead_forever(), name="watchroute-capture")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _prepare(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            tables.check(conn, self.tables)
+            names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in self.tables)
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(self._lock("publication")))
+                exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,))
+                verb = (
+                    "ALTER PUBLICATION {} SET TABLE {}"
+                    if exists.fetchone()
+                    else "CREATE PUBLICATION {} FOR TABLE {}"
+                )
+                try:
+                    conn.execute(sql.SQL(verb).format(sql.Identifier(self.publication), names))
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    raise tables.CaptureRefused(
+                        f"cannot make the publication {self.publication}: {str(exc).strip()}; run the "
+                        "server as the tables' owner, or have their owner run CREATE PUBLICATION "
+                        f"{self.publication} FOR TABLE {', '.join(t.qualified for t in self.tables)}"
+                    ) from None
+
+    def _lock(self, purpose: str) -> sql.Composed:
+        return lock_key(self.schema, f"{purpose}:{self.slot}")
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def _lead_forever(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    while True:
+                        cur = await conn.execute(
+                            sql.SQL("SELECT pg_try_advisory_lock({})").format(self._lock("capture"))
+                        )
+                        if (await cur.fetchone())[0]:  # type: ignore[index]
+                            break
+                        await asyncio.sleep(LEADER_RETRY_SECONDS)
+                    self.leading = True
+                    log.info(
+                        "capturing %s through the slot %s", ", ".join(sorted(self.collections)), self.slot
+                    )
+                    await self._capture(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "change capture stopped (%s); starting again", str(exc).strip() or type(exc).__name__
+                )
+            finally:
+                self.leading = False
+                await self._stop_stream()
+            await asyncio.sleep(LEADER_RETRY_SECONDS)
+
+    async def _stop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            await asyncio.to_thread(self._stream.join, 5.0)
+            self._stream = None
+
+    async def _capture(self, lock: psycopg.AsyncConnection[Any]) -> None:
+        cur = await lock.execute(
+            sql.SQL("SELECT value FROM {} WHERE key = 'capture_lsn'").format(
+                sql.Identifier(self.schema, "meta")
+            )
+        )
+        row = await cur.fetchone()
+        stored = row[0] if row is not None else None
+        cur = await lock.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
+        slot_exists = await cur.fetchone() is not None
+        copy = stored is None or not slot_exists
+        if copy and slot_exists:  # a copy that never finished: take it again, from a new slot
+            await lock.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+        if stored is not None and not slot_exists:
+            log.warning("the replication slot %s is gone: copying the captured tables again", self.slot)
+        self.position = stored or 0
+        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_ITEMS)
+        stream = self._stream = Stream(
+            self.url, self.slot, self.publication, self.tables, copy, asyncio.get_running_loop(), queue
+        )
+        stream.applied = self.position
+        stream.start()
+        copied: dict[str, set[str]] = {t.collection: set() for t in self.tables}
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), LEADER_RETRY_SECONDS)
+            except TimeoutError:
+                await lock.execute("SELECT 1")  # the lock's connection is still there: still leader
+                continue
+            if item is None:
+                raise stream.error or RuntimeError("the replication stream ended")
+            if isinstance(item, Transaction):
+                if item.position > self.position:
+                    await self._apply(item.changes, item.position)
+                stream.applied = max(stream.applied, item.position)
+            elif isinstance(item, CopyChunk):
+                copied[item.collection].update(rid for rid, _ in item.rows)
+                await self.store.write(
+                    [WriteOp("put", item.collection, rid, data) for rid, data in item.rows]
+                )
+            elif isinstance(item, CopyDone):
+                # What the store holds of a captured table and the copy did not see is gone (a
+                # copy taken again after the slot was lost).
+                stale: list[WriteOp] = []
+                for collection, ids in copied.items():
+                    stale += [
+                        WriteOp("delete", collection, rid)
+                        for rid in await self._ids(collection)
+                        if rid not in ids
+                    ]
+                await self.store.write(stale, item.position)
+                self.position = stream.applied = item.position
+                copied = {}
+
+    async def _ids(self, collection: str) -> list[str]:
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            page = await self.store.list(collection, None, LIST_CHUNK, after)
+            ids += [row.id for row in page.rows]
+            after = page.next_after_id
+            if after is None:
+                return ids
+
+    async def _apply(self, changes: list[Captured], position: int) -> None:
+        write_ops: list[WriteOp] = []
+        for change in changes:
+            if change.type == "truncate":
+                write_ops += [
+                    WriteOp("delete", change.collection, rid) for rid in await self._ids(change.collection)
+                ]
+            elif change.type == "delete":
+                write_ops.append(WriteOp("delete", change.collection, change.id))
+            else:
+                if change.old_id is not None:
+                    write_ops.append(WriteOp("delete", change.collection, change.old_id))
+                write_ops.append(_upsert(change))
+        await self.store.write(write_ops, position)
+        self.position = position
+
+
+def _upsert(change: Captured) -> WriteOp:
+    data = change.data or {}
+    if not change.unchanged:
+        return WriteOp("put", change.collection, change.id, data)
+    # PostgreSQL left out TOAST values the update did not change: ours are the row's own.
+    unchanged = change.unchanged
+
+    def whole(current: dict[str, Any]) -> dict[str, Any]:
+        return {**{name: current.get(name) for name in unchanged}, **data}
+
+    return WriteOp("patch", change.collection, change.id, patch=whole)
