@@ -43,6 +43,7 @@ def drop_slot(slot: str) -> None:
                 return
             except Exception:
                 time.sleep(0.05)
+    raise AssertionError(f"the replication slot {slot} could not be dropped")
 
 
 @contextmanager

@@ -63,7 +63,7 @@ def scalar(type_oid: int) -> Convert:
     if type_oid in _FLOATS:
         return _float
     if type_oid == _BOOL:
-        return lambda text: text == "t"
+        return lambda text: text in ("t", "true")  # pgoutput prints t, the copy's ::text true
     if type_oid in _JSON:
         return orjson.loads
     if type_oid == _BYTEA:
