@@ -225,3 +225,45 @@ def test_a_table_that_cannot_be_captured_stops_the_server_saying_what_to_run(
         with pytest.raises(RuntimeError, match=says):
             proc.start()
         proc.stop()
+
+
+def test_readyz_and_metrics_show_the_slot_and_its_lag(captured: tuple[CaptureDb, str]) -> None:
+    db, base = captured
+
+    def reported() -> dict:
+        status = httpx.get(f"{base}/readyz").json()["capture"]
+        return status if status["exists"] else {}
+
+    status = wait_for(reported)
+    assert status["slot"] == db.slot and status["leader"] is True and status["wal_status"] == "reserved"
+    assert isinstance(status["lag_bytes"], int) and status["lag_bytes"] >= 0
+    assert "watchroute_capture_slot_lag_bytes" in httpx.get(f"{base}/metrics").text
+
+
+def test_capture_drop_removes_the_slot_and_publication(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with capture_database("CREATE TABLE k (id int PRIMARY KEY)") as db:
+        proc = ServerProcess(tmp_path, db.url, capture="k", capture_slot=db.slot).start()
+        env = {**os.environ, "WATCHROUTE_DATABASE": db.url, "WATCHROUTE_CAPTURE_SLOT": db.slot}
+        command = [sys.executable, "-m", "watchroute", "capture", "drop"]
+        try:
+            assert wait_for(
+                lambda: db.sql("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (db.slot,))
+            )
+            refused = subprocess.run(command, env=env, capture_output=True, text=True)
+            assert refused.returncode == 1 and "stop the capturing servers" in refused.stderr
+        finally:
+            proc.stop()
+        wait_for(
+            lambda: db.sql(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (db.slot,)
+            )
+        )
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert db.sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (db.slot,)) == []
+        assert db.sql("SELECT 1 FROM pg_publication WHERE pubname = %s", (db.slot,)) == []
+        assert db.sql("SELECT 1 FROM watchroute.meta WHERE key = 'capture_lsn'") == []

@@ -106,7 +106,34 @@ def serve(
     run(settings)
 
 
-# -- the client commands -----------------------------------------------------------------------
+# -- change capture --------------------------------------------------------------------------
+
+capture_app = typer.Typer(
+    help="Change capture of PostgreSQL tables (docs/scale-out.md).", no_args_is_help=True
+)
+app.add_typer(capture_app, name="capture")
+
+
+@capture_app.command("drop")
+def capture_drop(
+    database: Annotated[
+        str | None, typer.Option(help="postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]")
+    ] = None,
+    capture_slot: Annotated[str | None, typer.Option(help="[WATCHROUTE_CAPTURE_SLOT]")] = None,
+    postgres_schema: Annotated[str | None, typer.Option(help="[WATCHROUTE_POSTGRES_SCHEMA]")] = None,
+) -> None:
+    """Remove the replication slot and publication (stop the capturing servers first); the next
+    capture copies the tables again."""
+    from .capture.slot import drop
+    from .settings import Settings
+
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("drop", "Settings")}
+    settings = Settings(**given)
+    try:
+        done = drop(settings.database, settings.capture_slot, settings.postgres_schema)
+    except Exception as exc:
+        _fail(str(exc).strip(), EXIT_REFUSED)
+    typer.echo("removed " + ", ".join(done) if done else "nothing to remove")
 
 
 class Output(StrEnum):

@@ -23,7 +23,7 @@ from psycopg import sql
 
 from ..store.base import WriteOp
 from ..store.postgres.schema import lock_key
-from . import tables
+from . import slot, tables
 from .stream import Captured, CopyChunk, CopyDone, Stream, Transaction
 
 log = logging.getLogger("watchroute")
@@ -44,19 +44,37 @@ class Capture:
         self.store = store
         self.leading = False
         self.position = 0  # the applied commit LSN
+        self.health = slot.Health()
         self._task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self._stream: Stream | None = None
 
     async def start(self) -> None:
         """Check every table and make the publication; raises CaptureRefused."""
         await asyncio.to_thread(self._prepare)
         self._task = asyncio.create_task(self._lead_forever(), name="watchroute-capture")
+        self._health_task = asyncio.create_task(self._watch_slot(), name="watchroute-capture-slot")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._health_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_slot(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    while True:
+                        self.health = await slot.health(conn, self.slot)
+                        await asyncio.sleep(slot.HEALTH_SECONDS)
+            except (psycopg.Error, OSError):
+                await asyncio.sleep(slot.HEALTH_SECONDS)
+
+    def status(self) -> dict[str, Any]:
+        """For /readyz."""
+        return {"slot": self.slot, "leader": self.leading, **self.health.as_dict()}
 
     def _prepare(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -125,8 +143,12 @@ class Capture:
         )
         row = await cur.fetchone()
         stored = row[0] if row is not None else None
-        cur = await lock.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
-        slot_exists = await cur.fetchone() is not None
+        state = await slot.health(lock, self.slot)
+        if state.wal_status == "lost":  # invalidated past max_slot_wal_keep_size: it cannot stream
+            log.warning("the replication slot %s was invalidated: making it again", self.slot)
+            await lock.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+            state = slot.Health()
+        slot_exists = state.exists
         copy = stored is None or not slot_exists
         if copy and slot_exists:  # a copy that never finished: take it again, from a new slot
             await lock.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
