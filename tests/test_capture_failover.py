@@ -207,3 +207,31 @@ def test_random_transactions_reach_every_cut_and_resumed_watcher_exactly(tmp_pat
             assert total == sum(committed)  # one event per committed row change, none for rollbacks
         finally:
             proc.stop()
+
+
+def test_a_lost_slot_is_made_again_with_a_new_copy_that_leaves_nothing_stale(tmp_path: Path) -> None:
+    with capture_database(SETUP) as db:
+        db.sql("INSERT INTO t SELECT g, 0 FROM generate_series(1, 50) g")
+        proc = start(tmp_path, "a", db)
+        try:
+            before = caught_up(proc, db)
+        finally:
+            proc.stop()
+        # As a failover to a standby without the slot would: gone, and changes made meanwhile.
+        from .capture_db import drop_slot
+
+        drop_slot(db.slot)
+        db.sql("DELETE FROM t WHERE id <= 10; UPDATE t SET v = 7 WHERE id > 40; INSERT INTO t VALUES (99, 1)")
+        proc = start(tmp_path, "a", db)
+        try:
+            after = caught_up(proc, db)
+            assert after > before
+            # A watcher from before the loss ends at the tables' state: the new copy's changes
+            # bring every row to it, and delete what the copy did not find.
+            earlier = all_events(proc.url, "t", 0, before)
+            got = all_events(proc.url, "t", before, after)
+            assert replay(earlier + got) == table_state(db, "t") == listed(proc.url, "t")[0]
+            deleted = {e["object"]["id"] for e in got if e["type"] == "DELETED"}
+            assert deleted == {str(i) for i in range(1, 11)}
+        finally:
+            proc.stop()
