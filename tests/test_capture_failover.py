@@ -25,6 +25,15 @@ def start(tmp_path: Path, name: str, db: CaptureDb) -> ServerProcess:
     return ServerProcess(workdir, db.url, capture="t,u", capture_slot=db.slot).start()
 
 
+def wait_for_copy(db: CaptureDb, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not db.sql("SELECT 1 FROM watchroute.meta WHERE key = 'capture_lsn'"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def table_state(db: CaptureDb, table: str) -> dict[str, dict]:
     return {str(i): {"id": i, "v": v} for i, v in db.sql(f"SELECT id, v FROM {table}")}
 
@@ -178,6 +187,9 @@ def test_random_transactions_reach_every_cut_and_resumed_watcher_exactly(tmp_pat
     with capture_database(SETUP) as db:
         proc = start(tmp_path, "a", db)
         try:
+            # From the end of the copy on, each row change is an event (before it, the copy
+            # holds the rows' states, not their changes).
+            assert wait_for_copy(db), proc.log()
             committed: list[int] = []
             writers = [
                 threading.Thread(target=_transactions, args=(db, seed, 40, committed)) for seed in range(3)
@@ -204,7 +216,7 @@ def test_random_transactions_reach_every_cut_and_resumed_watcher_exactly(tmp_pat
                 assert revisions == sorted(set(revisions))
                 assert replay(got[0]) == table_state(db, collection) == listed(proc.url, collection)[0]
                 total += len(got[0])
-            assert total == sum(committed)  # one event per committed row change, none for rollbacks
+            assert total == sum(committed)  # one event per committed row change, none for a rollback
         finally:
             proc.stop()
 

@@ -14,6 +14,7 @@ whatever is at or below the stored position is skipped. Only then is the positio
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger("watchroute")
 LEADER_RETRY_SECONDS = 1.0
 QUEUE_ITEMS = 64  # transactions (or copy chunks) decoded ahead of the store
 LIST_CHUNK = 1000
+MAX_PENDING = 256  # transactions handed to the writer before the oldest must have committed
 
 
 class Capture:
@@ -48,6 +50,8 @@ class Capture:
         self._task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stream: Stream | None = None
+        # Transactions handed to the writer and not yet committed, in commit order.
+        self._pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
 
     async def start(self) -> None:
         """Check every table and make the publication; raises CaptureRefused."""
@@ -162,18 +166,23 @@ class Capture:
         stream.applied = self.position
         stream.start()
         copied: dict[str, set[str]] = {t.collection: set() for t in self.tables}
+        self._pending.clear()
         while True:
             try:
                 item = await asyncio.wait_for(queue.get(), LEADER_RETRY_SECONDS)
             except TimeoutError:
+                await self._settle(stream, wait=True)
                 await lock.execute("SELECT 1")  # the lock's connection is still there: still leader
                 continue
             if item is None:
+                await self._settle(stream, wait=True)
                 raise stream.error or RuntimeError("the replication stream ended")
             if isinstance(item, Transaction):
                 if item.position > self.position:
                     await self._apply(item.changes, item.position)
-                stream.applied = max(stream.applied, item.position)
+                else:
+                    stream.applied = max(stream.applied, item.position)  # applied before a restart
+                await self._settle(stream, wait=len(self._pending) >= MAX_PENDING or queue.empty())
             elif isinstance(item, CopyChunk):
                 copied[item.collection].update(rid for rid, _ in item.rows)
                 await self.store.write(
@@ -203,7 +212,18 @@ class Capture:
             if after is None:
                 return ids
 
+    async def _settle(self, stream: Stream, wait: bool) -> None:
+        """Acknowledge what has committed, in order; with `wait`, wait for all of it. A captured
+        transaction the store refused stops the capture (it starts again from the stored position)."""
+        while self._pending and (wait or self._pending[0][1].done()):
+            position, future = self._pending.popleft()
+            await future
+            stream.applied = max(stream.applied, position)
+
     async def _apply(self, changes: list[Captured], position: int) -> None:
+        if any(change.type == "truncate" for change in changes):
+            assert self._stream is not None
+            await self._settle(self._stream, wait=True)  # the ids to delete are read from the store
         write_ops: list[WriteOp] = []
         for change in changes:
             if change.type == "truncate":
@@ -216,7 +236,7 @@ class Capture:
                 if change.old_id is not None:
                     write_ops.append(WriteOp("delete", change.collection, change.old_id))
                 write_ops.append(_upsert(change))
-        await self.store.write(write_ops, position)
+        self._pending.append((position, self.store.submit(write_ops, position)))
         self.position = position
 
 

@@ -217,6 +217,12 @@ class PostgresStore:
         assert self._writer is not None, "store is not open"
         return await self._writer.write(ops, position)
 
+    def submit(self, ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+        """`write`, queued at once: change capture hands on transactions in commit order
+        without waiting for each to commit, so that they are group-committed together."""
+        assert self._writer is not None, "store is not open"
+        return self._writer.submit(ops, position)
+
     # -- reads -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

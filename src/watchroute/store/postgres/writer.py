@@ -133,9 +133,13 @@ class Writer:
             self._conn = None
 
     async def write(self, write_ops: list[WriteOp], position: int | None = None) -> list[Change]:
+        return await self.submit(write_ops, position)
+
+    def submit(self, write_ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+        """Queue a job now, in the order of the calls: its future has the job's changes."""
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
         self._jobs.put_nowait(_Job(write_ops, future, position))
-        return await future
+        return future
 
     def request_catch_up(self) -> None:
         # One at a time in the queue: the flag is cleared before the read, so a commit rung
