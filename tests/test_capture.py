@@ -225,6 +225,10 @@ def test_a_table_that_cannot_be_captured_stops_the_server_saying_what_to_run(
         with pytest.raises(RuntimeError, match=says):
             proc.start()
         proc.stop()
+        assert proc.proc is not None and proc.proc.returncode == 1
+        # Refused before anything was made: no publication, no slot, no schema of ours.
+        assert db.sql("SELECT 1 FROM pg_publication") == []
+        assert db.sql("SELECT 1 FROM pg_namespace WHERE nspname = 'watchroute'") == []
 
 
 def test_readyz_and_metrics_show_the_slot_and_its_lag(captured: tuple[CaptureDb, str]) -> None:

@@ -101,6 +101,14 @@ def serve(
         settings = Settings(**given)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if settings.capture:  # a table that cannot be captured: say what to run, before serving
+        from .capture.capturer import preflight
+        from .capture.tables import CaptureRefused
+
+        try:
+            preflight(settings)
+        except CaptureRefused as exc:
+            _fail(str(exc), EXIT_REFUSED)
     from .server import serve as run  # uvicorn is only needed to serve
 
     run(settings)

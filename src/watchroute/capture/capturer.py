@@ -35,6 +35,14 @@ LIST_CHUNK = 1000
 MAX_PENDING = 256  # transactions handed to the writer before the oldest must have committed
 
 
+def preflight(settings: Any) -> None:
+    """Raise CaptureRefused, saying what to run, if the tables cannot be captured; creates nothing."""
+    if not settings.database.startswith(("postgresql://", "postgres://")):
+        raise tables.CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")
+    with psycopg.connect(settings.database, autocommit=True) as conn:
+        tables.check(conn, tables.parse(settings.capture))
+
+
 class Capture:
     def __init__(self, settings: Any, store: Any) -> None:
         self.url: str = settings.database
