@@ -206,6 +206,18 @@ def test_a_key_changed_by_an_update_moves_the_resource(captured: tuple[CaptureDb
     assert [(e["type"], e["object"]["id"]) for e in got] == [("DELETED", "30"), ("ADDED", "31")]
 
 
+def test_a_truncate_deletes_every_resource_of_the_collection(captured: tuple[CaptureDb, str]) -> None:
+    db, base = captured
+    db.sql("INSERT INTO docs VALUES (2, 'b', 'two'), (3, 'c', 'three')")
+    assert wait_for(lambda: httpx.get(f"{base}/v1/docs/3").status_code == 200)
+    before = len(httpx.get(f"{base}/v1/docs").json()["items"])
+    since = revision(base)
+    db.sql("TRUNCATE docs")
+    got = events(base, "docs", since, since + before)
+    assert len(got) == before and {e["type"] for e in got} == {"DELETED"}
+    assert httpx.get(f"{base}/v1/docs").json()["items"] == []
+
+
 # -- servers of their own ------------------------------------------------------------------------
 
 
