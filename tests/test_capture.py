@@ -256,6 +256,29 @@ def test_readyz_and_metrics_show_the_slot_and_its_lag(captured: tuple[CaptureDb,
     assert "watchroute_capture_slot_lag_bytes" in httpx.get(f"{base}/metrics").text
 
 
+def test_a_role_that_may_not_replicate_or_read_stops_the_server_saying_what_to_run(tmp_path: Path) -> None:
+    import uuid
+
+    role = "wr_test_role_" + uuid.uuid4().hex[:8]
+    with capture_database("CREATE TABLE k (id int PRIMARY KEY)") as db:
+        db.sql(f"CREATE ROLE {role} LOGIN")
+        try:
+            url = db.url.replace("postgres@", f"{role}@")
+            proc = ServerProcess(tmp_path / "a", url, capture="k", capture_slot=db.slot)
+            proc.workdir.mkdir()
+            with pytest.raises(RuntimeError, match=f"ALTER ROLE {role} REPLICATION"):
+                proc.start()
+            proc.stop()
+            db.sql(f"ALTER ROLE {role} REPLICATION")
+            proc = ServerProcess(tmp_path / "b", url, capture="k", capture_slot=db.slot)
+            proc.workdir.mkdir()
+            with pytest.raises(RuntimeError, match="GRANT SELECT ON"):
+                proc.start()
+            proc.stop()
+        finally:
+            db.sql(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
 def test_capture_drop_removes_the_slot_and_publication(tmp_path: Path) -> None:
     import os
     import subprocess
