@@ -185,6 +185,7 @@ def test_an_update_that_leaves_a_toast_value_carries_the_whole_row(captured: tup
     db.sql("UPDATE docs SET title = 'two' WHERE id = 1")
     [event] = events(base, "docs", since, since + 1)
     assert event["object"]["data"] == {"id": 1, "body": body, "title": "two"}
+    assert list(event["object"]["data"]) == ["id", "body", "title"]  # in the table's column order
 
 
 def test_a_column_added_while_capturing_is_in_later_events(captured: tuple[CaptureDb, str]) -> None:

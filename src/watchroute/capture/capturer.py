@@ -253,9 +253,9 @@ def _upsert(change: Captured) -> WriteOp:
     if not change.unchanged:
         return WriteOp("put", change.collection, change.id, data)
     # PostgreSQL left out TOAST values the update did not change: ours are the row's own.
-    unchanged = change.unchanged
+    unchanged = set(change.unchanged)
 
     def whole(current: dict[str, Any]) -> dict[str, Any]:
-        return {**{name: current.get(name) for name in unchanged}, **data}
+        return {name: current.get(name) if name in unchanged else value for name, value in data.items()}
 
     return WriteOp("patch", change.collection, change.id, patch=whole)

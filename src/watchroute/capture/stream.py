@@ -229,10 +229,10 @@ class Stream:
         new = change.new
         rid = tables.resource_id([new[i] for i in key_at])  # type: ignore[misc]
         unchanged = [name for name, value in zip(names, new, strict=True) if value is pgoutput.UNCHANGED]
+        # An unchanged TOAST value keeps its column's place (None until the store fills it in).
         data = {
-            name: None if value is None else convert(value)  # type: ignore[arg-type]
+            name: None if value is None or value is pgoutput.UNCHANGED else convert(value)  # type: ignore[arg-type]
             for (name, convert), value in zip(columns, new, strict=True)
-            if value is not pgoutput.UNCHANGED
         }
         upsert = Captured("upsert", table.collection, rid, data, unchanged)
         if change.old is not None and key_at:
