@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ def wait_for_copy(db: CaptureDb, timeout: float = 20.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def expired(base: str, since: int) -> bool:
+    r = httpx.get(f"{base}/v1/t", params={"watch": "true", "since": since, "timeout": 0.2})
+    return r.status_code == 410 and r.json()["reason"] == "Expired"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := check()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return got
 
 
 def table_state(db: CaptureDb, table: str) -> dict[str, dict]:
@@ -240,10 +253,46 @@ def test_a_lost_slot_is_made_again_with_a_new_copy_that_leaves_nothing_stale(tmp
             assert after > before
             # A watcher from before the loss ends at the tables' state: the new copy's changes
             # bring every row to it, and delete what the copy did not find.
-            earlier = all_events(proc.url, "t", 0, before)
-            got = all_events(proc.url, "t", before, after)
-            assert replay(earlier + got) == table_state(db, "t") == listed(proc.url, "t")[0]
-            deleted = {e["object"]["id"] for e in got if e["type"] == "DELETED"}
-            assert deleted == {str(i) for i in range(1, 11)}
+            # A new epoch: a watch from before it is refused, so its client relists.
+            assert wait_for(lambda: expired(proc.url, before)), proc.log()
+            assert listed(proc.url, "t")[0] == table_state(db, "t")
+            # The new copy deleted what the table no longer has.
+            deleted = db.sql(
+                "SELECT id FROM watchroute.log WHERE collection = 't' AND type = 'DELETED' AND revision > %s",
+                (before,),
+            )
+            assert {rid for (rid,) in deleted} == {str(i) for i in range(1, 11)}
+        finally:
+            proc.stop()
+
+
+def test_a_slot_lost_while_capturing_ends_the_watches_and_a_resume_from_before_is_410(tmp_path: Path) -> None:
+    with capture_database(SETUP) as db:
+        db.sql("INSERT INTO t SELECT g, 0 FROM generate_series(1, 5) g")
+        proc = start(tmp_path, "a", db)
+        try:
+            before = caught_up(proc, db)
+            ended = threading.Event()
+            seen: list[dict] = []
+
+            def watch() -> None:
+                params = {"watch": "true", "since": before, "heartbeat": 1, "timeout": 30}
+                with httpx.stream("GET", f"{proc.url}/v1/t", params=params, timeout=40) as r:
+                    seen.extend(json.loads(line) for line in r.iter_lines())
+                ended.set()
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            from .capture_db import drop_slot
+
+            drop_slot(db.slot)  # as PostgreSQL does to a slot past max_slot_wal_keep_size
+            db.sql("UPDATE t SET v = 1 WHERE id = 1")
+            assert ended.wait(15), "the watch of the captured collection did not end"
+            watcher.join()
+            resume = max([before] + [e["revision"] for e in seen])
+            assert wait_for(lambda: expired(proc.url, resume)), proc.log()
+            assert caught_up(proc, db) > before  # the new copy, then the stream again
+            db.sql("UPDATE t SET v = 2 WHERE id = 2")
+            assert caught_up(proc, db)
         finally:
             proc.stop()

@@ -61,9 +61,15 @@ class Runtime:
 
         if not self.settings.database.startswith(("postgresql://", "postgres://")):
             raise CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")
-        self.capture = Capture(self.settings, self.store)
+        self.capture = Capture(self.settings, self.store, self._end_captured_watches)
         self.captured = self.capture.collections
         await self.capture.start()
+
+    def _end_captured_watches(self) -> None:
+        """A new capture epoch: each watch of a captured collection ends; its client's resume
+        is answered 410 (watch.py) and it relists."""
+        for watcher in [w for w in self.hub.watchers if w.collection in self.captured]:
+            watcher.close()
 
     async def stop(self) -> None:
         self.hub.close_all()

@@ -81,6 +81,9 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
             cursor = spec.since
             if cursor < store.compacted:
                 raise expired(cursor, store.compacted)
+            capture = runtime.capture
+            if capture is not None and cursor < capture.epoch and spec.collection in capture.collections:
+                raise expired(cursor, capture.epoch)  # a new copy of a captured table since then
         if cursor > tailer.revision:
             latest = await store.committed_revision()
             if cursor > latest:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -44,7 +45,7 @@ def preflight(settings: Any) -> None:
 
 
 class Capture:
-    def __init__(self, settings: Any, store: Any) -> None:
+    def __init__(self, settings: Any, store: Any, on_epoch: Callable[[], None] = lambda: None) -> None:
         self.url: str = settings.database
         self.schema: str = settings.postgres_schema
         self.slot: str = settings.capture_slot
@@ -55,6 +56,10 @@ class Capture:
         self.leading = False
         self.position = 0  # the applied commit LSN
         self.health = slot.Health()
+        # The revision the current epoch began after (a new copy, the slot having been lost):
+        # a watch of a captured collection from before it is answered 410 and relists.
+        self.epoch = 0
+        self._on_epoch = on_epoch  # ends the open watches of the captured collections
         self._task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stream: Stream | None = None
@@ -80,6 +85,7 @@ class Capture:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     while True:
                         self.health = await slot.health(conn, self.slot)
+                        self._learn_epoch(await self._read_epoch(conn))
                         await asyncio.sleep(slot.HEALTH_SECONDS)
             except (psycopg.Error, OSError):
                 await asyncio.sleep(slot.HEALTH_SECONDS)
@@ -88,9 +94,57 @@ class Capture:
         """For /readyz."""
         return {"slot": self.slot, "leader": self.leading, **self.health.as_dict()}
 
+    async def _read_epoch(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        cur = await conn.execute(
+            sql.SQL("SELECT value FROM {} WHERE key = 'capture_epoch'").format(
+                sql.Identifier(self.schema, "meta")
+            )
+        )
+        row = await cur.fetchone()
+        return row[0] if row is not None else 0
+
+    def _learn_epoch(self, epoch: int) -> None:
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self._on_epoch()
+
+    async def _begin_epoch(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The slot was lost: what follows is a new copy, not the changes since. The watches of
+        the captured collections end now; once the copy is in, a resume from before it is
+        answered 410 (`_end_epoch_copy`). The applied position goes, so that a copy cut short
+        by a crash is taken again; `capture_epoch` stays, so that it still ends in a new epoch."""
+        meta = sql.Identifier(self.schema, "meta")
+        async with conn.transaction():
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} SELECT 'capture_epoch', value FROM {} WHERE key = 'revision' "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ).format(meta, meta)
+            )
+            await conn.execute(sql.SQL("DELETE FROM {} WHERE key = 'capture_lsn'").format(meta))
+        self._on_epoch()
+
+    async def _end_epoch_copy(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A new epoch's copy is in: a watch from before now would have missed what changed
+        while the slot was lost (every instance learns it from `meta` within HEALTH_SECONDS)."""
+        meta = sql.Identifier(self.schema, "meta")
+        await conn.execute(
+            sql.SQL(
+                "UPDATE {} SET value = (SELECT value FROM {} WHERE key = 'revision') "
+                "WHERE key = 'capture_epoch'"
+            ).format(meta, meta)
+        )
+        self._learn_epoch(await self._read_epoch(conn))
+
     def _prepare(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             tables.check(conn, self.tables)
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {} WHERE key = 'capture_epoch'").format(
+                    sql.Identifier(self.schema, "meta")
+                )
+            ).fetchone()
+            self.epoch = row[0] if row is not None else 0
             names = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in self.tables)
             with conn.transaction():
                 conn.execute(sql.SQL("SELECT pg_advisory_xact_lock({})").format(self._lock("publication")))
@@ -165,7 +219,10 @@ class Capture:
         if copy and slot_exists:  # a copy that never finished: take it again, from a new slot
             await lock.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
         if stored is not None and not slot_exists:
-            log.warning("the replication slot %s is gone: copying the captured tables again", self.slot)
+            log.warning(
+                "the replication slot %s is gone: a new epoch, copying the captured tables again", self.slot
+            )
+            await self._begin_epoch(lock)
         self.position = stored or 0
         queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_ITEMS)
         stream = self._stream = Stream(
@@ -207,6 +264,7 @@ class Capture:
                         if rid not in ids
                     ]
                 await self.store.write(stale, item.position)
+                await self._end_epoch_copy(lock)  # a first copy has no epoch to end: no row
                 self.position = stream.applied = item.position
                 copied = {}
 
