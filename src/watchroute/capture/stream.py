@@ -175,14 +175,26 @@ class Stream:
             options={"proto_version": "1", "publication_names": self.publication},
         )
         acknowledged = -1
+        confirmed = 0  # the position last acknowledged to the slot
         last_feedback = 0.0
         changes: list[Captured] = []
+        handed = 0  # the last transaction handed to the loop
+        in_transaction = False
         while not self.stopping.is_set():
             message = cur.read_message()
             now = time.monotonic()
             if self.applied != acknowledged or now - last_feedback >= FEEDBACK_SECONDS:
-                if self.applied:
-                    cur.send_feedback(write_lsn=self.applied, flush_lsn=self.applied, apply_lsn=self.applied)
+                idle = message is None and not in_transaction and self.applied >= handed
+                if idle:
+                    # All that was sent is stored: what the server has decoded since concerned
+                    # no captured table (its keepalive, asked for below, says how far that is).
+                    # Without this, writes to other tables would leave the slot holding their WAL.
+                    confirmed = max(confirmed, cur.wal_end)
+                confirmed = max(confirmed, self.applied)
+                if confirmed:
+                    cur.send_feedback(
+                        write_lsn=confirmed, flush_lsn=confirmed, apply_lsn=confirmed, reply=idle
+                    )
                 acknowledged, last_feedback = self.applied, now
             if message is None:
                 select.select([conn], [], [], FEEDBACK_SECONDS / 2)
@@ -190,13 +202,14 @@ class Stream:
             decoded = pgoutput.decode(message.payload)
             if isinstance(decoded, pgoutput.Begin):
                 changes = []
+                in_transaction = True
             elif isinstance(decoded, pgoutput.RowChange):
                 change = self._change(decoded)
                 if change is not None:
                     changes.extend(change)
             elif isinstance(decoded, pgoutput.Commit):
                 self._hand(Transaction(decoded.end_lsn, changes))
-                changes = []
+                changes, handed, in_transaction = [], decoded.end_lsn, False
             elif isinstance(decoded, pgoutput.Relation):
                 self._relation(decoded)
             elif isinstance(decoded, pgoutput.Truncate):
