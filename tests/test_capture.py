@@ -257,6 +257,13 @@ def test_readyz_and_metrics_show_the_slot_and_its_lag(captured: tuple[CaptureDb,
     assert "watchroute_capture_slot_lag_bytes" in httpx.get(f"{base}/metrics").text
 
 
+def test_capture_on_the_sqlite_store_stops_the_server_saying_what_it_needs(tmp_path: Path) -> None:
+    proc = ServerProcess(tmp_path, capture="orders")
+    with pytest.raises(RuntimeError, match="needs the PostgreSQL store"):
+        proc.start()
+    proc.stop()
+
+
 def test_a_role_that_may_not_replicate_or_read_stops_the_server_saying_what_to_run(tmp_path: Path) -> None:
     import uuid
 
