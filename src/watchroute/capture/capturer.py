@@ -9,6 +9,8 @@ Exactly once: each committed transaction is one job of the store's writer, so it
 take consecutive revisions, and its commit LSN is stored in the same database transaction
 (`meta.capture_lsn`). After a restart the slot sends again what it was not told was applied;
 whatever is at or below the stored position is skipped. Only then is the position acknowledged.
+Transactions go to the writer without waiting for each to commit (up to MAX_PENDING), so that
+the writer commits many in one group, and are acknowledged in order as they commit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -28,6 +30,10 @@ from ..store.postgres.schema import lock_key
 from . import slot, tables
 from .stream import Captured, CopyChunk, CopyDone, Stream, Transaction
 
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ..store.postgres import PostgresStore
+
 log = logging.getLogger("watchroute")
 
 LEADER_RETRY_SECONDS = 1.0
@@ -36,7 +42,7 @@ LIST_CHUNK = 1000
 MAX_PENDING = 256  # transactions handed to the writer before the oldest must have committed
 
 
-def preflight(settings: Any) -> None:
+def preflight(settings: Settings) -> None:
     """Raise CaptureRefused, saying what to run, if the tables cannot be captured; creates nothing."""
     if not settings.database.startswith(("postgresql://", "postgres://")):
         raise tables.CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")
@@ -45,7 +51,9 @@ def preflight(settings: Any) -> None:
 
 
 class Capture:
-    def __init__(self, settings: Any, store: Any, on_epoch: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, settings: Settings, store: PostgresStore, on_epoch: Callable[[], None] = lambda: None
+    ) -> None:
         self.url: str = settings.database
         self.schema: str = settings.postgres_schema
         self.slot: str = settings.capture_slot
