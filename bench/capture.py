@@ -229,7 +229,7 @@ def decoders(url: str, rows: int) -> dict:
                 seconds = time.perf_counter() - start
                 result["wal2json_changes_per_s"] = round(seen / seconds)
             else:
-                result["wal2json"] = "not installed"
+                result["wal2json"] = "not installed, or not allowed by output_plugin_libraries"
         finally:
             _drop_slot(conn, slot_p)
             _drop_slot(conn, slot_w)
