@@ -31,6 +31,7 @@ class Cluster:
     data: str
     port: int
     user: str | None  # whom to run the server as (PostgreSQL refuses root)
+    settings: str = ""  # more ` -c name=value` for the server
 
     @property
     def url(self) -> str:
@@ -45,6 +46,7 @@ class Cluster:
     def pg_ctl(self, action: str, mode: str = "fast") -> None:
         options = (
             f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c wal_level=logical -c fsync=off"
+            + self.settings
         )
         self._run(
             "pg_ctl", "-D", self.data, "-o", options, "-m", mode, "-w", "-l", f"{self.data}/log", action
@@ -52,7 +54,7 @@ class Cluster:
 
 
 @contextmanager
-def private_postgres() -> Iterator[Cluster]:
+def private_postgres(settings: str = "") -> Iterator[Cluster]:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
@@ -66,7 +68,7 @@ def private_postgres() -> Iterator[Cluster]:
     folder = tempfile.mkdtemp(prefix="watchroute-pg-")
     if user is not None:
         shutil.chown(folder, user)
-    cluster = Cluster(os.path.dirname(found[-1]), f"{folder}/data", _free_port(), user)
+    cluster = Cluster(os.path.dirname(found[-1]), f"{folder}/data", _free_port(), user, settings)
     try:
         cluster._run("initdb", "-D", cluster.data, "-A", "trust", "-U", "postgres", "--no-sync")
         cluster.pg_ctl("start")
