@@ -211,11 +211,17 @@ def test_a_truncate_deletes_every_resource_of_the_collection(captured: tuple[Cap
     db, base = captured
     db.sql("INSERT INTO docs VALUES (2, 'b', 'two'), (3, 'c', 'three')")
     assert wait_for(lambda: httpx.get(f"{base}/v1/docs/3").status_code == 200)
-    before = len(httpx.get(f"{base}/v1/docs").json()["items"])
+    present = {item["id"] for item in httpx.get(f"{base}/v1/docs").json()["items"]}
     since = revision(base)
-    db.sql("TRUNCATE docs")
-    got = events(base, "docs", since, since + before)
-    assert len(got) == before and {e["type"] for e in got} == {"DELETED"}
+    # With a row added and one deleted earlier in the same transaction.
+    db.sql(
+        "BEGIN; INSERT INTO docs VALUES (4, 'd', 'x'); DELETE FROM docs WHERE id = 2; TRUNCATE docs; COMMIT"
+    )
+    left = (present - {"2"}) | {"4"}
+    got = events(base, "docs", since, since + 2 + len(left))
+    assert [(e["type"], e["object"]["id"]) for e in got[:2]] == [("ADDED", "4"), ("DELETED", "2")]
+    assert [e["type"] for e in got[2:]] == ["DELETED"] * len(left)
+    assert {e["object"]["id"] for e in got[2:]} == left
     assert httpx.get(f"{base}/v1/docs").json()["items"] == []
 
 

@@ -301,9 +301,15 @@ class Capture:
         write_ops: list[WriteOp] = []
         for change in changes:
             if change.type == "truncate":
-                write_ops += [
-                    WriteOp("delete", change.collection, rid) for rid in await self._ids(change.collection)
-                ]
+                # What the store holds, as this transaction's earlier changes left it.
+                present = dict.fromkeys(await self._ids(change.collection))
+                for op in write_ops:
+                    if op.collection == change.collection:
+                        if op.kind == "delete":
+                            present.pop(op.id, None)
+                        else:
+                            present[op.id] = None
+                write_ops += [WriteOp("delete", change.collection, rid) for rid in present]
             elif change.type == "delete":
                 write_ops.append(WriteOp("delete", change.collection, change.id))
             else:
