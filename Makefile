@@ -35,6 +35,8 @@ bench: $(STAMP)
 	command -v nginx >/dev/null && command -v wrk >/dev/null && test -f /usr/lib/nginx/modules/ngx_nchan_module.so \
 	  || (apt-get update -q && apt-get install -y -q nginx-light libnginx-mod-nchan wrk)
 	$(BIN)/python bench/run.py --write-docs
+	# Change capture (docs/scale-out.md): needs PostgreSQL with wal_level = logical.
+	$(BIN)/python bench/capture.py || echo "capture benchmark not run (PostgreSQL unreachable or not logical)"
 
 clean:
 	rm -rf $(VENV) *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -16,6 +16,16 @@ start() {
 
 if command -v pg_ctlcluster >/dev/null 2>&1; then
   start postgresql 5432 pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  # Change capture reads the WAL through logical decoding: wal_level must be logical, which
+  # takes a restart. Only when it is not already, so that a running cluster is left alone.
+  level=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'SHOW wal_level' 2>/dev/null || true)
+  if [ -n "$level" ] && [ "$level" != logical ]; then
+    echo "setting wal_level = logical (was $level) and restarting postgresql"
+    psql -h 127.0.0.1 -U postgres -d postgres -qc 'ALTER SYSTEM SET wal_level = logical' &&
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main restart ||
+      echo "warning: wal_level could not be set to logical; the change capture tests will skip" >&2
+    for _ in $(seq 1 30); do up 5432 && break; sleep 0.5; done
+  fi
 fi
 if command -v redis-server >/dev/null 2>&1; then
   start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \

@@ -65,6 +65,15 @@ def serve(
         str | None,
         typer.Option(help="sqlite:///PATH or postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]"),
     ] = None,
+    capture: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL tables to capture as collections, e.g. orders,sales.orders [WATCHROUTE_CAPTURE]"
+        ),
+    ] = None,
+    capture_slot: Annotated[
+        str | None, typer.Option(help="Replication slot and publication name [WATCHROUTE_CAPTURE_SLOT]")
+    ] = None,
     history_events: Annotated[
         int | None, typer.Option(help="Changes kept in the log [WATCHROUTE_HISTORY_EVENTS]")
     ] = None,
@@ -165,6 +174,14 @@ def serve(
         raise _bad_setting(str(loc[0]) if loc else None, message, given) from None
     except SettingError as exc:
         raise _bad_setting(exc.setting, str(exc), given) from None
+    if settings.capture:  # a table that cannot be captured: say what to run, before serving
+        from .capture.capturer import preflight
+        from .capture.tables import CaptureRefused
+
+        try:
+            preflight(settings)
+        except CaptureRefused as exc:
+            _fail(str(exc), EXIT_REFUSED)
     try:
         run(settings)
     except PortTaken as taken:
@@ -179,7 +196,34 @@ def _bad_setting(name: str | None, message: str, given: dict[str, Any]) -> typer
     return typer.BadParameter(message, param_hint=hint)
 
 
-# -- the client commands -----------------------------------------------------------------------
+# -- change capture --------------------------------------------------------------------------
+
+capture_app = typer.Typer(
+    help="Change capture of PostgreSQL tables (docs/scale-out.md).", no_args_is_help=True
+)
+app.add_typer(capture_app, name="capture")
+
+
+@capture_app.command("drop")
+def capture_drop(
+    database: Annotated[
+        str | None, typer.Option(help="postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]")
+    ] = None,
+    capture_slot: Annotated[str | None, typer.Option(help="[WATCHROUTE_CAPTURE_SLOT]")] = None,
+    postgres_schema: Annotated[str | None, typer.Option(help="[WATCHROUTE_POSTGRES_SCHEMA]")] = None,
+) -> None:
+    """Remove the replication slot and publication (stop the capturing servers first); the next
+    capture copies the tables again."""
+    from .capture.slot import drop
+    from .settings import Settings
+
+    given = {k: v for k, v in locals().items() if v is not None and k not in ("drop", "Settings")}
+    settings = Settings(**given)
+    try:
+        done = drop(settings.database, settings.capture_slot, settings.postgres_schema)
+    except Exception as exc:
+        _fail(str(exc).strip(), EXIT_REFUSED)
+    typer.echo("removed " + ", ".join(done) if done else "nothing to remove")
 
 
 class Output(StrEnum):

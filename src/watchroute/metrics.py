@@ -150,6 +150,13 @@ class RuntimeCollector(Collector):
         yield figures.commit_writes.family(
             "watchroute_store_commit_writes", "Writes (requests or _batches) per group commit."
         )
+        if rt.capture is not None:
+            yield gauge(
+                "capture_slot_lag_bytes",
+                "WAL PostgreSQL keeps for the capture's replication slot past what it has confirmed.",
+                rt.capture.health.lag_bytes,
+            )
+            yield gauge("capture_leader", "1 when this instance runs the change capture.", rt.capture.leading)
         refusals = CounterMetricFamily(
             "watchroute_refusals",
             "Requests refused by authentication, permissions or limits, by audit event "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from . import metrics
 from .http_counts import HTTPCounts
@@ -18,6 +19,9 @@ from .store import Store, open_store
 from .tailer import Tailer
 from .window import Window
 from .worker_metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from .capture.capturer import Capture
 
 log = logging.getLogger("watchroute")
 
@@ -36,6 +40,9 @@ class Runtime:
         self.metrics = metrics.Metrics(self)
         self._compactor: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
+        self.capture: Capture | None = None
+        # Collections written by change capture alone: REST writes to them are refused (405).
+        self.captured: frozenset[str] = frozenset()
 
     def share_with_workers(self, limits: WorkerLimits, figures: WorkerMetrics, worker: int) -> None:
         """Make this the process `worker` of several serving one port: limits and watch caps
@@ -49,13 +56,33 @@ class Runtime:
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
         await self.schemas.start(self)
+        if self.settings.capture:
+            await self._start_capture()
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
         if self.metrics.region is not None:
             self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
+    async def _start_capture(self) -> None:
+        from .capture.capturer import Capture
+        from .capture.tables import CaptureRefused
+
+        if not self.settings.database.startswith(("postgresql://", "postgres://")):
+            raise CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")
+        self.capture = Capture(self.settings, self.store, self._end_captured_watches)
+        self.captured = self.capture.collections
+        await self.capture.start()
+
+    def _end_captured_watches(self) -> None:
+        """A new capture epoch: each watch of a captured collection ends; its client's resume
+        is answered 410 (watch.py) and it relists."""
+        for watcher in [w for w in self.hub.watchers if w.collection in self.captured]:
+            watcher.close()
+
     async def stop(self) -> None:
         self.hub.close_all()
         await self.schemas.stop()
+        if self.capture is not None:
+            await self.capture.stop()
         for task in (self._compactor, self._publisher):
             if task is not None:
                 task.cancel()

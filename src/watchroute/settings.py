@@ -71,6 +71,11 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     postgres_idle_in_transaction_timeout: float = Field(30.0, gt=0)
     # Off: writes are acknowledged before PostgreSQL has flushed them (docs/scale-out.md).
     postgres_synchronous_commit: bool = True
+    # Change capture (docs/scale-out.md): tables (TABLE or SCHEMA.TABLE, comma-separated) read
+    # from the WAL as read-only collections; the replication slot and publication's name (slots
+    # are per PostgreSQL cluster: one name per database captured).
+    capture: str = ""
+    capture_slot: str = Field("watchroute_capture", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     # Seconds a stopping server gives open streams to end before it closes their sockets.
     shutdown_grace: float = Field(3.0, ge=0)
     log_level: str = "info"

@@ -89,6 +89,9 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
             if cursor < store.compacted:
                 runtime.hub.expired["start"] += 1
                 raise expired(cursor, store.compacted)
+            capture = runtime.capture
+            if capture is not None and cursor < capture.epoch and spec.collection in capture.collections:
+                raise expired(cursor, capture.epoch)  # a new copy of a captured table since then
         if cursor > tailer.revision:
             latest = await store.committed_revision()
             if cursor > latest:

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ..capture import captured_collection
 from ..names import check_collection, check_id, new_id
 from ..patches import json_patch, merge_patch, reads_document
 from ..problems import Problem, bad_request
@@ -88,6 +89,8 @@ async def batch(request: Request) -> Any:
     for index, raw in enumerate(raw_ops):
         try:
             op = parse_op(index, raw)
+            if op.collection in runtime.captured:
+                raise captured_collection(op.collection)
             # Each op is checked as the same write on its own route would be (grant and rule).
             if op.collection not in unguarded:
                 op.guard = security.write_guard(identity, op.kind, op.collection, op.id)

@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
+from ..capture import captured_collection
 from ..compression import compressed
 from ..events import Change, resource_json
 from ..filter import Filter, FilterError, compile_filter
@@ -191,6 +192,8 @@ def _write_op(
     body is read: a refused writer costs no upload."""
     check_collection(collection)
     check_id(id)
+    if collection in runtime_of(request).captured:
+        raise captured_collection(collection)
     pre = preconditions.parse(if_match, if_none_match)
     runtime = runtime_of(request)
     guard = runtime.security.write_guard(identity_of(request), kind, collection, id)

@@ -35,10 +35,13 @@ async def readyz(request: Request) -> Any:
         return JSONResponse(body, status_code=503)
     lag = committed - runtime.tailer.revision
     status = 200 if lag <= 0 or await runtime.tailer.wait_for(committed, 1.0) else 503
-    return JSONResponse(
-        {"status": "ok" if status == 200 else "behind", "revision": runtime.tailer.revision},
-        status_code=status,
-    )
+    body: dict[str, Any] = {
+        "status": "ok" if status == 200 else "behind",
+        "revision": runtime.tailer.revision,
+    }
+    if runtime.capture is not None:  # the replication slot: its lag, whether it is lost
+        body["capture"] = runtime.capture.status()
+    return JSONResponse(body, status_code=status)
 
 
 @router.get(

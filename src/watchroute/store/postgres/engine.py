@@ -222,9 +222,16 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, ops: list[WriteOp]) -> list[Change]:
+    async def write(self, ops: list[WriteOp], position: int | None = None) -> list[Change]:
+        """`position`: change capture's applied LSN, stored in the same transaction (capture/)."""
         assert self._writer is not None, "store is not open"
-        return await self._writer.write(ops)
+        return await self._writer.write(ops, position)
+
+    def submit(self, ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+        """`write`, queued at once: change capture hands on transactions in commit order
+        without waiting for each to commit, so that they are group-committed together."""
+        assert self._writer is not None, "store is not open"
+        return self._writer.submit(ops, position)
 
     # -- reads -------------------------------------------------------------------------------
 

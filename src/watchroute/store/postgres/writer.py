@@ -66,6 +66,10 @@ _DELETE_RESOURCES = (
     "WHERE r.collection = gone.collection AND r.id = gone.id"
 )
 _SET_COUNTER = "UPDATE meta SET value = %s WHERE key = 'revision'"
+# Change capture's applied position (capture/): with the changes it made, in their transaction.
+_SET_CAPTURED = (
+    "INSERT INTO meta VALUES ('capture_lsn', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 _LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision LIMIT %s"
 
 
@@ -77,12 +81,15 @@ def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
 
 
 class _Job:
-    __slots__ = ("future", "ops", "queued")
+    __slots__ = ("future", "ops", "position", "queued")
 
-    def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
+    def __init__(
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: int | None = None
+    ) -> None:
         self.ops = ops
         self.future = future
         self.queued = WriteFigures.now()
+        self.position = position  # a captured transaction's commit LSN, stored with its changes
 
 
 class _FarBehind(Exception):
@@ -131,10 +138,14 @@ class Writer:
             await self._conn.close()
             self._conn = None
 
-    async def write(self, write_ops: list[WriteOp]) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: int | None = None) -> list[Change]:
+        return await self.submit(write_ops, position)
+
+    def submit(self, write_ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+        """Queue a job now, in the order of the calls: its future has the job's changes."""
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
-        self._jobs.put_nowait(_Job(write_ops, future))
-        return await future
+        self._jobs.put_nowait(_Job(write_ops, future, position))
+        return future
 
     def request_catch_up(self) -> None:
         # One at a time in the queue: the flag is cleared before the read, so a commit rung
@@ -261,8 +272,16 @@ class Writer:
                     staged.update(written)
                     revision += len(changes)
                     outcomes.append(changes)
-                if revision != start:
-                    await self._write_group(conn, outcomes, staged, revision)
+                position = max(
+                    (
+                        job.position
+                        for job, outcome in zip(jobs, outcomes, strict=True)
+                        if job.position is not None and isinstance(outcome, list)
+                    ),
+                    default=None,
+                )
+                if revision != start or position is not None:
+                    await self._write_group(conn, outcomes, staged, revision, position)
             committed = True
             self.unreachable = ""
             self.figures.committed(job.queued for job in jobs)
@@ -307,6 +326,7 @@ class Writer:
         outcomes: list[list[Change] | BaseException],
         staged: dict[tuple[str, str], Change | None],
         revision: int,
+        position: int | None = None,
     ) -> None:
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
@@ -338,6 +358,8 @@ class Writer:
             )
         if gone:
             await conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
+        if position is not None:
+            await conn.execute(_SET_CAPTURED, (position,))
         await conn.execute(_SET_COUNTER, (revision,))
 
     def _settle(
