@@ -188,6 +188,15 @@ def test_an_update_that_leaves_a_toast_value_carries_the_whole_row(captured: tup
     assert list(event["object"]["data"]) == ["id", "body", "title"]  # in the table's column order
 
 
+def test_a_row_larger_than_a_client_may_write_is_captured_whole(captured: tuple[CaptureDb, str]) -> None:
+    # max_document_bytes (1 MiB here) bounds what clients send; a captured row is the table's.
+    db, base = captured
+    body = "0123456789" * 120_000
+    db.sql("INSERT INTO docs VALUES (9, %s, 'big')", (body,))
+    assert wait_for(lambda: httpx.get(f"{base}/v1/docs/9").status_code == 200)
+    assert httpx.get(f"{base}/v1/docs/9").json()["data"]["body"] == body
+
+
 def test_a_column_added_while_capturing_is_in_later_events(captured: tuple[CaptureDb, str]) -> None:
     db, base = captured
     since = revision(base)

@@ -37,9 +37,9 @@ def serve(*args: str, env: dict[str, str] | None = None):
     ("args", "env", "message"),
     [
         (
-            ["--database", "postgresql://localhost/test"],
+            ["--database", "mysql://localhost/test"],
             {},
-            "Invalid value for '--database': unsupported database URL 'postgresql://localhost/test'",
+            "Invalid value for '--database': unsupported database URL 'mysql://localhost/test'",
         ),
         (["--port", "99999"], {}, "Invalid value for '--port': Input should be less than or equal to 65535"),
         (

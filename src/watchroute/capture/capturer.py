@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from ..patches import Stored
 from ..store.base import WriteOp
 from ..store.postgres.schema import lock_key
 from . import slot, tables
@@ -327,7 +328,8 @@ def _upsert(change: Captured) -> WriteOp:
     # PostgreSQL left out TOAST values the update did not change: ours are the row's own.
     unchanged = set(change.unchanged)
 
-    def whole(current: dict[str, Any]) -> dict[str, Any]:
-        return {name: current.get(name) if name in unchanged else value for name, value in data.items()}
+    def whole(current: Stored, _max_bytes: int) -> dict[str, Any]:
+        stored = current.data
+        return {name: stored.get(name) if name in unchanged else value for name, value in data.items()}
 
     return WriteOp("patch", change.collection, change.id, patch=whole)

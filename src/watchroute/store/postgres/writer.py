@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,9 @@ def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
         Change(rev, type, collection, rid, created, data, prev, ts)
         for rev, ts, type, collection, rid, created, data, prev in rows
     ]
+
+
+UNLIMITED = (sys.maxsize, sys.maxsize)
 
 
 class _Job:
@@ -265,7 +269,10 @@ class Writer:
                 staged: dict[tuple[str, str], Change | None] = {}
                 for job in jobs:
                     try:
-                        changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *self.limits)
+                        # A captured row is the table's truth, whatever its size: the limits
+                        # are for what clients send.
+                        limits = self.limits if job.position is None else UNLIMITED
+                        changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *limits)
                     except Exception as exc:
                         outcomes.append(exc)
                         continue
