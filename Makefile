@@ -19,10 +19,14 @@ serve: $(STAMP)
 cluster: $(STAMP)
 	deploy/cluster.sh $(DATABASE)
 
+# Tests that restart a shared service run alone first (exit 5: there are none); then the rest,
+# a file per process (a module's server is started once), four at a time: most of a test's
+# time is a server starting or a watch waiting, not CPU.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -m serial || [ $$? -eq 5 ]
+	$(BIN)/pytest -m "not serial" -n 4 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
