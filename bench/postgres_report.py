@@ -1,0 +1,144 @@
+"""The Markdown section of the PostgreSQL rows (bench/postgres.py) in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+
+SECTION = "## PostgreSQL"
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """The runs' figure, or their range where they differ as written."""
+    shown = sorted({format(v, fmt): v for v in values if v is not None}.items(), key=lambda kv: kv[1])
+    if not shown:
+        return "-"
+    return shown[0][0] if len(shown) == 1 else f"{shown[0][0]}-{shown[-1][0]}"
+
+
+def section(res: dict, argv: list[str]) -> str:
+    when = res.get("date", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    parts = [
+        SECTION,
+        "",
+        f"Measured {when} by `.venv/bin/python bench/postgres.py {' '.join(argv)}` (each row "
+        f"{res['repeat']} times: a range is the spread of the runs), on PostgreSQL "
+        f"{res.get('server_version', '?')} on the same machine: its processes share the cores with "
+        "the instances and the load generator. Each run on a database of its own, dropped after.",
+    ]
+    w = res.get("writes")
+    if w:
+        rows = [
+            ("single: `PUT /v1/bench/<new id>`, wrk, 32 connections", "put"),
+            ("`POST /v1/_batch` of 1,000 puts, 4 connections", "batch"),
+        ]
+        parts += [
+            "",
+            "### Writes, one instance",
+            "",
+            "| writes | SQLite writes/s | PostgreSQL writes/s | PostgreSQL / SQLite | instance CPU per "
+            "write (SQLite / PostgreSQL) | PostgreSQL's own CPU busy, per write |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, mode in rows:
+            sq = [r.get(f"sqlite_{mode}", {}) for r in w]
+            pg = [r.get(f"pg_{mode}", {}) for r in w]
+            ratio = [
+                p["writes_per_s"] / s["writes_per_s"]
+                for s, p in zip(sq, pg, strict=True)
+                if "writes_per_s" in s and "writes_per_s" in p
+            ]
+            parts.append(
+                f"| {label} | {_spread([r.get('writes_per_s') for r in sq], ',')} | "
+                f"{_spread([r.get('writes_per_s') for r in pg], ',')} | {_spread(ratio, '.0%')} | "
+                f"{_spread([r.get('cpu_us_per_write') for r in sq], ',.0f')} / "
+                f"{_spread([r.get('cpu_us_per_write') for r in pg], ',.0f')} us | "
+                f"{_spread([r.get('postgres_busy') for r in pg], '.0%')}, "
+                f"{_spread([r.get('postgres_us_per_write') for r in pg], ',.0f')} us |"
+            )
+        errors = [r.get("error") for run in w for r in run.values() if isinstance(r, dict) and r.get("error")]
+        parts += [f"- error: {e}" for e in errors]
+    c = res.get("cross")
+    if c:
+        first = c[0]
+        parts += [
+            "",
+            f"### Write on one instance, watch on another ({first['watchers']:,} SSE watchers, "
+            f"{first['rate']:g} writes/s for {first['seconds']:g} s)",
+            "",
+            "| watchers | latency p50 | p99 | max | the write's own answer p50 / p99 | delivered |",
+            "|---|---|---|---|---|---|",
+        ]
+        rows = [
+            ("PostgreSQL, 3 instances: watchers on the two that did not take the writes", "other", c),
+            ("PostgreSQL, 3 instances: watchers on the one that took the writes", "same", c),
+            (
+                "SQLite, one instance, all the watchers (the same load, just after)",
+                "same",
+                [r["sqlite"] for r in c if "sqlite" in r],
+            ),
+        ]
+        for label, key, runs in rows:
+            if not runs:
+                continue
+            parts.append(
+                f"| {label} | {_spread([r[key]['p50_ms'] for r in runs], '.0f')} ms | "
+                f"{_spread([r[key]['p99_ms'] for r in runs], '.0f')} ms | "
+                f"{_spread([r[key]['max_ms'] for r in runs], '.0f')} ms | "
+                f"{_spread([r['acknowledged']['p50_ms'] for r in runs], '.0f')} / "
+                f"{_spread([r['acknowledged']['p99_ms'] for r in runs], '.0f')} ms | "
+                + ", ".join(f"{r['delivered']:,} of {r['expected']:,}" for r in runs)
+                + " |"
+            )
+        parts += [
+            "",
+            "Latency from a write's send to the read that brought it, from every 10th watcher; the "
+            "write's own answer is from its send to its response (its commit included). Busy, in "
+            "cores, per run: the PostgreSQL instances (the writing one first) "
+            + "; ".join(" / ".join(f"{b:.2f}" for b in r["instance_busy"]) for r in c)
+            + "; PostgreSQL "
+            + ", ".join(f"{r['postgres_busy']:.2f}" for r in c)
+            + "; the load generator "
+            + ", ".join(f"{r['generator_busy']:.2f}" for r in c)
+            + ".",
+        ]
+    r = res.get("resume")
+    if r:
+        seconds = [s for run in r for s in run["seconds"]]
+        parts += [
+            "",
+            "### The Python client resuming after its instance is killed",
+            "",
+            "`watchroute.client` watching through nginx (`deploy/nginx.conf`) in front of 3 "
+            "instances, a write every 20 ms to another instance; the instance holding the watch is "
+            "SIGKILLed: from the kill to the next event the client receives (goal <= 3 s): "
+            + ", ".join(f"{s:.2f} s" for s in seconds)
+            + f" (median {statistics.median(seconds):.2f} s, worst {max(seconds):.2f} s).",
+        ]
+    i = res.get("idle")
+    if i:
+        n = i[0]["watchers"]
+        parts += [
+            "",
+            f"### {n:,} idle SSE watchers on one instance",
+            "",
+            "| instance RSS before | with them open | per watcher | database connections before / with "
+            "them |",
+            "|---|---|---|---|",
+            f"| {_spread([x['rss_before_mb'] for x in i], '.0f')} MiB | "
+            f"{_spread([x['rss_open_mb'] for x in i], '.0f')} MiB | "
+            f"{_spread([x['kb_per_watcher'] for x in i], '.1f')} KiB | "
+            f"{_spread([x['connections_before'] for x in i], 'd')} / "
+            f"{_spread([x['connections_open'] for x in i], 'd')} |",
+        ]
+    parts += [f"- {name}: {err}" for name, err in res.get("errors", {}).items()]
+    return "\n".join(parts)
+
+
+def replace_section(doc: str, text: str) -> str:
+    """`doc` with its PostgreSQL section replaced by `text` (appended if it has none)."""
+    head, found, rest = doc.partition("\n" + SECTION + "\n")
+    if not found:
+        return doc.rstrip("\n") + "\n\n" + text + "\n"
+    after = rest.find("\n## ")
+    return head + "\n" + text + "\n" + (rest[after:] if after >= 0 else "")
