@@ -25,7 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -264,7 +267,11 @@ def run_all(args, workdir: Path) -> dict:
     import psycopg  # the PostgreSQL extra: only these rows need it
 
     keep = set(args.only.split(","))
-    res: dict = {"repeat": args.repeat, "errors": {}}
+    res: dict = {
+        "repeat": args.repeat,
+        "errors": {},
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     with psycopg.connect(args.admin_url, connect_timeout=3) as conn:
         res["server_version"] = conn.execute("SHOW server_version").fetchone()[0].split()[0]
     for name in ("writes", "cross", "resume", "idle"):
@@ -324,13 +331,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="cross: duration")
     ap.add_argument("--kills", type=int, default=3, help="resume: kills per run")
     ap.add_argument("--idle", type=int, default=10_000, help="idle: watchers")
+    ap.add_argument("--json", help="also write the raw figures to this file")
+    ap.add_argument(
+        "--rows-from",
+        help="a --json file of an earlier run: the rows this run leaves out (--only) are taken from it",
+    )
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--docs-path", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args(argv)
+    # Stopped by a signal, the instances it started and its databases still go (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fanout.raise_nofile(args.idle + args.watchers + 2000)
     workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-pg-"))
     res = run_all(args, workdir)
-    text = section(res, argv)
+    if args.rows_from:
+        earlier = json.loads(Path(args.rows_from).read_text())
+        for name in ("writes", "cross", "resume", "idle"):
+            if name not in res and name in earlier:
+                res[name] = earlier[name]
+        res["earlier"] = earlier.get("date")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    text = section(res, " ".join([".venv/bin/python bench/postgres.py", *argv]))
     print(text)
     if args.write_docs:
         path = Path(args.docs_path)

@@ -57,10 +57,11 @@ class PostgresCpu:
         self.name = database_url.rpartition("/")[2]
         import psycopg
 
+        # Only this server's processes (the machine may run other PostgreSQL servers): the
+        # parent of a backend, asked while the backend still lives.
         with psycopg.connect(database_url, connect_timeout=3) as conn:
             backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
-        # Only this server's processes: the machine may run other PostgreSQL servers.
-        self.postmaster = psutil.Process(psutil.Process(backend).ppid())
+            self.postmaster = psutil.Process(psutil.Process(backend).ppid())
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.stopped = threading.Event()

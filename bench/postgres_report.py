@@ -16,15 +16,41 @@ def _spread(values: list[float], fmt: str) -> str:
     return shown[0][0] if len(shown) == 1 else f"{shown[0][0]}-{shown[-1][0]}"
 
 
-def section(res: dict, argv: list[str]) -> str:
+def _where_it_goes(w: list[dict]) -> list[str]:
+    """A sentence per kind of write: the CPU a write costs on each store, the database's included."""
+
+    def median(key: str, figure: str) -> float | None:
+        values = [run[key][figure] for run in w if figure in run.get(key, {})]
+        return statistics.median(values) if values else None
+
+    out = []
+    for mode, what in (("put", "A single write"), ("batch", "A write in a `_batch`")):
+        sq, inst, db = (
+            median(f"sqlite_{mode}", "cpu_us_per_write"),
+            median(f"pg_{mode}", "cpu_us_per_write"),
+            median(f"pg_{mode}", "postgres_us_per_write"),
+        )
+        if None in (sq, inst, db):
+            continue
+        out.append(
+            f"{what} costs {sq:,.0f} us of CPU with SQLite (the instance, its database inside it) and "
+            f"{inst + db:,.0f} us with PostgreSQL ({inst:,.0f} us in the instance, {db:,.0f} us in "
+            f"PostgreSQL's processes), medians of the runs: {(inst + db) / sq:.1f}x, on the same cores."
+        )
+    return out
+
+
+def section(res: dict, command: str) -> str:
+    """`command`: what produced `res`, as a reader would type it."""
     when = res.get("date", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
     parts = [
         SECTION,
         "",
-        f"Measured {when} by `.venv/bin/python bench/postgres.py {' '.join(argv)}` (each row "
-        f"{res['repeat']} times: a range is the spread of the runs), on PostgreSQL "
+        f"Measured {when} by `{command}` (each row run {res['repeat']} "
+        f"time{'s' if res['repeat'] > 1 else ''}: a range is the spread of the runs), on PostgreSQL "
         f"{res.get('server_version', '?')} on the same machine: its processes share the cores with "
-        "the instances and the load generator. Each run on a database of its own, dropped after.",
+        "the instances and the load generator. Each run on a database of its own, dropped after."
+        + (f" Some rows are from a run of {res['earlier']} (`--rows-from`)." if res.get("earlier") else ""),
     ]
     w = res.get("writes")
     if w:
@@ -56,6 +82,7 @@ def section(res: dict, argv: list[str]) -> str:
                 f"{_spread([r.get('postgres_busy') for r in pg], '.0%')}, "
                 f"{_spread([r.get('postgres_us_per_write') for r in pg], ',.0f')} us |"
             )
+        parts += ["", " ".join(_where_it_goes(w))]
         errors = [r.get("error") for run in w for r in run.values() if isinstance(r, dict) and r.get("error")]
         parts += [f"- error: {e}" for e in errors]
     c = res.get("cross")

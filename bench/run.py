@@ -672,7 +672,7 @@ def report(
         if "error" in wrote:
             parts += ["", "## Writes" if "put" not in wrote else "", f"Not run in full: {wrote['error']}"]
     if pg is not None:
-        parts += ["", postgres.section(pg, [*argv, "(its PostgreSQL rows)"])]
+        parts += ["", postgres.section(pg, " ".join([".venv/bin/python bench/run.py", *argv]))]
     return "\n".join(parts) + "\n"
 
 
