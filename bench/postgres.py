@@ -333,32 +333,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=int, default=10_000, help="idle: watchers")
     ap.add_argument("--json", help="also write the raw figures to this file")
     ap.add_argument(
-        "--rows-from",
-        help="a --json file of an earlier run: the rows this run leaves out (--only) are taken from it",
+        "--report-from",
+        help="measure nothing: write the section of the run whose --json file this is",
     )
     ap.add_argument("--write-docs", action="store_true")
     ap.add_argument("--docs-path", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args(argv)
     # Stopped by a signal, the instances it started and its databases still go (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    fanout.raise_nofile(args.idle + args.watchers + 2000)
-    workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-pg-"))
-    res = run_all(args, workdir)
-    if args.rows_from:
-        earlier = json.loads(Path(args.rows_from).read_text())
-        for name in ("writes", "cross", "resume", "idle"):
-            if name not in res and name in earlier:
-                res[name] = earlier[name]
-        res["earlier"] = earlier.get("date")
+    if args.report_from:
+        res, workdir = json.loads(Path(args.report_from).read_text()), None
+    else:
+        fanout.raise_nofile(args.idle + args.watchers + 2000)
+        workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-pg-"))
+        res = run_all(args, workdir)
+        res["command"] = " ".join([".venv/bin/python bench/postgres.py", *argv])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
-    text = section(res, " ".join([".venv/bin/python bench/postgres.py", *argv]))
+    text = section(res, res["command"])
     print(text)
     if args.write_docs:
         path = Path(args.docs_path)
         path.write_text(replace_section(path.read_text() if path.exists() else "", text))
         print(f"wrote its section of {path}")
-    print(f"(logs in {workdir})")
+    if workdir:
+        print(f"(logs in {workdir})")
     return 1 if res["errors"] else 0
 
 

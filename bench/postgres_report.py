@@ -40,6 +40,40 @@ def _where_it_goes(w: list[dict]) -> list[str]:
     return out
 
 
+def goals(res: dict) -> list[str]:
+    """The issue's goals against this run: the worst of the runs for each."""
+    out = ["| goal | this run (worst of the runs) | |", "|---|---|---|"]
+
+    def line(goal: str, shown: str | None, met: bool | None) -> None:
+        verdict = "-" if met is None else ("met" if met else "**not met**")
+        out.append(f"| {goal} | {shown or 'not run'} | {verdict} |")
+
+    for mode, goal, want in (
+        ("put", "single writes >= 60% of SQLite's", 0.6),
+        ("batch", "`_batch` >= 50%", 0.5),
+    ):
+        ratios = [
+            run[f"pg_{mode}"]["writes_per_s"] / run[f"sqlite_{mode}"]["writes_per_s"]
+            for run in res.get("writes", [])
+            if run.get(f"pg_{mode}", {}).get("writes_per_s")
+            and run.get(f"sqlite_{mode}", {}).get("writes_per_s")
+        ]
+        line(goal, f"{min(ratios):.0%}" if ratios else None, min(ratios) >= want if ratios else None)
+    p99 = [run["other"]["p99_ms"] for run in res.get("cross", [])]
+    line(
+        "write on one instance, watch on another: p99 <= 50 ms at 200 writes/s, 1,000 watchers over 3",
+        f"{max(p99):.0f} ms" if p99 else None,
+        max(p99) <= 50 if p99 else None,
+    )
+    resumes = [s for run in res.get("resume", []) for s in run["seconds"]]
+    line(
+        "the Python client resumes within 3 s of its instance's SIGKILL",
+        f"{max(resumes):.2f} s" if resumes else None,
+        max(resumes) <= 3 if resumes else None,
+    )
+    return out
+
+
 def section(res: dict, command: str) -> str:
     """`command`: what produced `res`, as a reader would type it."""
     when = res.get("date", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
@@ -49,8 +83,9 @@ def section(res: dict, command: str) -> str:
         f"Measured {when} by `{command}` (each row run {res['repeat']} "
         f"time{'s' if res['repeat'] > 1 else ''}: a range is the spread of the runs), on PostgreSQL "
         f"{res.get('server_version', '?')} on the same machine: its processes share the cores with "
-        "the instances and the load generator. Each run on a database of its own, dropped after."
-        + (f" Some rows are from a run of {res['earlier']} (`--rows-from`)." if res.get("earlier") else ""),
+        "the instances and the load generator. Each run on a database of its own, dropped after.",
+        "",
+        *goals(res),
     ]
     w = res.get("writes")
     if w:
