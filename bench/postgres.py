@@ -5,8 +5,9 @@ it afterwards; the instances are `watchroute serve --database postgresql://...` 
 free loopback ports.
 
 - **writes**: single PUTs (wrk) and `_batch` writes/s on one PostgreSQL instance, beside a
-  fresh SQLite watchroute measured the same way in the same run; server CPU, and PostgreSQL's
-  own CPU (every `postgres` process, psutil), since it shares the machine's cores.
+  fresh SQLite watchroute measured the same way in the same run; the instance's CPU, and
+  PostgreSQL's own (its background processes and the benchmark database's backends, psutil),
+  since it shares the machine's cores.
 - **cross**: 3 instances, watchers spread evenly over them, R writes/s on the first: latency
   from a write's send to its delivery, on the writing instance and on the two others.
 - **resume**: the Python client (`watchroute.client`) watching through nginx
@@ -172,13 +173,18 @@ async def run_cross(
 
 
 def holding_watch(group: list[Instance]) -> Instance | None:
-    """The instance serving a watch: its `watchroute_watchers` gauge is above 0."""
+    """The instance serving the client's watch: the one whose `watchroute_watchers` gauge is 1
+    while every other's is 0 (a watch the previous client closed may still be counted for a
+    moment, and killing the wrong instance would measure nothing)."""
+    counts = []
     for inst in group:
-        with contextlib.suppress(httpx.HTTPError):
-            for line in httpx.get(inst.url + "/metrics", timeout=2).text.splitlines():
-                if line.startswith("watchroute_watchers ") and float(line.split()[1]) > 0:
-                    return inst
-    return None
+        try:
+            text = httpx.get(inst.url + "/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        gauge = [line for line in text.splitlines() if line.startswith("watchroute_watchers ")]
+        counts.append(float(gauge[0].split()[1]) if gauge else 0.0)
+    return group[counts.index(1.0)] if sorted(counts) == [0.0] * (len(group) - 1) + [1.0] else None
 
 
 async def resume_once(group: list[Instance], balanced: str, interval: float) -> float:
@@ -272,8 +278,11 @@ def run_all(args, workdir: Path) -> dict:
         "errors": {},
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    with psycopg.connect(args.admin_url, connect_timeout=3) as conn:
-        res["server_version"] = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    try:
+        with psycopg.connect(args.admin_url, connect_timeout=3) as conn:
+            res["server_version"] = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(f"PostgreSQL cannot be reached at {args.admin_url}: {exc}".strip()) from exc
     for name in ("writes", "cross", "resume", "idle"):
         if name not in keep:
             continue
@@ -346,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         fanout.raise_nofile(args.idle + args.watchers + 2000)
         workdir = Path(tempfile.mkdtemp(prefix="watchroute-bench-pg-"))
-        res = run_all(args, workdir)
+        try:
+            res = run_all(args, workdir)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         res["command"] = " ".join([".venv/bin/python bench/postgres.py", *argv])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
