@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
 import filtered
 import polling
+import postgres
 import writes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -617,6 +618,7 @@ def report(
     ws: dict | None = None,
     filt: dict | None = None,
     wrote: dict | None = None,
+    pg: dict | None = None,
 ):
     sizes = (
         f"burst: {args.subscribers:,} streams x {args.events:,} events of ~100 bytes; "
@@ -669,6 +671,8 @@ def report(
             parts += ["", writes.section(wrote, wrote["seconds"])]
         if "error" in wrote:
             parts += ["", "## Writes" if "put" not in wrote else "", f"Not run in full: {wrote['error']}"]
+    if pg is not None:
+        parts += ["", postgres.section(pg, " ".join([".venv/bin/python bench/run.py", *argv]))]
     return "\n".join(parts) + "\n"
 
 
@@ -727,12 +731,20 @@ def parse_args(argv):
     ap.add_argument(
         "--only",
         help="comma list of what to run: watchroute,watchroute-workers,raw,sse,nchan (fan-out), "
-        "ws (idle WebSocket watchers), polling, filtered, writes",
+        "ws (idle WebSocket watchers), polling, filtered, writes, postgres (bench/postgres.py's rows)",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
     ap.add_argument("--skip-filtered", action="store_true", help="leave out filtered versus unfiltered")
     ap.add_argument("--skip-writes", action="store_true", help="leave out write throughput")
+    ap.add_argument(
+        "--skip-postgres", action="store_true", help="leave out the PostgreSQL rows (bench/postgres.py)"
+    )
+    ap.add_argument(
+        "--postgres-url",
+        default=postgres.ADMIN_URL,
+        help="PostgreSQL database to create the PostgreSQL rows' own databases from",
+    )
     ap.add_argument("--write-seconds", type=float, help="writes: seconds per run (default 10; quick 5)")
     ap.add_argument(
         "--ws-idle", type=int, help="idle WebSocket watchers (default: as many as --idle-streams)"
@@ -782,6 +794,7 @@ def parse_args(argv):
     a.run_ws = not a.skip_ws and (keep is None or "ws" in keep)
     a.run_filtered = not a.skip_filtered and (keep is None or "filtered" in keep)
     a.run_writes = not a.skip_writes and (keep is None or "writes" in keep)
+    a.run_postgres = not a.skip_postgres and (keep is None or "postgres" in keep)
     a.write_seconds = a.write_seconds or (5.0 if a.quick else 10.0)
     return a
 
@@ -923,6 +936,26 @@ def run_filtered(args, workdir: Path, loop) -> dict:
         stop(srv)
 
 
+def run_postgres(args, workdir: Path) -> dict:
+    """bench/postgres.py's rows (each once, at this run's sizes): its dict, errors included."""
+    print("== PostgreSQL (bench/postgres.py)", flush=True)
+    options = argparse.Namespace(
+        admin_url=args.postgres_url,
+        only="writes,cross,resume,idle",
+        repeat=1,
+        write_seconds=args.write_seconds,
+        watchers=args.steady_subscribers,
+        rate=args.steady_rate,
+        seconds=args.steady_seconds,
+        kills=3,
+        idle=args.idle_streams,
+    )
+    try:
+        return postgres.run_all(options, workdir / "postgres")
+    except Exception as e:  # PostgreSQL cannot be reached: said in the section
+        return {"repeat": 1, "errors": {"postgres": f"{type(e).__name__}: {e}"[:300]}}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -957,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     ws: dict | None = None
     filt: dict | None = None
     wrote: dict | None = None
+    pg: dict | None = None
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -983,11 +1017,13 @@ def main(argv: list[str] | None = None) -> int:
             filt = run_filtered(args, workdir, loop)
         if args.run_writes:
             wrote = run_writes(args, workdir, loop)
+        if args.run_postgres:
+            pg = run_postgres(args, workdir)
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
-    out = report(rows, args, argv, polls, polls_note, ws, filt, wrote)
+    out = report(rows, args, argv, polls, polls_note, ws, filt, wrote, pg)
     print()
     print(out)
     # the databases; logs are kept
@@ -1012,6 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
                     "idle_ws": ws if ws is not None else {"not_run": True},
                     "filtered": filt if filt is not None else {"not_run": True},
                     "writes": wrote if wrote is not None else {"not_run": True},
+                    "postgres": pg if pg is not None else {"not_run": True},
                 },
                 indent=2,
                 default=str,
