@@ -9,6 +9,7 @@ import logging
 from . import metrics
 from .hub import Hub
 from .initial import InitialStates
+from .leases import Sweeper
 from .schemas import SchemaBook
 from .security.policy import Security
 from .security.shared_limits import WorkerLimits
@@ -32,7 +33,9 @@ class Runtime:
         self.security = Security(settings)
         self.schemas = SchemaBook()
         self.metrics = metrics.Metrics(self)
+        self.sweeper = Sweeper(self.store, settings.lease_sweep_interval)
         self._compactor: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
 
     def share_with_workers(self, limits: WorkerLimits, figures: WorkerMetrics, worker: int) -> None:
@@ -48,13 +51,15 @@ class Runtime:
         self.window.revision = self.store.revision
         await self.schemas.start(self)
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
+        # Its first pass at once: leases that lapsed while the server was down go first.
+        self._sweeping = asyncio.create_task(self.sweeper.run_forever(), name="watchroute-sweeper")
         if self.metrics.region is not None:
             self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
     async def stop(self) -> None:
         self.hub.close_all()
         await self.schemas.stop()
-        for task in (self._compactor, self._publisher):
+        for task in (self._sweeping, self._compactor, self._publisher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
