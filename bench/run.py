@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
 import filtered
+import leases
 import polling
 import writes
 
@@ -727,12 +728,13 @@ def parse_args(argv):
     ap.add_argument(
         "--only",
         help="comma list of what to run: watchroute,watchroute-workers,raw,sse,nchan (fan-out), "
-        "ws (idle WebSocket watchers), polling, filtered, writes",
+        "ws (idle WebSocket watchers), polling, filtered, writes, leases",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
     ap.add_argument("--skip-filtered", action="store_true", help="leave out filtered versus unfiltered")
     ap.add_argument("--skip-writes", action="store_true", help="leave out write throughput")
+    ap.add_argument("--skip-leases", action="store_true", help="leave out the sweep of TTL leases")
     ap.add_argument("--write-seconds", type=float, help="writes: seconds per run (default 10; quick 5)")
     ap.add_argument(
         "--ws-idle", type=int, help="idle WebSocket watchers (default: as many as --idle-streams)"
@@ -782,6 +784,7 @@ def parse_args(argv):
     a.run_ws = not a.skip_ws and (keep is None or "ws" in keep)
     a.run_filtered = not a.skip_filtered and (keep is None or "filtered" in keep)
     a.run_writes = not a.skip_writes and (keep is None or "writes" in keep)
+    a.run_leases = not a.skip_leases and (keep is None or "leases" in keep)
     a.write_seconds = a.write_seconds or (5.0 if a.quick else 10.0)
     return a
 
@@ -957,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     ws: dict | None = None
     filt: dict | None = None
     wrote: dict | None = None
+    swept: list[dict] | None = None
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -983,11 +987,16 @@ def main(argv: list[str] | None = None) -> int:
             filt = run_filtered(args, workdir, loop)
         if args.run_writes:
             wrote = run_writes(args, workdir, loop)
+        if args.run_leases:
+            print("== the sweep of TTL leases (in-process)", flush=True)
+            swept = leases.measure()
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
     out = report(rows, args, argv, polls, polls_note, ws, filt, wrote)
+    if swept is not None:
+        out += "\n" + leases.section(swept)
     print()
     print(out)
     # the databases; logs are kept
@@ -1012,6 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
                     "idle_ws": ws if ws is not None else {"not_run": True},
                     "filtered": filt if filt is not None else {"not_run": True},
                     "writes": wrote if wrote is not None else {"not_run": True},
+                    "leases": swept if swept is not None else {"not_run": True},
                 },
                 indent=2,
                 default=str,
