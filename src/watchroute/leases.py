@@ -57,11 +57,15 @@ class Sweeper:
         self.deleted = 0  # lapsed leases this instance has deleted
 
     async def run_forever(self) -> None:
+        failing = False
         while True:
             try:
                 await self.sweep()
-            except Exception:  # a failed pass is retried on the next one
-                log.exception("sweeping lapsed leases failed")
+                failing = False
+            except Exception as exc:  # a failed pass is retried on the next one
+                if not failing:  # once per outage, not twice a second
+                    log.warning("sweeping lapsed leases failed (%s); retrying", exc, exc_info=True)
+                failing = True
             await asyncio.sleep(self.interval)
 
     async def sweep(self) -> int:
