@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,9 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from watchroute.client import Client
+from watchroute.problems import Problem
+from watchroute.store import WriteOp
+from watchroute.store.postgres import PostgresStore, schema
+from watchroute.store.sqlite import SQLiteStore
 
 from .rest import MERGE, assert_problem
 from .server import ServerProcess
@@ -299,3 +305,91 @@ def test_postgres_lease_lapsed_while_down_is_deleted_at_start(pg_url: str, tmp_p
             assert c.get(f"/v1/{coll}/r").status_code == 200
     finally:
         server.stop()
+
+
+# -- the store: the guarded delete, and databases made before leases -------------------------
+
+
+async def renewal_wins_over_the_sweep(store) -> None:
+    await store.open(lambda changes: None)
+    try:
+        [leased] = await store.write([WriteOp("put", "p", "a", data={}, ttl=1)])
+        # The sweep read the lease at its first expiry; a renewal commits before its delete.
+        [renewed] = await store.write([WriteOp("put", "p", "a", data={"again": True}, ttl=60)])
+        with pytest.raises(Problem) as refused:
+            await store.write([WriteOp("delete", "p", "a", lapsed_at=leased.expires_at)])
+        assert refused.value.reason == "LeaseRenewed"
+        row = await store.get("p", "a")
+        assert row is not None and row.expires_at == renewed.expires_at
+        # With the expiry it still has, the delete goes through, once.
+        [gone] = await store.write([WriteOp("delete", "p", "a", lapsed_at=renewed.expires_at)])
+        assert gone.type == "DELETED" and gone.expires_at == renewed.expires_at
+        assert b'"expired":true' in gone.event_json("DELETED")
+        with pytest.raises(Problem):
+            await store.write([WriteOp("delete", "p", "a", lapsed_at=renewed.expires_at)])
+        assert store.revision == gone.revision
+    finally:
+        await store.close()
+
+
+async def test_a_renewal_that_commits_first_keeps_the_sweep_from_deleting(tmp_path: Path) -> None:
+    await renewal_wins_over_the_sweep(SQLiteStore(str(tmp_path / "w.db")))
+
+
+async def test_postgres_a_renewal_that_commits_first_keeps_the_sweep_from_deleting(pg_url: str) -> None:
+    await renewal_wins_over_the_sweep(PostgresStore(pg_url))
+
+
+OLD_SQLITE_TABLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta VALUES ('revision', 1), ('compacted', 0);
+CREATE TABLE resources (collection TEXT NOT NULL, id TEXT NOT NULL, revision INTEGER NOT NULL,
+    created_revision INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (collection, id)) WITHOUT ROWID;
+CREATE TABLE log (revision INTEGER PRIMARY KEY, ts REAL NOT NULL, type TEXT NOT NULL,
+    collection TEXT NOT NULL, id TEXT NOT NULL, created_revision INTEGER NOT NULL, data BLOB NOT NULL,
+    prev BLOB);
+INSERT INTO resources VALUES ('c', 'old', 1, 1, '{"n":1}');
+INSERT INTO log VALUES (1, 0, 'ADDED', 'c', 'old', 1, '{"n":1}', NULL);
+"""
+
+
+async def test_a_sqlite_database_made_before_leases_gains_them_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SQLITE_TABLES)
+    store = SQLiteStore(str(path))
+    await store.open(lambda changes: None)
+    try:
+        row = await store.get("c", "old")
+        assert row is not None and row.data == {"n": 1} and row.expires_at is None
+        [leased] = await store.write([WriteOp("put", "c", "new", data={}, ttl=1)])
+        assert (await store.get("c", "new")).expires_at == leased.expires_at
+        log = await store.read_log(0, store.revision, "c", None, 10)
+        assert [(c.id, c.expires_at) for c in log.changes] == [("old", None), ("new", leased.expires_at)]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(
+            str(row)
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT collection, id, expires_at FROM resources "
+                "WHERE expires_at <= 1 ORDER BY expires_at LIMIT 10"
+            )
+        )
+    assert "resources_by_expiry" in plan  # the sweep's range read, not a scan of the table
+
+
+def test_postgres_schema_1_is_migrated_to_leases(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("CREATE SCHEMA watchroute")
+            conn.execute("SET LOCAL search_path TO watchroute")
+            conn.execute(schema.MIGRATIONS[0])
+            conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+            conn.execute("INSERT INTO resources VALUES ('c', 'old', 1, 1, '{}')")
+        assert schema.migrate(conn, "watchroute") == schema.SCHEMA_VERSION >= 2
+        conn.execute("SET search_path TO watchroute")
+        row = conn.execute("SELECT id, expires_at FROM resources").fetchone()
+        assert row == ("old", None)
+        index = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'resources'").fetchall()
+        assert ("resources_by_expiry",) in index
