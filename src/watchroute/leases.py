@@ -64,7 +64,13 @@ class Sweeper:
                 failing = False
             except Exception as exc:  # a failed pass is retried on the next one
                 if not failing:  # once per outage, not twice a second
-                    log.warning("sweeping lapsed leases failed (%s); retrying", exc, exc_info=True)
+                    # A store that refuses (503: the database out of reach, its file gone) says
+                    # why in its message; anything else is a fault to see whole.
+                    log.warning(
+                        "sweeping lapsed leases failed (%s); retrying",
+                        exc,
+                        exc_info=not isinstance(exc, Problem),
+                    )
                 failing = True
             await asyncio.sleep(self.interval)
 
