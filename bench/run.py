@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fanout
 import filtered
+import leases
 import polling
 import postgres
 import writes
@@ -731,7 +732,7 @@ def parse_args(argv):
     ap.add_argument(
         "--only",
         help="comma list of what to run: watchroute,watchroute-workers,raw,sse,nchan (fan-out), "
-        "ws (idle WebSocket watchers), polling, filtered, writes, postgres (bench/postgres.py's rows)",
+        "ws (idle WebSocket watchers), polling, filtered, writes, postgres (bench/postgres.py's rows), leases",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
@@ -745,6 +746,7 @@ def parse_args(argv):
         default=postgres.ADMIN_URL,
         help="PostgreSQL database to create the PostgreSQL rows' own databases from",
     )
+    ap.add_argument("--skip-leases", action="store_true", help="leave out the sweep of TTL leases")
     ap.add_argument("--write-seconds", type=float, help="writes: seconds per run (default 10; quick 5)")
     ap.add_argument(
         "--ws-idle", type=int, help="idle WebSocket watchers (default: as many as --idle-streams)"
@@ -795,6 +797,7 @@ def parse_args(argv):
     a.run_filtered = not a.skip_filtered and (keep is None or "filtered" in keep)
     a.run_writes = not a.skip_writes and (keep is None or "writes" in keep)
     a.run_postgres = not a.skip_postgres and (keep is None or "postgres" in keep)
+    a.run_leases = not a.skip_leases and (keep is None or "leases" in keep)
     a.write_seconds = a.write_seconds or (5.0 if a.quick else 10.0)
     return a
 
@@ -991,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
     filt: dict | None = None
     wrote: dict | None = None
     pg: dict | None = None
+    swept: list[dict] | None = None
     t_all = time.monotonic()
     loop = fanout.new_loop()
     asyncio.set_event_loop(loop)
@@ -1019,11 +1023,16 @@ def main(argv: list[str] | None = None) -> int:
             wrote = run_writes(args, workdir, loop)
         if args.run_postgres:
             pg = run_postgres(args, workdir)
+        if args.run_leases:
+            print("== the sweep of TTL leases (in-process)", flush=True)
+            swept = leases.measure()
     finally:
         loop.close()
         for srv, _ in rows:
             stop(srv)
     out = report(rows, args, argv, polls, polls_note, ws, filt, wrote, pg)
+    if swept is not None:
+        out += "\n" + leases.section(swept)
     print()
     print(out)
     # the databases; logs are kept
@@ -1049,6 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
                     "filtered": filt if filt is not None else {"not_run": True},
                     "writes": wrote if wrote is not None else {"not_run": True},
                     "postgres": pg if pg is not None else {"not_run": True},
+                    "leases": swept if swept is not None else {"not_run": True},
                 },
                 indent=2,
                 default=str,

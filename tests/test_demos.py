@@ -51,6 +51,7 @@ SIMULATORS = {
     "iot.py": ("sensors", ["--sensors", "20", "--rate", "40"]),
     "auction.py": ("lots", ["--interval", "0.05"]),
     "collab.py": ("lists", ["--interval", "0.05"]),
+    "chat.py": ("messages", ["--interval", "0.05"]),
 }
 
 

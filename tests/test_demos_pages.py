@@ -1,6 +1,6 @@
 """The demo pages at /demos/: how they are served, and, in a real browser (headless Chromium), what
 their users see: the sensors' alerts entering and leaving, two bidders racing for one lot, two
-people editing one list at once."""
+people editing one list at once, two people chatting."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 def test_each_page_and_its_files_are_served_under_the_dashboards_policy(demo_server: ServerProcess):
-    for name in ("iot", "auction", "collab"):
+    for name in ("iot", "auction", "collab", "chat"):
         page = httpx.get(f"{demo_server.url}/demos/{name}")
         assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
         policy = page.headers["content-security-policy"]
@@ -62,7 +62,7 @@ def test_each_page_and_its_files_are_served_under_the_dashboards_policy(demo_ser
     assert httpx.get(f"{demo_server.url}/demos/watch.js", headers={"If-None-Match": etag}).status_code == 304
     head = httpx.head(f"{demo_server.url}/demos/iot")
     assert head.status_code == 200 and head.content == b""
-    for missing in ("chat", "iot.html", "..%2Fdashboard.js", "watch.py"):
+    for missing in ("chess", "iot.html", "..%2Fdashboard.js", "watch.py"):
         answer = httpx.get(f"{demo_server.url}/demos/{missing}")
         assert answer.status_code == 404, missing
         assert answer.headers["content-type"] == "application/problem+json"
@@ -334,3 +334,83 @@ def test_a_page_resumes_across_a_restart_and_lists_again_past_the_history_horizo
     eventually(lambda: lists(page) == 2, timeout=15)
     eventually(lambda: list_shown(page) == list_stored(url) and len(list_stored(url)) == 10)
     assert page.get_attribute("#state", "data-state") == "live"
+
+
+# -- Chat --------------------------------------------------------------------------------------
+
+
+def messages_shown(page: Any) -> list[tuple[str, str]]:
+    """The messages as the page shows them, in order: (author, text)."""
+    shown = page.evaluate(
+        """() => [...document.querySelectorAll('#messages li')].map(
+            (li) => [li.querySelector('b').textContent, li.lastChild.textContent])"""
+    )
+    return [(author, text) for author, text in shown]
+
+
+def present(page: Any) -> list[str]:
+    return page.evaluate("() => [...document.querySelectorAll('#present li')].map((li) => li.dataset.user)")
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#send input[name=text]", text)
+    page.click("#send button")
+
+
+def test_two_people_chat_see_each_other_come_type_and_go_and_no_message_is_lost_or_doubled(
+    make_server: Any, open_page: Any
+):
+    server: ServerProcess = make_server(sse_retry_ms=100, shutdown_grace=0.5, lease_sweep_interval=0.2)
+    room = f"{server.url}/demos/chat?room=r1&ttl=2"
+    ann = open_page(f"{room}&user=ann")
+    ben = open_page(f"{room}&user=ben")
+    # Presence: each page's lease, renewed while it is open.
+    for page in (ann, ben):
+        eventually(lambda page=page: present(page) == ["ann", "ben"])
+        eventually(lambda page=page: page.get_attribute("#state", "data-state") == "live")
+    assert ann.inner_text("#present") == "ann (you)\nben"
+
+    # Typing: a lease of its own, which lapses by itself when Ben stops typing without sending.
+    ben.type("#send input[name=text]", "hm")
+    eventually(lambda: ann.inner_text("#typing") == "ben typing…")
+    assert ben.inner_text("#typing") == ""  # one's own typing is not shown
+    eventually(lambda: ann.inner_text("#typing") == "", timeout=6)
+
+    say(ann, "hello")
+    eventually(lambda: messages_shown(ben) == [("ann", "hello")])
+    say(ben, MARKUP)
+    want = [("ann", "hello"), ("ben", MARKUP)]
+    for page in (ann, ben):
+        eventually(lambda page=page: messages_shown(page) == want)
+    assert ann.locator("#messages img").count() == 0 and ann.evaluate("window.pwned") is None
+
+    # A message sent while the server is down is sent again until it lands, once; the pages
+    # resume where they were and show every message once, in order.
+    server.stop()
+    say(ann, "while it was down")
+    time.sleep(0.5)
+    server.start()
+    want.append(("ann", "while it was down"))
+    for page in (ann, ben):
+        eventually(lambda page=page: messages_shown(page) == want, timeout=15)
+    say(ben, "after")
+    want.append(("ben", "after"))
+    for page in (ann, ben):
+        eventually(lambda page=page: messages_shown(page) == want)
+    stored = httpx.get(f"{server.url}/v1/messages", params={"filter": 'room="r1"'}).json()["items"]
+    assert sorted((m["data"]["author"], m["data"]["text"]) for m in stored) == sorted(want)
+
+    # Ben's page goes away without a word (offline: no renewal, no goodbye): his presence lapses
+    # and the server deletes it, which Ann's page sees.
+    ben.context.set_offline(True)
+    eventually(lambda: present(ann) == ["ann"], timeout=8)
+    events, since = [], 0
+    while True:  # the lease's log, from the start: each long-poll answers what is ready
+        answer = httpx.get(
+            f"{server.url}/v1/presence/r1.ben", params={"watch": "longpoll", "since": since, "timeout": 0.1}
+        ).json()
+        if not answer["events"]:
+            break
+        events += answer["events"]
+        since = answer["revision"]
+    assert events[-1]["type"] == "DELETED" and events[-1]["expired"] is True

@@ -84,6 +84,13 @@ def serve(
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
     ] = None,
+    max_ttl_seconds: Annotated[
+        float | None, typer.Option(help="Longest ttl a write may give [WATCHROUTE_MAX_TTL_SECONDS]")
+    ] = None,
+    lease_sweep_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between sweeps of lapsed leases [WATCHROUTE_LEASE_SWEEP_INTERVAL]"),
+    ] = None,
     max_document_bytes: Annotated[
         int | None,
         typer.Option(help="Largest document a write may leave [WATCHROUTE_MAX_DOCUMENT_BYTES]"),
@@ -264,6 +271,10 @@ Id = Annotated[str, typer.Argument(help="The resource id, e.g. AAPL")]
 IfMatch = Annotated[
     int | None, typer.Option("--if-match", help="Only if the resource is at this revision (else exit 4)")
 ]
+Ttl = Annotated[
+    float | None,
+    typer.Option("--ttl", help="Seconds until it expires and is deleted, unless written again (a lease)"),
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -375,6 +386,7 @@ def put(
     data: Annotated[str | None, typer.Argument(help="A JSON object, @FILE, or - for stdin")] = None,
     if_match: IfMatch = None,
     create_only: Annotated[bool, typer.Option(help="Only create; exit 4 when it exists")] = False,
+    ttl: Ttl = None,
     url: Url = DEFAULT_URL,
     output: OutputOpt = Output.auto,
 ) -> None:
@@ -383,7 +395,7 @@ def put(
     if not isinstance(document, dict):
         raise typer.BadParameter("must be a JSON object", param_hint="DATA")
     with _client(url) as client:
-        resource = client.put(collection, id, document, if_match=if_match, create_only=create_only)
+        resource = client.put(collection, id, document, if_match=if_match, create_only=create_only, ttl=ttl)
     _print_resource(resource, collection, output, "written at ")
 
 
@@ -396,6 +408,7 @@ def patch(
         typer.Argument(help="A merge patch (object) or JSON patch (array), @FILE, or - for stdin"),
     ] = None,
     if_match: IfMatch = None,
+    ttl: Ttl = None,
     url: Url = DEFAULT_URL,
     output: OutputOpt = Output.auto,
 ) -> None:
@@ -404,7 +417,7 @@ def patch(
     if not isinstance(document, dict | list):
         raise typer.BadParameter("must be a JSON object or array", param_hint="PATCH")
     with _client(url) as client:
-        resource = client.patch(collection, id, document, if_match=if_match)
+        resource = client.patch(collection, id, document, if_match=if_match, ttl=ttl)
     _print_resource(resource, collection, output, "patched at ")
 
 

@@ -14,6 +14,7 @@ patch cannot be written or would not be shorter than the object, is the same as 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -47,6 +48,9 @@ def encode(value: Any) -> bytes:
 # costs about twice as much (then a copy to the exact size).
 _RESOURCE = b'{"id":%s,"revision":%d,"created_revision":%d,"data":%s}'
 _EVENT = b'{"type":"%s","revision":%d,"object":' + _RESOURCE + b"}"
+# A leased resource (one written with a ttl) shows when it expires; the DELETED its lapse made
+# says so with `"expired":true` (leases.py).
+_LEASED = b'{"id":%s,"revision":%d,"created_revision":%d,"expires_at":"%s","data":%s}'
 
 
 class Change:
@@ -61,6 +65,7 @@ class Change:
         "_prev_json",
         "collection",
         "created_revision",
+        "expires_at",
         "id",
         "revision",
         "ts",
@@ -79,6 +84,7 @@ class Change:
         ts: float,
         data: dict[str, Any] | None = None,
         prev: dict[str, Any] | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.revision = revision
         self.type = type
@@ -90,6 +96,9 @@ class Change:
         self._prev_json = prev_json
         self._data = data
         self._prev = prev
+        # When the lease the change leaves lapses (seconds since the epoch; None: permanent).
+        # On a DELETED, set only when the lease's lapse made it: the event says `expired`.
+        self.expires_at = expires_at
         self._encoded: dict[tuple[str, int], bytes] = {}
 
     @property
@@ -138,6 +147,14 @@ class Change:
         data_json = self._data_json
         if type == WITHDRAWN:
             type, data_json = DELETED, self._prev_json or data_json
+        if self.expires_at is not None:
+            expired = b',"expired":true' if type == DELETED and self.type == DELETED else b""
+            return b'{"type":"%s","revision":%d%s,"object":%s}' % (
+                type.encode(),
+                self.revision,
+                expired,
+                resource_json(self.id, self.revision, self.created_revision, data_json, self.expires_at),
+            )
         return _EVENT % (
             type.encode(),
             self.revision,
@@ -209,5 +226,15 @@ def error_json(problem: dict[str, Any]) -> bytes:
     return orjson.dumps({"type": ERROR, "error": problem})
 
 
-def resource_json(id: str, revision: int, created_revision: int, data_json: bytes) -> bytes:
+def resource_json(
+    id: str, revision: int, created_revision: int, data_json: bytes, expires_at: float | None = None
+) -> bytes:
+    if expires_at is not None:
+        return _LEASED % (orjson.dumps(id), revision, created_revision, expiry_text(expires_at), data_json)
     return _RESOURCE % (orjson.dumps(id), revision, created_revision, data_json)
+
+
+def expiry_text(expires_at: float) -> bytes:
+    """A lease's expiry as RFC 3339 in UTC, to the millisecond: 2026-01-02T03:04:05.678Z."""
+    moment = datetime.fromtimestamp(expires_at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (moment.microsecond // 1000)

@@ -11,6 +11,7 @@ from . import metrics
 from .http_counts import HTTPCounts
 from .hub import Hub
 from .initial import InitialStates
+from .leases import Sweeper
 from .schemas import SchemaBook
 from .security.policy import Security
 from .security.shared_limits import WorkerLimits
@@ -38,7 +39,9 @@ class Runtime:
         self.schemas = SchemaBook()
         self.http = HTTPCounts()  # the app teaches it its route templates
         self.metrics = metrics.Metrics(self)
+        self.sweeper = Sweeper(self.store, settings.lease_sweep_interval)
         self._compactor: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self.capture: Capture | None = None
         # Collections written by change capture alone: REST writes to them are refused (405).
@@ -59,6 +62,8 @@ class Runtime:
         if self.settings.capture:
             await self._start_capture()
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
+        # Its first pass at once: leases that lapsed while the server was down go first.
+        self._sweeping = asyncio.create_task(self.sweeper.run_forever(), name="watchroute-sweeper")
         if self.metrics.region is not None:
             self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
@@ -83,7 +88,7 @@ class Runtime:
         await self.schemas.stop()
         if self.capture is not None:
             await self.capture.stop()
-        for task in (self._compactor, self._publisher):
+        for task in (self._sweeping, self._compactor, self._publisher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

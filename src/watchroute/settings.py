@@ -22,6 +22,10 @@ class Settings(SecuritySettings):  # the security settings are in security/confi
     history_events: int = Field(100_000, ge=0)
     history_seconds: float = Field(0, ge=0)
     compaction_interval: float = Field(5.0, gt=0)
+    # TTL leases (docs/watch.md, "Leases"): the longest ttl a write may give, and how often the
+    # sweep deletes the leases that have lapsed (reads leave them out at once regardless).
+    max_ttl_seconds: float = Field(365 * 86400, ge=1)
+    lease_sweep_interval: float = Field(0.5, gt=0, le=60)
 
     max_body_bytes: int = Field(1 << 20, ge=1)
     # The largest document (its JSON) a write may leave, and what a JSON patch may copy in all:

@@ -124,5 +124,5 @@ def initial_event_json(row: Row) -> bytes:
     return b'{"type":"%s","revision":%d,"object":%s}' % (
         ADDED.encode(),
         row.revision,
-        resource_json(row.id, row.revision, row.created_revision, row.data_json),
+        resource_json(row.id, row.revision, row.created_revision, row.data_json, row.expires_at),
     )

@@ -82,10 +82,16 @@ def _schemas() -> dict[str, Any]:
         "ProblemDetails": ProblemDetails.model_json_schema(),
         "Change": _object(
             "A committed change. Filtered watches keep membership: a resource that starts matching "
-            "arrives as ADDED, one that stops as DELETED (with its new state).",
+            "arrives as ADDED, one that stops as DELETED (with its new state). A DELETED made by "
+            "the lapse of a lease (a write with `ttl`) says `expired: true`.",
             ["type", "revision", "object"],
             type={"type": "string", "enum": ["ADDED", "MODIFIED", "DELETED"]},
             revision=REVISION,
+            expired={
+                "type": "boolean",
+                "const": True,
+                "description": "On a DELETED only: the resource's lease lapsed (no client deleted it)",
+            },
             object=_ref("components/schemas/Resource"),
         ),
         "Patch": _object(

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..capture import captured_collection
+from ..events import expiry_text
+from ..leases import parse_ttl
 from ..names import check_collection, check_id, new_id
 from ..patches import json_patch, merge_patch, reads_document
 from ..problems import Problem, bad_request
@@ -25,7 +27,7 @@ MAX_BATCH_OPS = 10_000
 OP_KINDS = ("create", "put", "patch", "delete")
 
 
-def parse_op(index: int, raw: Any) -> WriteOp:
+def parse_op(index: int, raw: Any, max_ttl: float) -> WriteOp:
     where = f"ops[{index}]"
     if not isinstance(raw, dict):
         raise bad_request("BadBatch", f"{where} must be an object, not {json_kind(raw)}")
@@ -44,6 +46,11 @@ def parse_op(index: int, raw: Any) -> WriteOp:
     if if_match is not None:
         if_match = parse_revision(if_match, f"{where}.if_match", reason="BadBatch", text=False)
     op = WriteOp(kind, collection, id, if_match=if_match, must_not_exist=kind == "create")
+    ttl = raw.get("ttl")
+    if ttl is not None:
+        if kind == "delete":
+            raise bad_request("BadTTL", f"{where}: a delete takes no ttl")
+        op.ttl = parse_ttl(ttl, max_ttl, f"{where}.ttl")
     if kind in ("create", "put"):
         data = raw.get("data")
         if not isinstance(data, dict):
@@ -88,7 +95,7 @@ async def batch(request: Request) -> Any:
     shown: dict[str, bool] = {}
     for index, raw in enumerate(raw_ops):
         try:
-            op = parse_op(index, raw)
+            op = parse_op(index, raw, runtime.settings.max_ttl_seconds)
             if op.collection in runtime.captured:
                 raise captured_collection(op.collection)
             # Each op is checked as the same write on its own route would be (grant and rule).
@@ -133,6 +140,9 @@ async def batch(request: Request) -> Any:
         }
         for c in changes
     ]
+    for result, change in zip(results, changes, strict=True):
+        if change.expires_at is not None:
+            result["expires_at"] = expiry_text(change.expires_at).decode()
     if not all(shown.values()):
         for result, change in zip(results, changes, strict=True):
             if not shown[change.collection]:

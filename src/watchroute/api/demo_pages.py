@@ -1,7 +1,7 @@
 """The demo pages at `/demos/{name}`: static pages that show what a watch route is for.
 
 Each page pairs with a script in `demos/` that writes what it shows (a sensor simulator, bidding
-robots, a shared list). They ship inside the package beside the dashboard and are served the
+robots, a shared list, a chat room). They ship inside the package beside the dashboard and are served the
 same way and under the same policy, public like it: what a page shows it reads from `/v1/`, on
 the same origin, with no credential of its own.
 """
@@ -26,9 +26,11 @@ FILES = {
     "iot": ("iot.html", HTML),
     "auction": ("auction.html", HTML),
     "collab": ("collab.html", HTML),
+    "chat": ("chat.html", HTML),
     "iot.js": ("iot.js", SCRIPT),
     "auction.js": ("auction.js", SCRIPT),
     "collab.js": ("collab.js", SCRIPT),
+    "chat.js": ("chat.js", SCRIPT),
     "watch.js": ("watch.js", SCRIPT),
     "demos.css": ("demos.css", "text/css; charset=utf-8"),
 }

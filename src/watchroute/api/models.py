@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -9,11 +10,19 @@ from pydantic.json_schema import SkipJsonSchema
 
 from ..revisions import MAX_REVISION
 
+# A lease's expiry (a write with `ttl`), RFC 3339 in UTC; absent on a permanent resource.
+EXPIRES_AT = Field(
+    None,
+    description="When the lease lapses and the resource is deleted; absent when it is permanent",
+    json_schema_extra=lambda schema: schema.pop("default", None),
+)
+
 
 class Resource(BaseModel):
     id: str
     revision: int = Field(description="The revision of the resource's last change")
     created_revision: int
+    expires_at: datetime | SkipJsonSchema[None] = EXPIRES_AT
     data: dict[str, Any]
 
 
@@ -25,6 +34,7 @@ class Written(BaseModel):
     id: str
     revision: int = Field(description="The revision of this write")
     created_revision: int
+    expires_at: datetime | SkipJsonSchema[None] = EXPIRES_AT
     # Left out, never null: SkipJsonSchema keeps null out of the schema, the hook drops its default.
     data: dict[str, Any] | SkipJsonSchema[None] = Field(
         None,
@@ -56,6 +66,7 @@ class BatchOp(BaseModel):
         None, description="An object is a merge patch (RFC 7386), an array a JSON patch (RFC 6902)"
     )
     if_match: int | None = Field(None, ge=0, le=MAX_REVISION)
+    ttl: float | None = Field(None, ge=1, description="create, put, patch: seconds until it expires")
 
 
 class BatchRequest(BaseModel):

@@ -14,6 +14,7 @@ from ..capture import captured_collection
 from ..compression import compressed
 from ..events import Change, resource_json
 from ..filter import Filter, FilterError, compile_filter
+from ..leases import parse_ttl
 from ..names import check_collection, check_id, new_id
 from ..patches import JSON_PATCH, for_media_type, reads_document
 from ..problems import bad_request, future_revision, not_found
@@ -196,6 +197,9 @@ def _write_op(
         raise captured_collection(collection)
     pre = preconditions.parse(if_match, if_none_match)
     runtime = runtime_of(request)
+    ttl = request.query_params.get("ttl")
+    if ttl is not None and kind == "delete":
+        raise bad_request("BadTTL", "a delete takes no ttl")
     guard = runtime.security.write_guard(identity_of(request), kind, collection, id)
     return WriteOp(
         kind,
@@ -206,6 +210,7 @@ def _write_op(
         must_not_exist=pre.must_not_exist or kind == "create",
         guard=guard,
         check=None if kind == "delete" else runtime.schemas.check,
+        ttl=None if ttl is None else parse_ttl(ttl, runtime.settings.max_ttl_seconds),
     )
 
 
@@ -262,7 +267,9 @@ async def list_or_watch(
     # replays whatever changed while the pages were read, so nothing is missed.
     list_revision = first_revision if first_revision is not None else page.revision
     token = encode_continue(page.next_after_id, list_revision, q.filter) if page.next_after_id else None
-    items = b",".join(resource_json(r.id, r.revision, r.created_revision, r.data_json) for r in page.rows)
+    items = b",".join(
+        resource_json(r.id, r.revision, r.created_revision, r.data_json, r.expires_at) for r in page.rows
+    )
     body = b'{"items":[%s],"revision":%d,"continue":%s}' % (
         items,
         list_revision,
@@ -315,7 +322,7 @@ def request_path(request: Request) -> str:
 
 
 def _row_json(row: Row) -> bytes:
-    return resource_json(row.id, row.revision, row.created_revision, row.data_json)
+    return resource_json(row.id, row.revision, row.created_revision, row.data_json, row.expires_at)
 
 
 def written_json(id: str, revision: int, created_revision: int) -> bytes:
@@ -332,7 +339,9 @@ def written_response(request: Request, op: WriteOp, change: Change) -> Response:
     """A write's answer: the resource as it left it, or without `data` to a writer who may not read."""
     runtime = runtime_of(request)
     if runtime.security.may_read(identity_of(request), op.collection):
-        body = resource_json(change.id, change.revision, change.created_revision, change.data_json)
+        body = resource_json(
+            change.id, change.revision, change.created_revision, change.data_json, change.expires_at
+        )
     else:
         body = written_json(change.id, change.revision, change.created_revision)
     if change.type == "ADDED":
@@ -344,6 +353,19 @@ def written_response(request: Request, op: WriteOp, change: Change) -> Response:
 
 IfMatch = Annotated[str | None, Header(description='"<revision>" or *')]
 IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
+# Read by `_write_op` from the query (the write front calls the routes without it), documented here.
+TTL = {
+    "parameters": [
+        {
+            "name": "ttl",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "number", "minimum": 1},
+            "description": "Seconds until the resource expires and is deleted (a lease; at most "
+            "max_ttl_seconds). Without it the resource is permanent.",
+        }
+    ]
+}
 
 
 @router.post(
@@ -352,6 +374,7 @@ IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
     response_model=Written,
     responses=PROBLEMS,
     summary="Create a resource with an assigned id",
+    openapi_extra=TTL,
 )
 async def create_resource(request: Request, collection: str) -> Any:
     op = _write_op(request, "create", collection, new_id(), None)
@@ -364,6 +387,7 @@ async def create_resource(request: Request, collection: str) -> Any:
     response_model=Written,
     responses=PROBLEMS,
     summary="Create or replace a resource",
+    openapi_extra=TTL,
 )
 async def put_resource(
     request: Request,
@@ -382,6 +406,7 @@ async def put_resource(
     response_model=Written,
     responses=PROBLEMS,
     summary="Patch a resource (merge patch or JSON patch)",
+    openapi_extra=TTL,
 )
 async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
     op = _write_op(request, "patch", collection, id, if_match)

@@ -120,10 +120,11 @@ class AsyncClient:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def create(self, collection: str, data: dict[str, Any]) -> Resource:
-        """Create a resource with an id the server assigns."""
+    async def create(self, collection: str, data: dict[str, Any], *, ttl: float | None = None) -> Resource:
+        """Create a resource with an id the server assigns. `ttl`: it is a lease, deleted that
+        many seconds after the write unless a later write renews it."""
         return await self._resource(
-            "POST", resource_path(collection), content=orjson.dumps(data), headers=_JSON
+            "POST", resource_path(collection), content=orjson.dumps(data), headers=_JSON, params=_ttl(ttl)
         )
 
     async def put(
@@ -134,15 +135,21 @@ class AsyncClient:
         *,
         if_match: int | str | None = None,
         create_only: bool = False,
+        ttl: float | None = None,
     ) -> Resource:
         """Create or replace. `if_match=<revision>` replaces only that revision (else
         `PreconditionFailed`); `if_match="*"` only an existing resource; `create_only` only
-        creates."""
+        creates. `ttl`: a lease of that many seconds (renewed by each write with a ttl);
+        without it the resource is permanent."""
         headers = {**_JSON, **if_match_header(if_match)}
         if create_only:
             headers["If-None-Match"] = "*"
         return await self._resource(
-            "PUT", resource_path(collection, id), content=orjson.dumps(data), headers=headers
+            "PUT",
+            resource_path(collection, id),
+            content=orjson.dumps(data),
+            headers=headers,
+            params=_ttl(ttl),
         )
 
     async def patch(
@@ -152,14 +159,20 @@ class AsyncClient:
         patch: dict[str, Any] | list[dict[str, Any]],
         *,
         if_match: int | str | None = None,
+        ttl: float | None = None,
     ) -> Resource:
-        """A JSON merge patch (a dict, RFC 7386) or a JSON patch (a list of ops, RFC 6902)."""
+        """A JSON merge patch (a dict, RFC 7386) or a JSON patch (a list of ops, RFC 6902).
+        `ttl` as for `put`: without it the resource is left permanent."""
         media_type = (
             "application/json-patch+json" if isinstance(patch, list) else "application/merge-patch+json"
         )
         headers = {"Content-Type": media_type, **if_match_header(if_match)}
         return await self._resource(
-            "PATCH", resource_path(collection, id), content=orjson.dumps(patch), headers=headers
+            "PATCH",
+            resource_path(collection, id),
+            content=orjson.dumps(patch),
+            headers=headers,
+            params=_ttl(ttl),
         )
 
     async def delete(self, collection: str, id: str, *, if_match: int | str | None = None) -> Resource:
@@ -170,7 +183,7 @@ class AsyncClient:
 
     async def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
         """Several writes, all or nothing: `{"op": "put"|"create"|"patch"|"delete",
-        "collection", "id", "data"|"patch", "if_match"?}` each."""
+        "collection", "id", "data"|"patch", "if_match"?, "ttl"?}` each."""
         body = await self._request("POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON)
         return BatchResult(body["revision"], [Resource.from_json(r) for r in body["results"]])
 
@@ -195,3 +208,7 @@ class AsyncClient:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _ttl(ttl: float | None) -> dict[str, str]:
+    return {} if ttl is None else {"ttl": f"{ttl:g}"}

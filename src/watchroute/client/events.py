@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 ADDED = "ADDED"
@@ -23,18 +24,30 @@ class Resource:
     created_revision: int
     # None only in a write's answer to a credential that may write the collection but not read it.
     data: dict[str, Any] | None
+    # When its lease lapses (a write with `ttl`); None: permanent.
+    expires_at: datetime | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Resource:
-        return cls(raw["id"], raw["revision"], raw["created_revision"], raw.get("data"))
+        expires_at = raw.get("expires_at")
+        return cls(
+            raw["id"],
+            raw["revision"],
+            raw["created_revision"],
+            raw.get("data"),
+            None if expires_at is None else datetime.fromisoformat(expires_at),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        resource: dict[str, Any] = {
             "id": self.id,
             "revision": self.revision,
             "created_revision": self.created_revision,
             "data": self.data,
         }
+        if self.expires_at is not None:
+            resource["expires_at"] = self.expires_at.isoformat().replace("+00:00", "Z")
+        return resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,11 @@ class WatchEvent:
     patch: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def expired(self) -> bool:
+        """A DELETED made by the lapse of the resource's lease, not by a client."""
+        return self.raw.get("expired") is True
+
     def to_json(self) -> dict[str, Any]:
         event: dict[str, Any] = {"type": self.type, "revision": self.revision}
         if self.object is not None:
@@ -82,4 +100,6 @@ class WatchEvent:
             event["patch"] = self.patch
         if self.initial_events_end:
             event["initial_events_end"] = True
+        if self.expired:
+            event["expired"] = True
         return event

@@ -9,6 +9,7 @@ Invariants every engine keeps:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,6 +44,12 @@ class WriteOp:
     # when a batch let its parsed document go: then in `data_json`); raises Problem to refuse.
     # It answers for the collection's schema (schemas.py).
     check: Callable[[WriteOp, dict[str, Any] | None], None] | None = None
+    # A create, put or patch with a ttl leaves a lease that lapses `ttl` seconds after it
+    # commits; without one it leaves the resource permanent (leases.py).
+    ttl: float | None = None
+    # The sweep's delete of a lapsed lease: only while the resource still expires at exactly
+    # this time (a renewal, or another sweeper, got there first otherwise: the op is refused).
+    lapsed_at: float | None = None
 
 
 class WriteGuard(Protocol):
@@ -60,6 +67,7 @@ class Row:
     revision: int
     created_revision: int
     data_json: bytes
+    expires_at: float | None = None  # a lease's expiry, seconds since the epoch
     _data: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -127,3 +135,8 @@ class Store(Protocol):
     async def unavailable(self) -> str | None: ...
     async def compact(self, keep_events: int, keep_seconds: float) -> int: ...
     async def collections(self) -> list[dict[str, Any]]: ...
+    # The leases lapsed by `now`, soonest first, at most `limit`: (collection, id, expires_at).
+    # An indexed range read: its cost does not grow with the number of live leases.
+    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]: ...
+    # Whether this instance is the one to sweep lapsed leases now (the others skip the pass).
+    def sweep_turn(self) -> contextlib.AbstractAsyncContextManager[bool]: ...

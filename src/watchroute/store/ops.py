@@ -43,6 +43,8 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
     # First: a document the writer may not see is, to the writer, absent, whatever the request
     # (its revision must not leak through a 412, nor its existence through a 403).
     hidden = guard is not None and current is not None and not guard.current(current.data)
+    if op.lapsed_at is not None and (current is None or current.expires_at != op.lapsed_at):
+        raise Problem(409, "LeaseRenewed", f"{op.collection}/{op.id} is no longer the lapsed lease")
     if current is None or hidden:
         if op.kind in ("patch", "delete"):
             raise not_found(op.collection, op.id)
@@ -58,7 +60,15 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
                 # refused as a creation the rule forbids is (docs/security.md, "Writes").
                 raise guard.violation()
         return Change(
-            revision, ADDED, op.collection, op.id, revision, _data_json(op, data, max_bytes), None, ts
+            revision,
+            ADDED,
+            op.collection,
+            op.id,
+            revision,
+            _data_json(op, data, max_bytes),
+            None,
+            ts,
+            expires_at=_expiry(op, ts),
         )
 
     if op.must_not_exist:
@@ -78,6 +88,7 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
             prev_json,
             prev_json,
             ts,
+            expires_at=op.lapsed_at,  # set: the lease lapsed, and the event says `expired`
         )
     if op.kind == "patch":
         assert op.patch is not None
@@ -101,7 +112,13 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
         _data_json(op, data, max_bytes),
         prev_json,
         ts,
+        expires_at=_expiry(op, ts),
     )
+
+
+def _expiry(op: WriteOp, ts: float) -> float | None:
+    # From the commit's own time: a renewal counts from when it takes effect.
+    return None if op.ttl is None else ts + op.ttl
 
 
 def batch_too_large(op: WriteOp, max_bytes: int) -> Problem:

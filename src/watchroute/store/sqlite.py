@@ -26,6 +26,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS resources (
     revision INTEGER NOT NULL,
     created_revision INTEGER NOT NULL,
     data BLOB NOT NULL,
+    expires_at REAL,
     PRIMARY KEY (collection, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS log (
@@ -59,10 +61,22 @@ CREATE TABLE IF NOT EXISTS log (
     id TEXT NOT NULL,
     created_revision INTEGER NOT NULL,
     data BLOB NOT NULL,
-    prev BLOB
+    prev BLOB,
+    expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
 """
+# Columns added since a release that made the tables: (table, column, its type). Each is added
+# to a database that lacks it when the store opens; new columns go last, as ALTER TABLE puts them.
+ADDED_COLUMNS = (("resources", "expires_at", "REAL"), ("log", "expires_at", "REAL"))
+# The sweep of lapsed leases is a range read of this index: only leases are in it.
+LEASES_INDEX = (
+    "CREATE INDEX IF NOT EXISTS resources_by_expiry ON resources (expires_at) WHERE expires_at IS NOT NULL"
+)
+
+# A stored resource is live while it has no lease, or its lease has not lapsed; reads leave a
+# lapsed lease out before the sweep has deleted it.
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 log = logging.getLogger("watchroute")
 
@@ -90,7 +104,8 @@ _TOUCH = ("INSERT INTO meta VALUES ('probe', 0)", "DELETE FROM meta WHERE key = 
 def _select_rows(count: int) -> str:
     marks = ", ".join("?" * count)
     return (
-        f"SELECT id, revision, created_revision, data FROM resources WHERE collection = ? AND id IN ({marks})"
+        f"SELECT id, revision, created_revision, data, expires_at FROM resources "
+        f"WHERE collection = ? AND id IN ({marks})"
     )
 
 
@@ -206,6 +221,7 @@ class SQLiteStore:
         with self._turn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA + PEERS_SCHEMA)
+            self._add_columns(conn)
             self.revision, self.compacted = self._read_meta(conn)
             conn.execute("BEGIN IMMEDIATE")
             peers.join(conn, os.getpid(), time.time())
@@ -235,6 +251,15 @@ class SQLiteStore:
         if self._turn is not None:
             self._turn.close()
         self._readers.shutdown(wait=True)
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection) -> None:
+        """Bring the tables of a database an earlier release made up to this one's."""
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        conn.execute(LEASES_INDEX)
 
     @staticmethod
     def _read_meta(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -268,13 +293,13 @@ class SQLiteStore:
     @staticmethod
     def _log_after(conn: sqlite3.Connection, after: int, upto: int) -> list[Change]:
         rows = conn.execute(
-            "SELECT revision, ts, type, collection, id, created_revision, data, prev FROM log "
+            "SELECT revision, ts, type, collection, id, created_revision, data, prev, expires_at FROM log "
             "WHERE revision > ? AND revision <= ? ORDER BY revision",
             (after, upto),
         ).fetchall()
         return [
-            Change(rev, type, collection, rid, created, data, prev, ts)
-            for rev, ts, type, collection, rid, created, data, prev in rows
+            Change(rev, type, collection, rid, created, data, prev, ts, expires_at=expires)
+            for rev, ts, type, collection, rid, created, data, prev, expires in rows
         ]
 
     def _catch_up(self, conn: sqlite3.Connection, seen: int) -> int:
@@ -399,6 +424,7 @@ class SQLiteStore:
                             c.created_revision,
                             c.data_json,
                             c.prev_json,
+                            c.expires_at,
                         )
                         for c in changes
                     ]
@@ -445,8 +471,10 @@ class SQLiteStore:
                 # prepared once and then found in the connection's statement cache.
                 size = 1 << (len(chunk) - 1).bit_length()
                 chunk += [chunk[-1]] * (size - len(chunk))
-                for rid, rev, created, data in conn.execute(_select_rows(size), (collection, *chunk)):
-                    rows[(collection, rid)] = Row(collection, rid, rev, created, data)
+                for rid, rev, created, data, expires in conn.execute(
+                    _select_rows(size), (collection, *chunk)
+                ):
+                    rows[(collection, rid)] = Row(collection, rid, rev, created, data, expires)
         return rows
 
     @staticmethod
@@ -456,13 +484,13 @@ class SQLiteStore:
         staged: dict[tuple[str, str], Change | None],
         revision: int,
     ) -> None:
-        _insert_many(conn, "INSERT INTO log", 8, log_rows)
+        _insert_many(conn, "INSERT INTO log", 9, log_rows)
         _insert_many(
             conn,
             "INSERT OR REPLACE INTO resources",
-            5,
+            6,
             [
-                (c.collection, c.id, c.revision, c.created_revision, c.data_json)
+                (c.collection, c.id, c.revision, c.created_revision, c.data_json, c.expires_at)
                 for c in staged.values()
                 if c is not None
             ],
@@ -514,10 +542,11 @@ class SQLiteStore:
     @staticmethod
     def _get(conn: sqlite3.Connection, collection: str, id: str) -> Row | None:
         row = conn.execute(
-            "SELECT revision, created_revision, data FROM resources WHERE collection = ? AND id = ?",
-            (collection, id),
+            "SELECT revision, created_revision, data, expires_at FROM resources "
+            f"WHERE collection = ? AND id = ? AND {_LIVE}",
+            (collection, id, time.time()),
         ).fetchone()
-        return None if row is None else Row(collection, id, row[0], row[1], row[2])
+        return None if row is None else Row(collection, id, row[0], row[1], row[2], row[3])
 
     async def get(self, collection: str, id: str) -> Row | None:
         return await self._read(lambda: self._get(self._reader(), collection, id))
@@ -545,21 +574,23 @@ class SQLiteStore:
                 return Page(rows, revision, None)
             rows: list[Row] = []
             cursor = after_id or ""
+            now = time.time()
             while True:
                 chunk = conn.execute(
-                    "SELECT id, revision, created_revision, data FROM resources "
-                    "WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
-                    (collection, cursor, LIST_SCAN_CHUNK),
+                    "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                    f"WHERE collection = ? AND id > ? AND {_LIVE} ORDER BY id LIMIT ?",
+                    (collection, cursor, now, LIST_SCAN_CHUNK),
                 ).fetchall()
-                for rid, rev, created, data in chunk:
+                for rid, rev, created, data, expires in chunk:
                     cursor = rid
-                    row = Row(collection, rid, rev, created, data)
+                    row = Row(collection, rid, rev, created, data, expires)
                     if flt is None or flt.matches(row.data):
                         rows.append(row)
                         if len(rows) == limit:
                             more = conn.execute(
-                                "SELECT 1 FROM resources WHERE collection = ? AND id > ? LIMIT 1",
-                                (collection, rid),
+                                "SELECT 1 FROM resources "
+                                f"WHERE collection = ? AND id > ? AND {_LIVE} LIMIT 1",
+                                (collection, rid, now),
                             ).fetchone()
                             return Page(rows, revision, rid if more else None)
                 if len(chunk) < LIST_SCAN_CHUNK:
@@ -583,7 +614,7 @@ class SQLiteStore:
             if after < compacted:
                 raise Problem(410, "Expired", f"revision {after} is older than the history horizon")
             sql = (
-                "SELECT revision, ts, type, id, created_revision, data, prev FROM log "
+                "SELECT revision, ts, type, id, created_revision, data, prev, expires_at FROM log "
                 "WHERE collection = ? AND revision > ? AND revision <= ?"
             )
             args: list[Any] = [collection, after, upto]
@@ -596,8 +627,8 @@ class SQLiteStore:
         finally:
             conn.execute("COMMIT")
         changes = [
-            Change(rev, type, collection, rid, created, data, prev, ts)
-            for rev, ts, type, rid, created, data, prev in rows
+            Change(rev, type, collection, rid, created, data, prev, ts, expires_at=expires)
+            for rev, ts, type, rid, created, data, prev, expires in rows
         ]
         scanned_to = changes[-1].revision if len(changes) == limit else upto
         return LogSlice(changes, scanned_to)
@@ -617,11 +648,35 @@ class SQLiteStore:
     async def collections(self) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             rows = self._reader().execute(
-                "SELECT collection, count(*) FROM resources GROUP BY collection ORDER BY collection"
+                f"SELECT collection, count(*) FROM resources WHERE {_LIVE} "
+                "GROUP BY collection ORDER BY collection",
+                (time.time(),),
             )
             return [{"name": name, "count": count} for name, count in rows]
 
         return await self._read(read)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+        def read() -> list[tuple[str, str, float]]:
+            return (
+                self._reader()
+                .execute(
+                    "SELECT collection, id, expires_at FROM resources WHERE expires_at <= ? "
+                    "ORDER BY expires_at LIMIT ?",
+                    (now, limit),
+                )
+                .fetchall()
+            )
+
+        return await self._read(read)
+
+    @contextlib.asynccontextmanager
+    async def sweep_turn(self) -> AsyncIterator[bool]:
+        # Every process on the file sweeps: the guarded delete lets only the first through, and
+        # the writer turn has the others' deletes of a lease find it gone.
+        yield True
 
     # -- compaction --------------------------------------------------------------------------
 

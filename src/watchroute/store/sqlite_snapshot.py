@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ class SQLiteSnapshot:
         "_closed",
         "_conn",
         "_lock",
+        "_now",
         "_run",
         "collection",
         "done",
@@ -51,6 +53,8 @@ class SQLiteSnapshot:
         conn.execute("BEGIN")
         # The first read starts the snapshot: the revision and every page are read at it.
         self.revision: int = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+        # Leases lapsed by now are left out, as every read leaves them (their DELETED follows).
+        self._now = time.time()
         self.collection = collection
         self.id = id
         self.done = False
@@ -101,22 +105,24 @@ class SQLiteSnapshot:
         if self.id is not None:
             self.done = True
             found = conn.execute(
-                "SELECT id, revision, created_revision, data FROM resources WHERE collection = ? AND id = ?",
-                (collection, self.id),
+                "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                "WHERE collection = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (collection, self.id, self._now),
             ).fetchall()
         else:
             # Iterated, not fetched whole: the rows past the page's end are never materialised.
             found = conn.execute(
-                "SELECT id, revision, created_revision, data FROM resources "
-                "WHERE collection = ? AND id > ? ORDER BY id LIMIT ?",
-                (collection, self._after, SCAN_ROWS),
+                "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                "WHERE collection = ? AND id > ? AND (expires_at IS NULL OR expires_at > ?) "
+                "ORDER BY id LIMIT ?",
+                (collection, self._after, self._now, SCAN_ROWS),
             )
         rows: list[Row] = []
         size = scanned = 0
-        for rid, rev, created, data in found:
+        for rid, rev, created, data, expires in found:
             scanned += 1
             self._after = rid
-            row = Row(collection, rid, rev, created, data)
+            row = Row(collection, rid, rev, created, data, expires)
             if flt is not None:
                 if not flt.matches(row.data):
                     continue

@@ -45,6 +45,9 @@ COMPACTION_STEP = 10_000  # log entries dropped per transaction
 # database is out of reach and the pool is reconnecting).
 POOL_WAIT_SECONDS = 2.0
 RELISTEN_SECONDS = 1.0
+# A stored resource is live while it has no lease, or its lease has not lapsed; reads leave a
+# lapsed lease out before the sweep has deleted it.
+_LIVE = "(expires_at IS NULL OR expires_at > %s)"
 
 
 def _unreadable(exc: Exception) -> Problem:
@@ -263,11 +266,12 @@ class PostgresStore:
     @staticmethod
     async def _get(conn: psycopg.AsyncConnection[Any], collection: str, id: str) -> Row | None:
         cur = await conn.execute(
-            "SELECT revision, created_revision, data FROM resources WHERE collection = %s AND id = %s",
-            (collection, id),
+            "SELECT revision, created_revision, data, expires_at FROM resources "
+            f"WHERE collection = %s AND id = %s AND {_LIVE}",
+            (collection, id, time.time()),
         )
         row = await cur.fetchone()
-        return None if row is None else Row(collection, id, row[0], row[1], row[2])
+        return None if row is None else Row(collection, id, row[0], row[1], row[2], row[3])
 
     async def list(
         self,
@@ -299,22 +303,24 @@ class PostgresStore:
                 return Page(rows, revision, None)
             rows: list[Row] = []
             cursor = after_id or ""
+            now = time.time()
             while True:
                 cur = await conn.execute(
-                    "SELECT id, revision, created_revision, data FROM resources "
-                    "WHERE collection = %s AND id > %s ORDER BY id LIMIT %s",
-                    (collection, cursor, LIST_SCAN_CHUNK),
+                    "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                    f"WHERE collection = %s AND id > %s AND {_LIVE} ORDER BY id LIMIT %s",
+                    (collection, cursor, now, LIST_SCAN_CHUNK),
                 )
                 chunk = await cur.fetchall()
-                for rid, rev, created, data in chunk:
+                for rid, rev, created, data, expires in chunk:
                     cursor = rid
-                    row = Row(collection, rid, rev, created, data)
+                    row = Row(collection, rid, rev, created, data, expires)
                     if flt is None or flt.matches(row.data):
                         rows.append(row)
                         if len(rows) == limit:
                             cur = await conn.execute(
-                                "SELECT 1 FROM resources WHERE collection = %s AND id > %s LIMIT 1",
-                                (collection, rid),
+                                "SELECT 1 FROM resources "
+                                f"WHERE collection = %s AND id > %s AND {_LIVE} LIMIT 1",
+                                (collection, rid, now),
                             )
                             more = await cur.fetchone()
                             return Page(rows, revision, rid if more else None)
@@ -352,8 +358,9 @@ class PostgresStore:
         # commits in between cannot leave a watcher a range with its start cut off unseen.
         by_id = "AND id = %(id)s" if id is not None else ""
         cur = await conn.execute(
-            "SELECT m.value, l.revision, l.ts, l.type, l.id, l.created_revision, l.data, l.prev "
-            "FROM meta m LEFT JOIN LATERAL (SELECT revision, ts, type, id, created_revision, data, prev "
+            "SELECT m.value, l.revision, l.ts, l.type, l.id, l.created_revision, l.data, l.prev, "
+            "l.expires_at FROM meta m LEFT JOIN LATERAL (SELECT revision, ts, type, id, "
+            "created_revision, data, prev, expires_at "
             "FROM log WHERE collection = %(collection)s AND revision > %(after)s AND revision <= %(upto)s "
             f"{by_id} ORDER BY revision LIMIT %(limit)s) l ON true WHERE m.key = 'compacted'",
             {"collection": collection, "after": after, "upto": upto, "id": id, "limit": limit},
@@ -363,8 +370,8 @@ class PostgresStore:
         if after < compacted:
             raise Problem(410, "Expired", f"revision {after} is older than the history horizon")
         changes = [
-            Change(rev, type, collection, rid, created, data, prev, ts)
-            for _, rev, ts, type, rid, created, data, prev in rows
+            Change(rev, type, collection, rid, created, data, prev, ts, expires_at=expires)
+            for _, rev, ts, type, rid, created, data, prev, expires in rows
             if rev is not None
         ]
         scanned_to = changes[-1].revision if len(changes) == limit else upto
@@ -384,11 +391,43 @@ class PostgresStore:
     async def collections(self) -> list[dict[str, Any]]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
             cur = await conn.execute(
-                "SELECT collection, count(*) FROM resources GROUP BY collection ORDER BY collection"
+                f"SELECT collection, count(*) FROM resources WHERE {_LIVE} "
+                "GROUP BY collection ORDER BY collection",
+                (time.time(),),
             )
             return [{"name": name, "count": count} for name, count in await cur.fetchall()]
 
         return await self._read(read)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, str, float]]:
+            cur = await conn.execute(
+                "SELECT collection, id, expires_at FROM resources WHERE expires_at <= %s "
+                "ORDER BY expires_at LIMIT %s",
+                (now, limit),
+            )
+            return await cur.fetchall()
+
+        return await self._read(read)
+
+    @contextlib.asynccontextmanager
+    async def sweep_turn(self) -> AsyncIterator[bool]:
+        """One instance sweeps at a time (a session advisory lock, held through the pass): the
+        guarded delete would keep a second sweeper's deletes out anyway, but not its work."""
+        key = schema.lock_key(self.schema, "sweep")
+        async with self._reading() as conn:
+            cur = await conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(key))
+            got = await cur.fetchone()
+            if not got or not got[0]:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute(sql.SQL("SELECT pg_advisory_unlock({})").format(key))
 
     # -- compaction --------------------------------------------------------------------------
 

@@ -51,6 +51,13 @@ MIGRATIONS: list[str] = [
         revoked double precision
     );
     """,
+    # 2: TTL leases. A resource's lease expiry (NULL: permanent), indexed for the sweep's range
+    # read; in the log, the expiry a change left (on a DELETED: the lapse that made it).
+    """
+    ALTER TABLE resources ADD COLUMN expires_at double precision;
+    ALTER TABLE log ADD COLUMN expires_at double precision;
+    CREATE INDEX resources_by_expiry ON resources (expires_at) WHERE expires_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

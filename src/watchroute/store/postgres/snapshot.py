@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import psycopg
@@ -33,6 +34,8 @@ class PostgresSnapshot:
         self._pool = pool
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._after = ""
+        # Leases lapsed by now are left out, as every read leaves them (their DELETED follows).
+        self._now = time.time()
         self._busy = False
         self._closed = False
 
@@ -91,23 +94,24 @@ class PostgresSnapshot:
         if self.id is not None:
             self.done = True
             cur = await conn.execute(
-                "SELECT id, revision, created_revision, data FROM resources "
-                "WHERE collection = %s AND id = %s",
-                (collection, self.id),
+                "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                "WHERE collection = %s AND id = %s AND (expires_at IS NULL OR expires_at > %s)",
+                (collection, self.id, self._now),
             )
         else:
             cur = await conn.execute(
-                "SELECT id, revision, created_revision, data FROM resources "
-                "WHERE collection = %s AND id > %s ORDER BY id LIMIT %s",
-                (collection, self._after, SCAN_ROWS),
+                "SELECT id, revision, created_revision, data, expires_at FROM resources "
+                "WHERE collection = %s AND id > %s AND (expires_at IS NULL OR expires_at > %s) "
+                "ORDER BY id LIMIT %s",
+                (collection, self._after, self._now, SCAN_ROWS),
             )
         found = await cur.fetchall()
         rows: list[Row] = []
         size = scanned = 0
-        for rid, rev, created, data in found:
+        for rid, rev, created, data, expires in found:
             scanned += 1
             self._after = rid
-            row = Row(collection, rid, rev, created, data)
+            row = Row(collection, rid, rev, created, data, expires)
             if flt is not None:
                 if not flt.matches(row.data):
                     continue

@@ -46,21 +46,21 @@ MAX_JOBS_PER_COMMIT = 1024
 CATCH_UP_CHUNK = 4096  # other instances' changes read per pass
 CONNECT_SECONDS = 5.0
 
-_LOG_COLUMNS = "revision, ts, type, collection, id, created_revision, data, prev"
+_LOG_COLUMNS = "revision, ts, type, collection, id, created_revision, data, prev, expires_at"
 _LOCK_COUNTER = "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE"
 _CURRENT_ROWS = (
-    "SELECT collection, id, revision, created_revision, data FROM resources "
+    "SELECT collection, id, revision, created_revision, data, expires_at FROM resources "
     "JOIN unnest(%s::text[], %s::text[]) AS wanted (collection, id) USING (collection, id)"
 )
 _INSERT_LOG = (
     f"INSERT INTO log ({_LOG_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], "
-    "%s::text[], %s::text[], %s::bigint[], %s::bytea[], %s::bytea[])"
+    "%s::text[], %s::text[], %s::bigint[], %s::bytea[], %s::bytea[], %s::float8[])"
 )
 _UPSERT_RESOURCES = (
-    "INSERT INTO resources (collection, id, revision, created_revision, data) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bytea[]) "
+    "INSERT INTO resources (collection, id, revision, created_revision, data, expires_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bytea[], %s::float8[]) "
     "ON CONFLICT (collection, id) DO UPDATE SET revision = excluded.revision, "
-    "created_revision = excluded.created_revision, data = excluded.data"
+    "created_revision = excluded.created_revision, data = excluded.data, expires_at = excluded.expires_at"
 )
 _DELETE_RESOURCES = (
     "DELETE FROM resources r USING unnest(%s::text[], %s::text[]) AS gone (collection, id) "
@@ -76,8 +76,8 @@ _LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revis
 
 def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
     return [
-        Change(rev, type, collection, rid, created, data, prev, ts)
-        for rev, ts, type, collection, rid, created, data, prev in rows
+        Change(rev, type, collection, rid, created, data, prev, ts, expires_at=expires)
+        for rev, ts, type, collection, rid, created, data, prev, expires in rows
     ]
 
 
@@ -260,8 +260,8 @@ class Writer:
                     raise _FarBehind(others)
                 start = revision = latest
                 stored = {
-                    (collection, rid): Row(collection, rid, rev, created, data)
-                    for collection, rid, rev, created, data in await current.fetchall()
+                    (collection, rid): Row(collection, rid, rev, created, data, expires)
+                    for collection, rid, rev, created, data, expires in await current.fetchall()
                 }
                 ts = time.time()
                 # The group's writes so far, by resource (None: deleted): a later job sees them,
@@ -350,6 +350,7 @@ class Writer:
                 [c.created_revision for c in changes],
                 [c.data_json for c in changes],
                 [c.prev_json for c in changes],
+                [c.expires_at for c in changes],
             ),
         )
         if kept:
@@ -361,6 +362,7 @@ class Writer:
                     [c.revision for c in kept],
                     [c.created_revision for c in kept],
                     [c.data_json for c in kept],
+                    [c.expires_at for c in kept],
                 ),
             )
         if gone:
