@@ -732,7 +732,8 @@ def parse_args(argv):
     ap.add_argument(
         "--only",
         help="comma list of what to run: watchroute,watchroute-workers,raw,sse,nchan (fan-out), "
-        "ws (idle WebSocket watchers), polling, filtered, writes, postgres (bench/postgres.py's rows), leases",
+        "ws (idle WebSocket watchers), polling, filtered, writes, "
+        "postgres (bench/postgres.py's rows), leases",
     )
     ap.add_argument("--skip-polling", action="store_true", help="leave out watch versus polling")
     ap.add_argument("--skip-ws", action="store_true", help="leave out the idle WebSocket figure")
