@@ -8,6 +8,7 @@ created_revision, data_json and data).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import orjson
@@ -172,6 +173,19 @@ def apply_job(
         written[key] = None if change.type == "DELETED" else change
         changes.append(change)
     return changes, written
+
+
+def answer(
+    futures: Iterable[asyncio.Future[list[Change]]], outcomes: list[list[Change] | BaseException]
+) -> None:
+    """Each writer its job's changes, or what refused it (a future already given up is skipped)."""
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def wanted(jobs_ops: Iterable[list[WriteOp]]) -> dict[str, list[str]]:

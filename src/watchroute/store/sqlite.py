@@ -512,13 +512,7 @@ class SQLiteStore:
                 self._on_commit(committed)
             except Exception:  # the writes are committed: their writers are answered regardless
                 log.exception("a commit listener failed at revision %d", self.revision)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            if job.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
-            else:
-                job.future.set_result(outcome)
+        ops.answer((job.future for job in jobs), outcomes)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from ..filter import Filter
 from .base import Row
+from .paging import SCAN_ROWS, fill_page
 
 # Rows looked at per call: a filter that matches little does not hold a reader thread for long.
-SCAN_ROWS = 1000
 # The connection's page cache, in KiB: it reads each page of the table once, in order.
 CACHE_KIB = 256
 
@@ -117,20 +117,9 @@ class SQLiteSnapshot:
                 "ORDER BY id LIMIT ?",
                 (collection, self._after, self._now, SCAN_ROWS),
             )
-        rows: list[Row] = []
-        size = scanned = 0
-        for rid, rev, created, data, expires in found:
-            scanned += 1
-            self._after = rid
-            row = Row(collection, rid, rev, created, data, expires)
-            if flt is not None:
-                if not flt.matches(row.data):
-                    continue
-                row._data = None  # only the encoded data goes out: the parsed one is garbage now
-            rows.append(row)
-            size += len(data)
-            if len(rows) >= max_rows or size >= max_bytes:
-                return rows
-        if scanned < SCAN_ROWS:
+        page = fill_page(collection, found, flt, max_rows, max_bytes)
+        if page.last_id is not None:
+            self._after = page.last_id
+        if page.exhausted:
             self.done = True
-        return rows
+        return page.rows

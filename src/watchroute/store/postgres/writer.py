@@ -382,10 +382,4 @@ class Writer:
                 self._hand_on(committed)
             except Exception:  # the writes are committed: their writers are answered regardless
                 log.exception("a commit listener failed at revision %d", self.seen)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            if job.future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                job.future.set_exception(outcome)
-            else:
-                job.future.set_result(outcome)
+        ops.answer((job.future for job in jobs), outcomes)
