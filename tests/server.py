@@ -11,6 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
+
+# Several test processes start servers at once: a port found free can be taken by another's
+# server before ours binds it. Ours then refuses to start (the port is in use), and the other
+# answers our health checks; a server is started only once it is seen listening itself.
+PORT_IN_USE = "is in use"
 
 
 def free_port() -> int:
@@ -34,6 +40,17 @@ class ServerProcess:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
+        first = self.proc is None
+        for _ in range(5):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                if not (first and PORT_IN_USE in str(exc)):
+                    raise
+                self.port = free_port()  # taken by another test's server meanwhile: another
+        raise RuntimeError(f"no free port found: {self.log()}")
+
+    def _start(self, timeout: float) -> ServerProcess:
         env = dict(os.environ)
         env.update({f"WATCHROUTE_{k.upper()}": str(v) for k, v in self.settings.items()})
         env.update(
@@ -51,12 +68,26 @@ class ServerProcess:
                 raise RuntimeError(f"server exited: {self.log()}")
             try:
                 # A TLS test server's certificate is the test's own: only liveness is checked here.
-                if httpx.get(self.url + "/healthz", timeout=1, verify=False).status_code == 200:
+                healthy = httpx.get(self.url + "/healthz", timeout=1, verify=False).status_code == 200
+                if healthy and self._listening():
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log()}")
+
+    def _listening(self) -> bool:
+        """Whether this server (or one of its workers) is what listens on the port."""
+        assert self.proc is not None
+        try:
+            parent = psutil.Process(self.proc.pid)
+            for process in (parent, *parent.children(recursive=True)):
+                for conn in process.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
+                        return True
+        except psutil.Error:
+            pass
+        return False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
