@@ -104,8 +104,10 @@ def test_blocked_watcher_past_the_horizon_gets_410(make_server):
     sock.close()
     assert error is not None and error["status"] == 410 and error["reason"] == "Expired"
     assert revisions == list(range(1, len(revisions) + 1)), "no gap before the error"
-    assert scrape(server.url, phase="behind")["watchroute_expired_total"] == 1
-    assert scrape(server.url, why="fell_behind")["watchroute_slow_watchers_ended_total"] == 1
+    # The blocked watcher at least; a probe that started inside the horizon may have been
+    # passed by compaction as it read, and counts too.
+    assert scrape(server.url, phase="behind")["watchroute_expired_total"] >= 1
+    assert scrape(server.url, why="fell_behind")["watchroute_slow_watchers_ended_total"] >= 1
     assert scrape(server.url, phase="start")["watchroute_expired_total"] >= 1  # the probe's 410
 
 
