@@ -239,8 +239,12 @@ def test_openapi_and_asyncapi_show_each_collections_schema(api: httpx.Client, st
     data = components[f"{stocks}.resource"]["properties"]["data"]
     assert data == {"$ref": f"#/components/schemas/{stocks}"}
     item = openapi["paths"][f"/v1/{stocks}/{{id}}"]
-    ok = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-    assert ok == {"$ref": f"#/components/schemas/{stocks}.resource"}
+    ok = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
+    # The resource, or with watch=longpoll the events ready.
+    assert ok == [
+        {"$ref": f"#/components/schemas/{stocks}.resource"},
+        {"$ref": "#/components/schemas/LongPollAnswer"},
+    ]
     body = item["put"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": f"#/components/schemas/{stocks}"}
     assert "/v1/{collection}" in openapi["paths"]  # the generic routes stay

@@ -49,6 +49,19 @@ class ListPage(BaseModel):
     continue_: str | None = Field(None, alias="continue")
 
 
+class LongPollAnswer(BaseModel):
+    """What a read with `watch=longpoll` answers: the events ready (the AsyncAPI document
+    describes each), and the revision to poll from next."""
+
+    events: list[dict[str, Any]]
+    revision: int = Field(description="Poll again with since=revision")
+
+
+# The JSON a read answers: the list or the resource, or, with `watch=longpoll`, the events ready.
+ListOrPoll = ListPage | LongPollAnswer
+ResourceOrPoll = Resource | LongPollAnswer
+
+
 class ProblemDetails(BaseModel):
     type: str
     title: str

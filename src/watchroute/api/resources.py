@@ -30,7 +30,7 @@ from ..transports.stream import WatchStream
 from ..watch import WatchSpec, open_watch
 from . import preconditions
 from .bodies import read_json, read_object
-from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource, Written
+from .models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
 
 router = APIRouter(prefix="/v1", tags=["resources"])
 
@@ -216,7 +216,7 @@ def _write_op(
 
 @router.get(
     "/{collection}",
-    response_model=ListPage,
+    response_model=ListOrPoll,
     responses={**PROBLEMS, **WATCH_STREAMS},
     summary="List a collection, or watch it",
 )
@@ -283,7 +283,7 @@ async def list_or_watch(
 
 @router.get(
     "/{collection}/{id}",
-    response_model=Resource,
+    response_model=ResourceOrPoll,
     responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Read a resource, or watch it",
 )

@@ -20,7 +20,7 @@ from ..security.identity import identity_of
 from ..store import WriteOp
 from . import preconditions
 from .bodies import read_object
-from .models import PROBLEMS, WATCH_STREAMS, ListPage, Resource, Written
+from .models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
 from .resources import (
     IfMatch,
     IfNoneMatch,
@@ -39,7 +39,7 @@ ERRORS_PER_OFFENDER = 3
 
 @router.get(
     "",
-    response_model=ListPage,
+    response_model=ListOrPoll,
     responses={**PROBLEMS, **WATCH_STREAMS},
     summary="List the collections' schemas, or watch them",
 )
@@ -56,7 +56,7 @@ async def list_or_watch_schemas(
 
 @router.get(
     "/{collection}",
-    response_model=Resource,
+    response_model=ResourceOrPoll,
     responses={**PROBLEMS, **WATCH_STREAMS},
     summary="Read a collection's schema, or watch it",
 )
