@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import time
 
 import httpx
 import psutil
 import pytest
+import uvicorn
+
+from watchroute import create_app
 
 from .server import ServerProcess
 
@@ -155,3 +159,17 @@ async def test_sigterm_ends_every_stream_and_exits_quickly(make_server, workers:
         rev2 = (await c.put("/v1/t/b", json={})).json()["revision"]
     events = await watch_all(server.url, "t", rev, rev2)
     assert [e["revision"] for e in events] == [rev2]
+
+
+def test_a_stop_asked_for_before_the_app_is_loaded_is_taken(tmp_path):
+    # A SIGTERM that comes while uvicorn is still loading the app (a supervisor that gives up
+    # at once): the handler must not need what only a loaded app has.
+    from watchroute import Settings
+    from watchroute.server import WatchrouteServer
+
+    settings = Settings(database=f"sqlite:///{tmp_path / 'w.db'}")
+    config = uvicorn.Config(create_app(settings))
+    server = WatchrouteServer(config, settings)
+    assert not hasattr(config, "loaded_app")
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit

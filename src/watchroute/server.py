@@ -75,11 +75,9 @@ class WatchrouteServer(uvicorn.Server):
         gc.set_threshold(*GC_THRESHOLDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = self.config.loaded_app
-        runtime = getattr(getattr(app, "state", None), "runtime", None) if app else None
-        if runtime is None:
-            runtime = getattr(self.config.app, "state", None)
-            runtime = getattr(runtime, "runtime", None)
+        # The app as handed to uvicorn (not `loaded_app`, which is not there before start-up
+        # has loaded it: a signal then came early, and there is no stream to end yet).
+        runtime = getattr(getattr(self.config.app, "state", None), "runtime", None)
         if runtime is not None and self.loop is not None:
             # From the signal handler: let the loop do it, between two of its callbacks.
             self.loop.call_soon_threadsafe(runtime.hub.close_all)
