@@ -75,3 +75,20 @@ def pg_module_url() -> Iterator[str]:
 
     with fresh_database() as url:
         yield url
+
+
+@pytest.fixture
+def trio(pg_url: str, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """Three instances on one fresh PostgreSQL database (stopped after, before the database is
+    dropped; a test that restarts PostgreSQL asks for its cluster fixture first)."""
+    procs = []
+    for n in range(3):
+        (tmp_path / f"i{n}").mkdir()
+        procs.append(ServerProcess(tmp_path / f"i{n}", database=pg_url))
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()

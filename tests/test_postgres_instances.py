@@ -125,21 +125,6 @@ def test_an_instance_that_cannot_catch_up_answers_503_after_a_bounded_wait(
         proc.stop()
 
 
-@pytest.fixture
-def trio(pg_url: str, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    procs = []
-    for n in range(3):
-        (tmp_path / f"i{n}").mkdir()
-        procs.append(ServerProcess(tmp_path / f"i{n}", database=pg_url))
-    try:
-        for proc in procs:
-            proc.start()
-        yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
-
-
 async def watch_across(urls: list[str], coll: str, since: int, until: asyncio.Future[int]) -> list[tuple]:
     """(revision, id) of every event, reconnecting to the next instance whenever a stream ends
     or breaks, from the last revision seen."""

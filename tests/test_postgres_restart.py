@@ -53,21 +53,6 @@ def cluster() -> Iterator[list[str]]:
             _ctl(cluster, "start")
 
 
-@pytest.fixture
-def trio(cluster: list[str], pg_url: str, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    procs = []
-    for n in range(3):
-        (tmp_path / f"i{n}").mkdir()
-        procs.append(ServerProcess(tmp_path / f"i{n}", database=pg_url))
-    try:
-        for proc in procs:
-            proc.start()
-        yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
-
-
 async def write_until(url: str, prefix: str, stop: asyncio.Event, acks: list[tuple], refusals: list) -> None:
     """PUT new resources until `stop`; acknowledged ones go to `acks`, every other answer to
     `refusals` as (status, reason, Retry-After)."""
