@@ -172,9 +172,18 @@ class Hold:
     until `release`; later ones go through at once."""
 
     def __init__(self, page: Any, path: str) -> None:
+        self.page = page
         self.held: list[Any] = []
         self.holding = True
         page.route(re.compile(re.escape(path) + "$"), self.route)
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Until `count` requests are held. Playwright runs its route handlers only while the
+        test is inside one of its calls, so the wait is one of them, not a sleep."""
+        deadline = time.monotonic() + timeout
+        while len(self.held) < count:
+            assert time.monotonic() < deadline, f"{len(self.held)} of {count} requests held"
+            self.page.wait_for_timeout(25)
 
     def route(self, route: Any) -> None:
         if self.holding:
@@ -204,7 +213,7 @@ def test_two_bidders_racing_on_the_same_bid_one_wins_the_other_is_told_412(
     hold = Hold(bob, "/v1/lots-race/lot-1")
     bob.fill("input[name=amount]", "120")
     bob.click("#place button")
-    eventually(lambda: len(hold.held) == 1)
+    hold.wait()
     alice.fill("input[name=amount]", "110")
     alice.click("#place button")
     eventually(lambda: alice.inner_text("#outcome") == "You lead with 110.")
@@ -273,7 +282,7 @@ def test_two_people_editing_the_list_at_once_converge_on_the_same_list(
     # Both edit the list as it is at revision R; Ben's edit is held on its way, Ann's lands first.
     hold = Hold(ben, "/v1/lists-race/groceries")
     add(ben, "eggs")
-    eventually(lambda: len(hold.held) == 1)
+    hold.wait()
     sent = hold.held[0].request
     assert sent.method == "PATCH" and sent.headers["content-type"] == "application/json-patch+json"
     add(ann, "bread")
