@@ -5,19 +5,14 @@ people editing one list at once, two people chatting."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from watchroute.api.demo_pages import FILES
 
 from . import test_ui
 from .server import ServerProcess
@@ -67,23 +62,6 @@ def test_each_page_and_its_files_are_served_under_the_dashboards_policy(demo_ser
         assert answer.status_code == 404, missing
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["reason"] == "NotFound"
-
-
-def test_the_wheel_carries_the_pages(tmp_path: Path):
-    # Package data: a server installed from the wheel, not from this checkout, serves them too.
-    repo = Path(__file__).resolve().parent.parent
-    source = tmp_path / "source"  # built from a copy: the build leaves its files beside the source
-    shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(repo / name, source / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("watchroute-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"watchroute/ui/demos/{file}" for file, _ in FILES.values()} <= names
 
 
 # -- IoT ---------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from watchroute.api.demo_pages import FILES as DEMO_FILES
+
 from .security_keys import AUDIENCE, ISSUER, SECRET, hs_token
 from .server import ServerProcess
 
@@ -472,8 +474,9 @@ def test_a_refused_watch_says_why_and_a_token_lets_it_in(jwt_server: ServerProce
     assert httpx.get(f"{jwt_server.url}/v1/secrets/s2", headers=auth).json()["data"] == {"v": 2}
 
 
-def test_the_wheel_carries_the_page(tmp_path: Path):
-    # Package data: a server installed from the wheel, not from this checkout, serves /ui too.
+def test_the_wheel_carries_the_dashboard_and_the_demo_pages(tmp_path: Path):
+    # Package data: a server installed from the wheel, not from this checkout, serves /ui and
+    # /demos/ too. One wheel built for both: a build takes seconds.
     repo = Path(__file__).resolve().parent.parent
     source = tmp_path / "source"  # built from a copy: the build leaves its files beside the source
     shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -488,6 +491,7 @@ def test_the_wheel_carries_the_page(tmp_path: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     files = ("index.html", "dashboard.js", "dashboard.css", "editor.js", "panels.js", "shared.js", "table.js")
     assert {f"watchroute/ui/{name}" for name in files} <= names
+    assert {f"watchroute/ui/demos/{file}" for file, _ in DEMO_FILES.values()} <= names
 
 
 def test_a_token_that_may_read_but_not_watch_is_told_so(jwt_server: ServerProcess, open_page):
