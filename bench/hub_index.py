@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 
-from watchroute.events import MODIFIED, Change, encode
-from watchroute.filter import compile_filter
-from watchroute.hub import Hub
-from watchroute.watcher import Watcher
-from watchroute.window import Window
+from watchroute.core.change import MODIFIED, Change, encode
+from watchroute.core.filter import compile_filter
+from watchroute.core.hub import Hub
+from watchroute.core.watcher import Watcher
+from watchroute.core.window import Window
 
 WATCHERS = 1000
 CHANGES = 5000

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .postgres import _admin, fresh_database
+from tests.postgres import _admin, fresh_database
 
 
 @dataclass

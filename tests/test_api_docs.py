@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .test_ui import browser  # noqa: F401 - the module's Chromium, shared
+from tests.test_ui import browser  # noqa: F401 - the module's Chromium, shared
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.capture_db import CaptureDb, capture_database
+from tests.server import ServerProcess
 from watchroute.capture import tables, values
-
-from .capture_db import CaptureDb, capture_database
-from .server import ServerProcess
 
 SETUP = """
 CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric, score float8, paid boolean,

@@ -20,6 +20,9 @@ import httpx
 import orjson
 import pytest
 
+from tests.security_keys import create_apikey
+from tests.server import ServerProcess
+from tests.test_security_tls import throwaway_certificate
 from watchroute.client import (
     BOOKMARK,
     RESYNC,
@@ -37,10 +40,6 @@ from watchroute.client import (
     WatchEvent,
 )
 from watchroute.client._transports import retry_after
-
-from .security_keys import create_apikey
-from .server import ServerProcess
-from .test_security_tls import throwaway_certificate
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,9 +13,8 @@ import psutil
 import pytest
 import uvicorn
 
+from tests.server import ServerProcess
 from watchroute import create_app
-
-from .server import ServerProcess
 
 
 async def storm(url: str, coll: str, acked: dict[int, dict], stop: asyncio.Event) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from .server import ServerProcess
+from tests.server import ServerProcess
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
 

@@ -15,13 +15,12 @@ import pytest
 from jsonpointer import JsonPointerException
 from typer.testing import CliRunner
 
+from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
+from tests.server import ServerProcess
 from watchroute.cli import app
 from watchroute.patches import json_patch
 from watchroute.problems import Problem
 from watchroute.store.base import Row
-
-from .rest import JSON_PATCH, MERGE, assert_problem, store_revision
-from .server import ServerProcess
 
 CAP = 2000
 BATCH_CAP = 5000

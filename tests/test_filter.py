@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchroute.filter import Filter, FilterError, compile_filter
+from watchroute.core.filter import Filter, FilterError, compile_filter
 
 
 def m(expr: str, data: object) -> bool:

@@ -10,9 +10,8 @@ from dataclasses import replace
 
 import httpx
 
+from tests.rest import MERGE, assert_problem, store_revision
 from watchroute.security.identity import Identity
-
-from .rest import MERGE, assert_problem, store_revision
 
 
 async def test_concurrent_writes_commit_alone_or_together_on_gap_free_revisions(server):

@@ -24,15 +24,14 @@ import httpx
 import psycopg
 import pytest
 
+from tests.rest import MERGE, assert_problem
+from tests.server import ServerProcess
+from tests.watching import ndjson
 from watchroute.client import Client
 from watchroute.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore, schema
-from watchroute.store.sqlite import SQLiteStore
-
-from .rest import MERGE, assert_problem
-from .server import ServerProcess
-from .watching import ndjson
+from watchroute.store.sqlite.engine import SQLiteStore
 
 SWEEP = 0.2  # the servers' sweep interval here: expiry within a fraction of a second
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.server import ServerProcess
 from watchroute.client import (
     AsyncClient,
     Backoff,
@@ -21,8 +22,6 @@ from watchroute.client import (
     Resource,
     ServerError,
 )
-
-from .server import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
 

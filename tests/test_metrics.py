@@ -14,11 +14,10 @@ import psutil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.security_keys import create_apikey
+from tests.server import ServerProcess
+from tests.watching import sse
 from watchroute.worker_metrics import SLOT_BYTES, WorkerMetrics
-
-from .security_keys import create_apikey
-from .server import ServerProcess
-from .watching import sse
 
 
 def scrape(url: str, headers: dict[str, str] | None = None, **labels: str) -> dict[str, float]:

@@ -17,11 +17,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.server import ServerProcess
+from tests.test_metrics import wait_for
+from tests.watching import longpoll, sse
 from watchroute.histogram import Histogram
-
-from .server import ServerProcess
-from .test_metrics import wait_for
-from .watching import longpoll, sse
 
 DASHBOARD = Path(__file__).parent.parent / "deploy" / "grafana" / "watchroute.json"
 

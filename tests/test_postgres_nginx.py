@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from .server import ServerProcess, free_port
-from .test_postgres_instances import watch_across, write_for
+from tests.server import ServerProcess, free_port
+from tests.test_postgres_instances import watch_across, write_for
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 

@@ -13,16 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .server import ServerProcess
-from .test_batch import *  # noqa: F403
-from .test_group_writes import *  # noqa: F403
-from .test_rest import *  # noqa: F403
-from .test_watch_ndjson_longpoll import *  # noqa: F403
-from .test_watch_sse import *  # noqa: F403
-from .test_workers import (  # noqa: F401 - `--workers N` on PostgreSQL: N instances on one port
-    test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost,
-    test_watchers_of_every_worker_see_every_commit_in_revision_order,
-)
+from tests.server import ServerProcess
+from tests.test_batch import *  # noqa: F403
+from tests.test_group_writes import *  # noqa: F403
+from tests.test_rest import *  # noqa: F403
+from tests.test_watch_ndjson_longpoll import *  # noqa: F403
+from tests.test_watch_sse import *  # noqa: F403
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +43,7 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def make_server(pg_url: str, tmp_path: Path) -> Iterator:
     """Servers with settings of the test's own, each on a database of its own."""
-    from .postgres import fresh_database
+    from tests.postgres import fresh_database
 
     started: list[ServerProcess] = []
     databases = []

@@ -19,8 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from .server import ServerProcess
-from .test_postgres_instances import watch_across
+from tests.server import ServerProcess
+from tests.test_postgres_instances import watch_across
 
 pytestmark = pytest.mark.serial
 

@@ -11,13 +11,12 @@ import httpx
 import psycopg
 import pytest
 
+from tests.security_keys import apikey_cli, create_apikey
+from tests.server import ServerProcess
 from watchroute.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore
 from watchroute.store.postgres.schema import SCHEMA_VERSION
-
-from .security_keys import apikey_cli, create_apikey
-from .server import ServerProcess
 
 
 def test_instances_starting_together_create_the_schema_once(pg_url: str) -> None:
@@ -219,7 +218,7 @@ async def test_database_connections_stay_bounded_whatever_the_number_of_watchers
 
 
 async def test_a_snapshot_reads_every_page_at_its_one_revision(pg_url: str) -> None:
-    from watchroute.filter import compile_filter
+    from watchroute.core.filter import compile_filter
 
     store = PostgresStore(pg_url, pool_size=2)
     await store.open(lambda changes: None)
@@ -254,7 +253,7 @@ async def test_a_snapshot_reads_every_page_at_its_one_revision(pg_url: str) -> N
 
 
 async def test_unavailable_says_why_writes_fail_and_clears_once_the_database_is_back(pg_url: str) -> None:
-    from .postgres import set_connections_allowed
+    from tests.postgres import set_connections_allowed
 
     store = PostgresStore(pg_url)
     await store.open(lambda changes: None)

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from .security_keys import AUDIENCE, SECRET, hs_token
-from .test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
-from .ws import recv, send
+from tests.security_keys import AUDIENCE, SECRET, hs_token
+from tests.test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
+from tests.ws import recv, send
 
 STOCK = {
     "type": "object",
@@ -473,7 +473,7 @@ def test_every_worker_follows_the_schemas_set_by_another(make_server: Any) -> No
 def test_a_reload_forgets_the_schemas_removed_meanwhile() -> None:
     """After its cursor fell behind the history horizon a process reads every schema again: one
     removed in between must not stay in force there."""
-    from watchroute.events import ADDED, Change
+    from watchroute.core.change import ADDED, Change
     from watchroute.schemas import SCHEMAS, SchemaBook
     from watchroute.store.base import Page, Row, WriteOp
 

@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.security_keys import AUDIENCE, SECRET, create_apikey, hs_token
+from tests.server import ServerProcess
 from watchroute.client import Client
-
-from .security_keys import AUDIENCE, SECRET, create_apikey, hs_token
-from .server import ServerProcess
 
 PIN = "pin-4921-kept-secret"
 STORED = {"pin": PIN, "nested": {"deep": PIN}, "n": 1}

@@ -23,8 +23,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from .security_keys import AUDIENCE, SECRET, hs_token
-from .server import ServerProcess
+from tests.security_keys import AUDIENCE, SECRET, hs_token
+from tests.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
 REDIS_URL = os.environ.get("WATCHROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -12,11 +12,10 @@ from uvicorn.logging import AccessFormatter
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.security_keys import AUDIENCE, SECRET, hs_token
+from tests.server import ServerProcess
+from tests.ws import recv, send, ws_url
 from watchroute.security import redaction
-
-from .security_keys import AUDIENCE, SECRET, hs_token
-from .server import ServerProcess
-from .ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 

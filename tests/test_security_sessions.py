@@ -18,15 +18,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.security_keys import AUDIENCE, SECRET, hs_token
+from tests.server import ServerProcess
+from tests.ws import recv, send, ws_url
 from watchroute.security.apikeys import APIKeyStore
 from watchroute.security.identity import UNAUTHENTICATED, Identity
 from watchroute.security.policy import Security
 from watchroute.security.session import WatchSession
 from watchroute.settings import Settings
-
-from .security_keys import AUDIENCE, SECRET, hs_token
-from .server import ServerProcess
-from .ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 IDLE = 1.5

@@ -18,11 +18,10 @@ import httpx
 import orjson
 import pytest
 
+from tests.security_keys import AUDIENCE, SECRET, hs_token
+from tests.server import ServerProcess, free_port
 from watchroute.security.leases import CapReached, WatchLeases
 from watchroute.security.limits import WatchCounts, redis_client
-
-from .security_keys import AUDIENCE, SECRET, hs_token
-from .server import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(90)
 REDIS_URL = os.environ.get("WATCHROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

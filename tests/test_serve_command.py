@@ -16,11 +16,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from tests.server import free_port
 from watchroute import __version__
 from watchroute.cli import app
 from watchroute.settings import Settings
-
-from .server import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
+from tests.server import ServerProcess
 from watchroute.api.demo_pages import FILES as DEMO_FILES
-
-from .security_keys import AUDIENCE, ISSUER, SECRET, hs_token
-from .server import ServerProcess
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
 

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from .watching import longpoll, ndjson
+from tests.watching import longpoll, ndjson
 
 
 @pytest.fixture

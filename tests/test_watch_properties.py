@@ -19,7 +19,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from watchroute.filter import compile_filter
+from watchroute.core.filter import compile_filter
 
 IDS = ["a", "b", "c", "d"]
 TAGS = ["x", "y"]

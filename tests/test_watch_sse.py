@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from .watching import sse
+from tests.watching import sse
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .server import ServerProcess
-from .ws import recv, send, ws_url
+from tests.server import ServerProcess
+from tests.ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 

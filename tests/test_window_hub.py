@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchroute import events
-from watchroute.events import ADDED, DELETED, MODIFIED, SSE, Change, encode
-from watchroute.filter import compile_filter
-from watchroute.hub import Hub
-from watchroute.watcher import Watcher
-from watchroute.window import Window
+from watchroute.core import change as events
+from watchroute.core.change import ADDED, DELETED, MODIFIED, SSE, Change, encode
+from watchroute.core.filter import compile_filter
+from watchroute.core.hub import Hub
+from watchroute.core.watcher import Watcher
+from watchroute.core.window import Window
 
 
 def change(rev: int, id: str = "a", type: str = MODIFIED, data=None, prev=None, coll="c"):

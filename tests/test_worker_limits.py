@@ -17,10 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.test_workers import connections_by_worker, worker_pids
 from watchroute.security.limits import Rate
 from watchroute.security.shared_limits import WorkerLimits
-
-from .test_workers import connections_by_worker, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 

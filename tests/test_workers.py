@@ -21,18 +21,17 @@ import httpx
 import psutil
 import pytest
 
-from watchroute.events import Change
-from watchroute.hub import Hub
+from tests.test_crash_and_shutdown import storm, watch_all
+from watchroute.core.change import Change
+from watchroute.core.hub import Hub
+from watchroute.core.tailer import Tailer
+from watchroute.core.watcher import Watcher
+from watchroute.core.window import Window
 from watchroute.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.peers import PEERS_SCHEMA, Peers
-from watchroute.store.sqlite import SQLiteStore
-from watchroute.tailer import Tailer
-from watchroute.watcher import Watcher
-from watchroute.window import Window
+from watchroute.store.sqlite.engine import SQLiteStore
 from watchroute.workers import die_with_parent
-
-from .test_crash_and_shutdown import storm, watch_all
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -225,7 +224,7 @@ def test_a_server_will_not_start_on_a_port_something_else_listens_on(tmp_path: P
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path):
-    from .server import ServerProcess
+    from tests.server import ServerProcess
 
     (tmp_path / "taken").write_text("a file where the database's directory should be")
     server = ServerProcess(tmp_path, workers=2)

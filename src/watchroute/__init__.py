@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .app import create_app
-    from .settings import Settings
+    from watchroute.app import create_app
+    from watchroute.settings import Settings
 
 __all__ = ["Settings", "__version__", "create_app"]
 
@@ -17,11 +17,11 @@ def __getattr__(name: str) -> Any:
     # Imported on first use, so that `watchroute.client` and the CLI's client commands start
     # without loading the server (FastAPI, pydantic-settings).
     if name == "create_app":
-        from .app import create_app
+        from watchroute.app import create_app
 
         return create_app
     if name == "Settings":
-        from .settings import Settings
+        from watchroute.settings import Settings
 
         return Settings
     raise AttributeError(f"module 'watchroute' has no attribute {name!r}")

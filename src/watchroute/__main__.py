@@ -1,3 +1,3 @@
-from .cli import main
+from watchroute.cli import main
 
 main()

@@ -12,19 +12,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from . import __version__
-from .api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
-from .api.models import BatchOp, BatchRequest
-from .api.watch_front import StreamingWatchFront
-from .api.write_front import WriteFront
-from .api.ws_front import WebSocketWatchFront
-from .http_counts import HTTPCounts
-from .problems import Problem, invalid_parameters
-from .runtime import Runtime
-from .security.install import install as install_security
-from .settings import Settings
-from .transports.held_head import hold_head
-from .transports.stream import SERVER_SEND
+from watchroute import __version__
+from watchroute.api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
+from watchroute.api.models import BatchOp, BatchRequest
+from watchroute.api.watch_front import StreamingWatchFront
+from watchroute.api.write_front import WriteFront
+from watchroute.api.ws_front import WebSocketWatchFront
+from watchroute.http_counts import HTTPCounts
+from watchroute.problems import Problem, invalid_parameters
+from watchroute.runtime import Runtime
+from watchroute.security.install import install as install_security
+from watchroute.settings import Settings
+from watchroute.transports.held_head import hold_head
+from watchroute.transports.stream import SERVER_SEND
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -19,12 +19,12 @@ import orjson
 import typer
 from rich.markup import escape
 
-from . import __version__
-from .security.commands import app as apikey_app
-from .serve_help import ServeCommand
+from watchroute import __version__
+from watchroute.security.commands import app as apikey_app
+from watchroute.serve_help import ServeCommand
 
 if TYPE_CHECKING:
-    from .client import Client, Resource, WatchEvent
+    from watchroute.client import Client, Resource, WatchEvent
 
 # Exit codes (2 is a usage error, as click makes it).
 EXIT_REFUSED = 1  # the server refused the request (another 4xx, or a 5xx)
@@ -165,9 +165,9 @@ def serve(
     given = {k: v for k, v in locals().items() if v is not None}
     from pydantic import ValidationError
 
-    from .server import PortTaken, SettingError, check
-    from .server import serve as run  # uvicorn is only needed to serve
-    from .settings import Settings
+    from watchroute.server import PortTaken, SettingError, check
+    from watchroute.server import serve as run  # uvicorn is only needed to serve
+    from watchroute.settings import Settings
 
     try:
         settings = Settings(**given)
@@ -182,8 +182,8 @@ def serve(
     except SettingError as exc:
         raise _bad_setting(exc.setting, str(exc), given) from None
     if settings.capture:  # a table that cannot be captured: say what to run, before serving
-        from .capture.capturer import preflight
-        from .capture.tables import CaptureRefused
+        from watchroute.capture.capturer import preflight
+        from watchroute.capture.tables import CaptureRefused
 
         try:
             preflight(settings)
@@ -221,8 +221,8 @@ def capture_drop(
 ) -> None:
     """Remove the replication slot and publication (stop the capturing servers first); the next
     capture copies the tables again."""
-    from .capture.slot import drop
-    from .settings import Settings
+    from watchroute.capture.slot import drop
+    from watchroute.settings import Settings
 
     given = {k: v for k, v in locals().items() if v is not None and k not in ("drop", "Settings")}
     settings = Settings(**given)
@@ -292,7 +292,7 @@ def _fail(message: str, code: int) -> NoReturn:
 @contextmanager
 def _client(url: str) -> Iterator[Client]:
     """A client whose errors become a message on stderr and an exit code."""
-    from .client import APIError, Client, ConnectionFailed, Expired, NotFound
+    from watchroute.client import APIError, Client, ConnectionFailed, Expired, NotFound
 
     client = Client(url)
     try:

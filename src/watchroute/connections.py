@@ -36,7 +36,7 @@ import resource
 import time
 from typing import Any
 
-from .security import audit
+from watchroute.security import audit
 
 log = logging.getLogger("watchroute")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from starlette.types import Message, Scope, Send
 
-from .security.middleware import route_path
+from watchroute.security.middleware import route_path
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"

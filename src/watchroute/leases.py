@@ -21,8 +21,8 @@ import math
 import time
 from typing import Any
 
-from .problems import Problem, bad_request
-from .store import Store, WriteOp
+from watchroute.problems import Problem, bad_request
+from watchroute.store import Store, WriteOp
 
 log = logging.getLogger("watchroute")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from . import __version__
-from .security import audit
-from .security.redaction import REDACTED, RedactTokens
-from .settings import Settings
+from watchroute import __version__
+from watchroute.security import audit
+from watchroute.security.redaction import REDACTED, RedactTokens
+from watchroute.settings import Settings
 
 log = logging.getLogger("watchroute")
 

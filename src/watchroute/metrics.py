@@ -24,14 +24,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
-from .connections import CONNECTION_LIMITED
-from .histogram import Histogram
-from .security import audit
-from .store.figures import WriteFigures
-from .worker_metrics import WorkerMetrics, every_worker
+from watchroute.connections import CONNECTION_LIMITED
+from watchroute.histogram import Histogram
+from watchroute.security import audit
+from watchroute.store.figures import WriteFigures
+from watchroute.worker_metrics import WorkerMetrics, every_worker
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from watchroute.runtime import Runtime
 
 log = logging.getLogger("watchroute")
 

@@ -25,7 +25,7 @@ import jsonpatch
 import orjson
 from jsonpointer import EndOfList, JsonPointer, JsonPointerException
 
-from .problems import Problem, document_too_large
+from watchroute.problems import Problem, document_too_large
 
 
 class BoundedJsonPatch:

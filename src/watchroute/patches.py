@@ -10,9 +10,9 @@ import jsonpatch
 import jsonpointer
 import orjson
 
-from .mergepatch import merge
-from .patch_budget import BoundedJsonPatch
-from .problems import Problem, bad_request
+from watchroute.mergepatch import merge
+from watchroute.patch_budget import BoundedJsonPatch
+from watchroute.problems import Problem, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

@@ -7,22 +7,22 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from . import metrics
-from .http_counts import HTTPCounts
-from .hub import Hub
-from .initial import InitialStates
-from .leases import Sweeper
-from .schemas import SchemaBook
-from .security.policy import Security
-from .security.shared_limits import WorkerLimits
-from .settings import Settings
-from .store import Store, open_store
-from .tailer import Tailer
-from .window import Window
-from .worker_metrics import WorkerMetrics
+from watchroute import metrics
+from watchroute.core.hub import Hub
+from watchroute.core.initial import InitialStates
+from watchroute.core.tailer import Tailer
+from watchroute.core.window import Window
+from watchroute.http_counts import HTTPCounts
+from watchroute.leases import Sweeper
+from watchroute.schemas import SchemaBook
+from watchroute.security.policy import Security
+from watchroute.security.shared_limits import WorkerLimits
+from watchroute.settings import Settings
+from watchroute.store import Store, open_store
+from watchroute.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
-    from .capture.capturer import Capture
+    from watchroute.capture.capturer import Capture
 
 log = logging.getLogger("watchroute")
 
@@ -68,8 +68,8 @@ class Runtime:
             self._publisher = asyncio.create_task(self.metrics.publish_forever())
 
     async def _start_capture(self) -> None:
-        from .capture.capturer import Capture
-        from .capture.tables import CaptureRefused
+        from watchroute.capture.capturer import Capture
+        from watchroute.capture.tables import CaptureRefused
 
         if not self.settings.database.startswith(("postgresql://", "postgres://")):
             raise CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")

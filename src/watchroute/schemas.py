@@ -26,9 +26,9 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
-from .events import ADDED, DELETED, Change
-from .problems import Problem
-from .store.base import WriteOp
+from watchroute.core.change import ADDED, DELETED, Change
+from watchroute.problems import Problem
+from watchroute.store.base import WriteOp
 
 log = logging.getLogger("watchroute")
 
@@ -239,7 +239,7 @@ class SchemaBook:
         return first
 
     async def _follow(self, runtime: Any, cursor: int) -> None:
-        from .watcher import Watcher
+        from watchroute.core.watcher import Watcher
 
         # A cursor read now and then, not a watch parked in the hub: it is no client's watch
         # (the watcher figures of /metrics are the clients'), and costs commits nothing.

@@ -31,7 +31,7 @@ def shown_default(value: Any) -> str | None:
 
 def flagless_settings(flags: set[str]) -> list[tuple[str, str | None]]:
     """The settings that have no flag of `serve`, by variable, with their defaults."""
-    from .settings import Settings
+    from watchroute.settings import Settings
 
     return [
         (variable(name), shown_default(field.default))
@@ -53,7 +53,7 @@ class ServeCommand(TyperCommand):
     def _describe(self) -> None:
         from rich.markup import escape
 
-        from .settings import Settings
+        from watchroute.settings import Settings
 
         fields = Settings.model_fields
         flags = set()

@@ -18,16 +18,16 @@ from types import FrameType
 
 import uvicorn
 
-from .app import create_app
-from .connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
-from .logs import announce, log_config
-from .security import redaction
-from .security.policy import Security
-from .security.shared_limits import WorkerLimits
-from .settings import Settings
-from .store import open_store
-from .worker_metrics import WorkerMetrics
-from .workers import Supervisor, listening_sockets
+from watchroute.app import create_app
+from watchroute.connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
+from watchroute.logs import announce, log_config
+from watchroute.security import redaction
+from watchroute.security.policy import Security
+from watchroute.security.shared_limits import WorkerLimits
+from watchroute.settings import Settings
+from watchroute.store import open_store
+from watchroute.worker_metrics import WorkerMetrics
+from watchroute.workers import Supervisor, listening_sockets
 
 log = logging.getLogger("watchroute")
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from .security.config import SecuritySettings
+from watchroute.security.config import SecuritySettings
 
 
 class Settings(SecuritySettings):  # the security settings are in security/config.py

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .events import ADDED, resource_json
-from .filter import Filter
-from .initial import InitialState, InitialStates
-from .problems import bad_request, catching_up, expired, future_revision
-from .runtime import Runtime
-from .store import Row
-from .store.base import Snapshot
-from .watcher import Watcher
+from watchroute.core.change import ADDED, resource_json
+from watchroute.core.filter import Filter
+from watchroute.core.initial import InitialState, InitialStates
+from watchroute.core.watcher import Watcher
+from watchroute.problems import bad_request, catching_up, expired, future_revision
+from watchroute.runtime import Runtime
+from watchroute.store import Row
+from watchroute.store.base import Snapshot
 
 # How long a watch waits for this instance to see a revision that the store has committed (a
 # list's revision read a moment before the commit reached the tailer, or a revision another

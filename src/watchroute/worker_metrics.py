@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 import orjson
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .shared_memory import shared_region
+from watchroute.shared_memory import shared_region
 
 log = logging.getLogger("watchroute")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
-from ..revisions import MAX_REVISION
-from .models import ProblemDetails, Resource
+from watchroute import __version__
+from watchroute.api.models import ProblemDetails, Resource
+from watchroute.revisions import MAX_REVISION
 
 # What a watch sends, in every transport (in full or patch format); what a client sends on
 # `/v1/_watch`, and what it gets there.

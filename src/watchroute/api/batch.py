@@ -8,18 +8,18 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..capture import captured_collection
-from ..events import expiry_text
-from ..leases import parse_ttl
-from ..names import check_collection, check_id, new_id
-from ..patches import json_patch, merge_patch, reads_document
-from ..problems import Problem, bad_request
-from ..revisions import parse_revision
-from ..security.identity import identity_of
-from ..store import WriteOp
-from ..store.ops import encode_early
-from .bodies import json_kind, read_object
-from .models import PROBLEMS, BatchResult
+from watchroute.api.bodies import json_kind, read_object
+from watchroute.api.models import PROBLEMS, BatchResult
+from watchroute.capture import captured_collection
+from watchroute.core.change import expiry_text
+from watchroute.leases import parse_ttl
+from watchroute.names import check_collection, check_id, new_id
+from watchroute.patches import json_patch, merge_patch, reads_document
+from watchroute.problems import Problem, bad_request
+from watchroute.revisions import parse_revision
+from watchroute.security.identity import identity_of
+from watchroute.store import WriteOp
+from watchroute.store.ops import encode_early
 
 router = APIRouter(prefix="/v1", tags=["batch"])
 

@@ -14,8 +14,8 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..problems import Problem
-from .ui import SECURITY_HEADERS, etag_of, unchanged
+from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
+from watchroute.problems import Problem
 
 router = APIRouter(tags=["system"])
 

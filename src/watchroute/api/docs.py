@@ -14,9 +14,9 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..compression import accepts_gzip, compressed, gzip_bytes
-from ..problems import Problem
-from .ui import SECURITY_HEADERS, etag_of, unchanged
+from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
+from watchroute.compression import accepts_gzip, compressed, gzip_bytes
+from watchroute.problems import Problem
 
 router = APIRouter(tags=["system"])
 

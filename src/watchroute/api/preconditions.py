@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..problems import Problem, bad_request
-from ..revisions import invalid_revision, parse_revision
+from watchroute.problems import Problem, bad_request
+from watchroute.revisions import invalid_revision, parse_revision
 
 
 @dataclass(slots=True)

@@ -10,27 +10,27 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
-from ..capture import captured_collection
-from ..compression import compressed
-from ..events import Change, resource_json
-from ..filter import Filter, FilterError, compile_filter
-from ..leases import parse_ttl
-from ..names import check_collection, check_id, new_id
-from ..patches import JSON_PATCH, for_media_type, reads_document
-from ..problems import bad_request, future_revision, not_found
-from ..revisions import MAX_REVISION, parse_revision
-from ..runtime import Runtime
-from ..security.identity import identity_of
-from ..security.rules import restrict
-from ..store import Row, WriteOp
-from ..transports.longpoll import poll
-from ..transports.ndjson import NDJSONFraming
-from ..transports.sse import SSEFraming
-from ..transports.stream import WatchStream
-from ..watch import WatchSpec, open_watch
-from . import preconditions
-from .bodies import read_json, read_object
-from .models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.api import preconditions
+from watchroute.api.bodies import read_json, read_object
+from watchroute.api.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.capture import captured_collection
+from watchroute.compression import compressed
+from watchroute.core.change import Change, resource_json
+from watchroute.core.filter import Filter, FilterError, compile_filter
+from watchroute.leases import parse_ttl
+from watchroute.names import check_collection, check_id, new_id
+from watchroute.patches import JSON_PATCH, for_media_type, reads_document
+from watchroute.problems import bad_request, future_revision, not_found
+from watchroute.revisions import MAX_REVISION, parse_revision
+from watchroute.runtime import Runtime
+from watchroute.security.identity import identity_of
+from watchroute.security.rules import restrict
+from watchroute.store import Row, WriteOp
+from watchroute.transports.longpoll import poll
+from watchroute.transports.ndjson import NDJSONFraming
+from watchroute.transports.sse import SSEFraming
+from watchroute.transports.stream import WatchStream
+from watchroute.watch import WatchSpec, open_watch
 
 router = APIRouter(prefix="/v1", tags=["resources"])
 

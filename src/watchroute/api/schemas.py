@@ -12,16 +12,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
-from ..names import check_collection
-from ..problems import Problem
-from ..runtime import Runtime
-from ..schemas import MAX_OFFENDERS, SCHEMAS, compile_schema, errors_of
-from ..security.identity import identity_of
-from ..store import WriteOp
-from . import preconditions
-from .bodies import read_object
-from .models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
-from .resources import (
+from watchroute.api import preconditions
+from watchroute.api.bodies import read_object
+from watchroute.api.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.api.resources import (
     IfMatch,
     IfNoneMatch,
     WatchQuery,
@@ -30,6 +24,12 @@ from .resources import (
     runtime_of,
     written_response,
 )
+from watchroute.names import check_collection
+from watchroute.problems import Problem
+from watchroute.runtime import Runtime
+from watchroute.schemas import MAX_OFFENDERS, SCHEMAS, compile_schema, errors_of
+from watchroute.security.identity import identity_of
+from watchroute.store import WriteOp
 
 router = APIRouter(prefix="/v1/_schemas", tags=["schemas"])
 

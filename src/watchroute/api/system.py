@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from .. import metrics
-from ..problems import Problem
-from ..security.identity import identity_of
-from . import asyncapi, schema_documents
+from watchroute import metrics
+from watchroute.api import asyncapi, schema_documents
+from watchroute.problems import Problem
+from watchroute.security.identity import identity_of
 
 router = APIRouter(tags=["system"])
 

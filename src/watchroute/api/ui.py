@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..problems import Problem
+from watchroute.problems import Problem
 
 router = APIRouter(tags=["system"])
 

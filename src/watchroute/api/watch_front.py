@@ -16,10 +16,10 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..names import check_collection, check_id
-from ..problems import Problem, invalid_parameters
-from ..security.middleware import route_path
-from .resources import WatchQuery, _filter, _watch
+from watchroute.api.resources import WatchQuery, _filter, _watch
+from watchroute.names import check_collection, check_id
+from watchroute.problems import Problem, invalid_parameters
+from watchroute.security.middleware import route_path
 
 STREAMING = ("true", "1")
 LIST_ONLY = frozenset({"limit", "continue", "revision"})

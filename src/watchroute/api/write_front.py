@@ -15,9 +15,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..problems import Problem
-from ..security.middleware import RequestHeaders, route_path
-from . import resources
+from watchroute.api import resources
+from watchroute.problems import Problem
+from watchroute.security.middleware import RequestHeaders, route_path
 
 ITEM_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 

@@ -11,16 +11,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from ..names import check_collection, check_id
-from ..problems import Problem, bad_request
-from ..revisions import parse_revision
-from ..runtime import Runtime
-from ..schemas import SCHEMAS
-from ..security.identity import identity_of
-from ..security.session import WatchSession
-from ..transports.websocket import Multiplexer, Outbox, serve_watch
-from ..watch import OpenedWatch, WatchSpec, check_format, open_watch
-from .resources import last_event_id, parse_filter
+from watchroute.api.resources import last_event_id, parse_filter
+from watchroute.names import check_collection, check_id
+from watchroute.problems import Problem, bad_request
+from watchroute.revisions import parse_revision
+from watchroute.runtime import Runtime
+from watchroute.schemas import SCHEMAS
+from watchroute.security.identity import identity_of
+from watchroute.security.session import WatchSession
+from watchroute.transports.websocket import Multiplexer, Outbox, serve_watch
+from watchroute.watch import OpenedWatch, WatchSpec, check_format, open_watch
 
 router = APIRouter(prefix="/v1")
 

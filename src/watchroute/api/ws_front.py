@@ -13,8 +13,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ..security.middleware import route_path
-from .ws import watch_many, watch_one
+from watchroute.api.ws import watch_many, watch_one
+from watchroute.security.middleware import route_path
 
 
 class WebSocketWatchFront:

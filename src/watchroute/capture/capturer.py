@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from ..patches import Stored
-from ..store.base import WriteOp
-from ..store.postgres.schema import lock_key
-from . import slot, tables
-from .stream import Captured, CopyChunk, CopyDone, Stream, Transaction
+from watchroute.capture import slot, tables
+from watchroute.capture.stream import Captured, CopyChunk, CopyDone, Stream, Transaction
+from watchroute.patches import Stored
+from watchroute.store.base import WriteOp
+from watchroute.store.postgres.schema import lock_key
 
 if TYPE_CHECKING:
-    from ..settings import Settings
-    from ..store.postgres import PostgresStore
+    from watchroute.settings import Settings
+    from watchroute.store.postgres import PostgresStore
 
 log = logging.getLogger("watchroute")
 

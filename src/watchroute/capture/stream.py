@@ -27,8 +27,8 @@ import psycopg
 import psycopg2
 import psycopg2.extras
 
-from . import pgoutput, tables, values
-from .tables import Table
+from watchroute.capture import pgoutput, tables, values
+from watchroute.capture.tables import Table
 
 log = logging.getLogger("watchroute")
 

@@ -10,11 +10,11 @@ copy of a collection kept current.
             print(event.type, event.revision, event.object)
 """
 
-from ._async import AsyncClient
-from ._sync import Client, Watch
-from ._watch import AsyncWatch
-from .backoff import Backoff
-from .errors import (
+from watchroute.client._async import AsyncClient
+from watchroute.client._sync import Client, Watch
+from watchroute.client._watch import AsyncWatch
+from watchroute.client.backoff import Backoff
+from watchroute.client.errors import (
     APIError,
     BadRequest,
     Conflict,
@@ -27,7 +27,7 @@ from .errors import (
     TooLarge,
     WatchrouteError,
 )
-from .events import (
+from watchroute.client.events import (
     ADDED,
     BOOKMARK,
     DELETED,
@@ -38,7 +38,7 @@ from .events import (
     ResourceList,
     WatchEvent,
 )
-from .live import BlockingLiveCollection, LiveCollection
+from watchroute.client.live import BlockingLiveCollection, LiveCollection
 
 __all__ = [
     "ADDED",

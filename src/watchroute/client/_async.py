@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Unpack
 import httpx
 import orjson
 
-from ._transports import resource_path
-from ._watch import AsyncWatch, WatchOptions
-from .errors import ConnectionFailed, error_from_body
-from .events import BatchResult, Resource, ResourceList
+from watchroute.client._transports import resource_path
+from watchroute.client._watch import AsyncWatch, WatchOptions
+from watchroute.client.errors import ConnectionFailed, error_from_body
+from watchroute.client.events import BatchResult, Resource, ResourceList
 
 if TYPE_CHECKING:
-    from .live import LiveCollection
+    from watchroute.client.live import LiveCollection
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The server's largest page: listing everything takes as few round trips as it can.
@@ -202,7 +202,7 @@ class AsyncClient:
 
     def live(self, collection: str, **options: Any) -> LiveCollection:
         """A `LiveCollection` of this client (see its arguments)."""
-        from .live import LiveCollection
+        from watchroute.client.live import LiveCollection
 
         return LiveCollection(self, collection, **options)
 

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
-from ._async import AsyncClient
-from ._watch import AsyncWatch, WatchOptions
-from .events import WatchEvent
-from .live import BlockingLiveCollection
+from watchroute.client._async import AsyncClient
+from watchroute.client._watch import AsyncWatch, WatchOptions
+from watchroute.client.events import WatchEvent
+from watchroute.client.live import BlockingLiveCollection
 
 P = ParamSpec("P")
 T = TypeVar("T")

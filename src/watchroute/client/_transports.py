@@ -22,7 +22,7 @@ from httpx_sse import EventSource
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .errors import RETRY_STATUSES, APIError, error_from_body, retry_after
+from watchroute.client.errors import RETRY_STATUSES, APIError, error_from_body, retry_after
 
 Transport = Literal["sse", "ws", "ndjson", "longpoll"]
 TRANSPORTS: tuple[Transport, ...] = get_args(Transport)

@@ -27,14 +27,30 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 import httpx
 from websockets.exceptions import WebSocketException
 
-from ..mergepatch import merge
-from ._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
-from .backoff import Backoff
-from .errors import APIError, ConnectionFailed, Expired, ProtocolError, ServerError, error_from_problem
-from .events import ADDED, BOOKMARK, CHANGE_TYPES, DELETED, MODIFIED, RESYNC, Resource, WatchEvent
+from watchroute.client._transports import READERS, TRANSPORTS, Connection, Retry, Transport, resource_path
+from watchroute.client.backoff import Backoff
+from watchroute.client.errors import (
+    APIError,
+    ConnectionFailed,
+    Expired,
+    ProtocolError,
+    ServerError,
+    error_from_problem,
+)
+from watchroute.client.events import (
+    ADDED,
+    BOOKMARK,
+    CHANGE_TYPES,
+    DELETED,
+    MODIFIED,
+    RESYNC,
+    Resource,
+    WatchEvent,
+)
+from watchroute.mergepatch import merge
 
 if TYPE_CHECKING:
-    from ._async import AsyncClient
+    from watchroute.client._async import AsyncClient
 
 log = logging.getLogger("watchroute.client")
 

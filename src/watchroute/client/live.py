@@ -24,14 +24,14 @@ import logging
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any
 
-from .backoff import Backoff
-from .errors import APIError, ConnectionFailed, Expired, ServerError
-from .events import BOOKMARK, DELETED, RESYNC, Resource, WatchEvent
+from watchroute.client.backoff import Backoff
+from watchroute.client.errors import APIError, ConnectionFailed, Expired, ServerError
+from watchroute.client.events import BOOKMARK, DELETED, RESYNC, Resource, WatchEvent
 
 if TYPE_CHECKING:
-    from ._async import AsyncClient
-    from ._sync import Client
-    from ._watch import Format, Transport
+    from watchroute.client._async import AsyncClient
+    from watchroute.client._sync import Client
+    from watchroute.client._watch import Format, Transport
 
 log = logging.getLogger("watchroute.client")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from .identity import Identity
+from watchroute.security.identity import Identity
 
 log = logging.getLogger("watchroute")
 
@@ -73,7 +73,7 @@ def database_path(database: str) -> str:
 def api_key_store(database: str, postgres_schema: str = "watchroute") -> APIKeyStore:
     """The keys' table in the server's database: the SQLite file, or PostgreSQL's schema."""
     if database.startswith(("postgresql://", "postgres://")):
-        from ..store.postgres.apikeys import PostgresAPIKeyStore
+        from watchroute.store.postgres.apikeys import PostgresAPIKeyStore
 
         return PostgresAPIKeyStore(database, postgres_schema)
     return APIKeyStore(database)
@@ -245,7 +245,7 @@ class KeyWatches:
     async def run(self) -> None:
         import asyncio  # here, as in APIKeyVerifier: the CLI imports this module
 
-        from .refusals import key_revoked
+        from watchroute.security.refusals import key_revoked
 
         while True:
             await asyncio.sleep(self.interval)

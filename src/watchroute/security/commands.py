@@ -12,8 +12,8 @@ from typing import Annotated
 import orjson
 import typer
 
-from .apikeys import APIKeyStore, api_key_store
-from .grants import is_grant
+from watchroute.security.apikeys import APIKeyStore, api_key_store
+from watchroute.security.grants import is_grant
 
 app = typer.Typer(help="Create, list and revoke API keys (for --auth apikey).", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _store(database: str | None) -> APIKeyStore:
-    from ..settings import Settings
+    from watchroute.settings import Settings
 
     try:
         settings = Settings()

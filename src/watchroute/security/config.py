@@ -108,8 +108,8 @@ class SecuritySettings(BaseSettings):
                     raise ValueError(
                         f"--forwarded-allow-ips: {address[:60]!r} is not an address or network"
                     ) from None
-        from .limits import parse_rate
-        from .rules import Rules
+        from watchroute.security.limits import parse_rate
+        from watchroute.security.rules import Rules
 
         for name in (
             "rate_limit_ip",

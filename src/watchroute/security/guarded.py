@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..events import DELETED, WITHDRAWN, Change
-from ..problems import Problem
-from ..store import Row
-from ..watcher import Watcher
-from .refusals import token_expired
+from watchroute.core.change import DELETED, WITHDRAWN, Change
+from watchroute.core.watcher import Watcher
+from watchroute.problems import Problem
+from watchroute.security.refusals import token_expired
+from watchroute.store import Row
 
 
 class GuardedWatcher(Watcher):

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from . import audit, redaction
-from .middleware import SecurityMiddleware
-from .policy import Security
+from watchroute.security import audit, redaction
+from watchroute.security.middleware import SecurityMiddleware
+from watchroute.security.policy import Security
 
 log = logging.getLogger("watchroute")
 

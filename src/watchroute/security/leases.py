@@ -29,7 +29,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from .limits import WatchCounts
+from watchroute.security.limits import WatchCounts
 
 log = logging.getLogger("watchroute")
 

@@ -26,14 +26,14 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..events import error_json
-from ..problems import Problem
-from . import audit
-from .grants import METRICS_SCOPE
-from .hosts import UNCHECKED_PATHS, host_header, misdirected
-from .identity import UNAUTHENTICATED, Identity
-from .policy import Security
-from .refusals import forbidden, rate_limited, unauthorized
+from watchroute.core.change import error_json
+from watchroute.problems import Problem
+from watchroute.security import audit
+from watchroute.security.grants import METRICS_SCOPE
+from watchroute.security.hosts import UNCHECKED_PATHS, host_header, misdirected
+from watchroute.security.identity import UNAUTHENTICATED, Identity
+from watchroute.security.policy import Security
+from watchroute.security.refusals import forbidden, rate_limited, unauthorized
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -19,20 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..problems import Problem
-from . import audit
-from .apikeys import APIKeyVerifier, KeyWatches, api_key_store
-from .config import SecuritySettings
-from .grants import allows
-from .guarded import GuardedWatcher, RuleWatcher
-from .hosts import HostAllowList
-from .identity import ANONYMOUS, Identity
-from .leases import CapReached, Lease, WatchLeases
-from .limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
-from .refusals import forbidden, rate_limited, unauthorized
-from .rules import NothingFilter, Rules, restrict
-from .shared_limits import SharedBuckets, WorkerLimits
-from .tokens import JWTVerifier, TokenError
+from watchroute.problems import Problem
+from watchroute.security import audit
+from watchroute.security.apikeys import APIKeyVerifier, KeyWatches, api_key_store
+from watchroute.security.config import SecuritySettings
+from watchroute.security.grants import allows
+from watchroute.security.guarded import GuardedWatcher, RuleWatcher
+from watchroute.security.hosts import HostAllowList
+from watchroute.security.identity import ANONYMOUS, Identity
+from watchroute.security.leases import CapReached, Lease, WatchLeases
+from watchroute.security.limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
+from watchroute.security.refusals import forbidden, rate_limited, unauthorized
+from watchroute.security.rules import NothingFilter, Rules, restrict
+from watchroute.security.shared_limits import SharedBuckets, WorkerLimits
+from watchroute.security.tokens import JWTVerifier, TokenError
 
 log = logging.getLogger("watchroute")
 
@@ -240,7 +240,7 @@ class WatchAdmission:
 
     def watcher(self, *args: Any) -> Any:
         """A Watcher(hub, window, store, collection, id, filter, cursor), guarded when needed."""
-        from ..watcher import Watcher
+        from watchroute.core.watcher import Watcher
 
         counts = self.security.watches
         identity = self.identity

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..problems import Problem
+from watchroute.problems import Problem
 
 REALM = 'Bearer realm="watchroute"'
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from ..filter import Filter, FilterError, compile_filter
-from .grants import collection_matches
+from watchroute.core.filter import Filter, FilterError, compile_filter
+from watchroute.security.grants import collection_matches
 
 _CLAIM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
 _MISSING = object()

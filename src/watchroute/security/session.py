@@ -25,12 +25,12 @@ from typing import Any
 
 import orjson
 
-from ..problems import Problem, bad_request
-from ..watcher import Watcher
-from .guarded import GuardedWatcher
-from .identity import Identity
-from .policy import Security, rule_text
-from .refusals import auth_timeout, forbidden, key_revoked, token_expired
+from watchroute.core.watcher import Watcher
+from watchroute.problems import Problem, bad_request
+from watchroute.security.guarded import GuardedWatcher
+from watchroute.security.identity import Identity
+from watchroute.security.policy import Security, rule_text
+from watchroute.security.refusals import auth_timeout, forbidden, key_revoked, token_expired
 
 log = logging.getLogger("watchroute")
 

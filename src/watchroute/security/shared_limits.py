@@ -33,8 +33,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-from ..shared_memory import shared_region
-from .limits import Rate, WatchCounts, take_token
+from watchroute.security.limits import Rate, WatchCounts, take_token
+from watchroute.shared_memory import shared_region
 
 BUCKET_SLOTS = 1 << 16
 IDENTITY_SLOTS = 1 << 15

@@ -23,11 +23,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from ..problems import Problem
-from .config import SecuritySettings
-from .grants import scopes_of
-from .identity import Identity
-from .refusals import token_expired, unauthorized
+from watchroute.problems import Problem
+from watchroute.security.config import SecuritySettings
+from watchroute.security.grants import scopes_of
+from watchroute.security.identity import Identity
+from watchroute.security.refusals import token_expired, unauthorized
 
 log = logging.getLogger("watchroute")
 

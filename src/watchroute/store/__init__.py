@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from .base import LogSlice, Page, Row, Store, WriteOp
+from watchroute.settings import Settings
+from watchroute.store.base import LogSlice, Page, Row, Store, WriteOp
 
 
 def open_store(settings: Settings) -> Store:
     url = settings.database
     if url.startswith("sqlite:"):
-        from .sqlite import SQLiteStore
+        from watchroute.store.sqlite.engine import SQLiteStore
 
         return SQLiteStore.from_url(
             url,
@@ -18,7 +18,7 @@ def open_store(settings: Settings) -> Store:
             max_batch_bytes=settings.batch_limit,
         )
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import PostgresStore
+        from watchroute.store.postgres import PostgresStore
 
         return PostgresStore.from_settings(settings)
     raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://...")

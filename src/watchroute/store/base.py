@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..events import Change
-from ..filter import Filter
-from ..problems import Problem
-from .figures import WriteFigures
+from watchroute.core.change import Change
+from watchroute.core.filter import Filter
+from watchroute.problems import Problem
+from watchroute.store.figures import WriteFigures
 
 CommitListener = Callable[[list[Change]], None]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from ..histogram import Histogram
+from watchroute.histogram import Histogram
 
 # Seconds: a group commit takes well under a millisecond on a quiet disk, and a write that
 # waits behind a large batch or a slow fsync takes tens to hundreds.

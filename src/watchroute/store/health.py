@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 
-from ..problems import store_unavailable
+from watchroute.problems import store_unavailable
 
 log = logging.getLogger("watchroute")
 

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 
 import orjson
 
-from ..events import ADDED, DELETED, MODIFIED, Change, encode
-from ..problems import Problem, document_too_large, not_found, precondition_failed
-from .base import Row, WriteOp
+from watchroute.core.change import ADDED, DELETED, MODIFIED, Change, encode
+from watchroute.problems import Problem, document_too_large, not_found, precondition_failed
+from watchroute.store.base import Row, WriteOp
 
 # The largest document (its JSON) a write may leave, and what the documents of one job of
 # several ops may hold in all, unless the store is told otherwise.

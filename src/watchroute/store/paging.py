@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from ..filter import Filter
-from .base import Row
+from watchroute.core.filter import Filter
+from watchroute.store.base import Row
 
 SCAN_ROWS = 1000  # rows one read of a snapshot scans
 

@@ -15,10 +15,10 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..events import Change, bookmark_json
-from ..watch import OpenedWatch, initial_event_json
-from . import eager
-from .framing import Framing
+from watchroute.core.change import Change, bookmark_json
+from watchroute.transports import eager
+from watchroute.transports.framing import Framing
+from watchroute.watch import OpenedWatch, initial_event_json
 
 # One write of several frames to the connection.
 Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..events import Change
+from watchroute.core.change import Change
 
 
 class Framing(Protocol):

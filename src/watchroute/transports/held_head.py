@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.types import Send
 
-from .takeover import uvicorn_cycle
+from watchroute.transports.takeover import uvicorn_cycle
 
 
 class HeldHead:

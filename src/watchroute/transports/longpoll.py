@@ -17,11 +17,11 @@ import asyncio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..events import JSON, PATCHES, bookmark_json, error_json
-from ..problems import Problem
-from ..store import Row
-from ..watch import OpenedWatch, initial_event_json
-from .stream import close_on_disconnect
+from watchroute.core.change import JSON, PATCHES, bookmark_json, error_json
+from watchroute.problems import Problem
+from watchroute.store import Row
+from watchroute.transports.stream import close_on_disconnect
+from watchroute.watch import OpenedWatch, initial_event_json
 
 JSON_TYPE = (b"content-type", b"application/json")
 

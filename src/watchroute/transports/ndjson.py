@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..events import NDJSON, PATCHES, Change
+from watchroute.core.change import NDJSON, PATCHES, Change
 
 
 class NDJSONFraming:

@@ -7,7 +7,7 @@ bookmarks carry `id: <revision>`, so a reconnecting EventSource resumes by itsel
 
 from __future__ import annotations
 
-from ..events import PATCHES, SSE, Change, sse_frame
+from watchroute.core.change import PATCHES, SSE, Change, sse_frame
 
 
 class SSEFraming:

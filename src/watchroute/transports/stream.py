@@ -9,13 +9,13 @@ import logging
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..events import error_json
-from ..problems import Problem
-from ..watch import OpenedWatch
-from ..watcher import Watcher
-from .delivery import Delivery, SendNow, Write
-from .framing import Framing
-from .takeover import StreamConnection, can_take_over, take_over
+from watchroute.core.change import error_json
+from watchroute.core.watcher import Watcher
+from watchroute.problems import Problem
+from watchroute.transports.delivery import Delivery, SendNow, Write
+from watchroute.transports.framing import Framing
+from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
+from watchroute.watch import OpenedWatch
 
 log = logging.getLogger("watchroute")
 

@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from ..events import JSON, PATCHES, Change, error_json
-from ..problems import Problem, bad_request
-from ..watch import OpenedWatch
-from ..watcher import Watcher
-from .delivery import Delivery
+from watchroute.core.change import JSON, PATCHES, Change, error_json
+from watchroute.core.watcher import Watcher
+from watchroute.problems import Problem, bad_request
+from watchroute.transports.delivery import Delivery
+from watchroute.watch import OpenedWatch
 
 log = logging.getLogger("watchroute")
 

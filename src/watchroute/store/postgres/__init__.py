@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .engine import PostgresStore
+from watchroute.store.postgres.engine import PostgresStore
 
 __all__ = ["PostgresStore"]

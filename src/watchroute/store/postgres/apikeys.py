@@ -11,9 +11,9 @@ from typing import Any
 
 import psycopg
 
-from ...security.apikeys import APIKeyStore
-from . import schema
-from .connect import session_setup
+from watchroute.security.apikeys import APIKeyStore
+from watchroute.store.postgres import schema
+from watchroute.store.postgres.connect import session_setup
 
 CONNECT_SECONDS = 5
 

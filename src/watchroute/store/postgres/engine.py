@@ -26,16 +26,16 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from ...events import Change
-from ...filter import Filter
-from ...problems import Problem, store_unavailable
-from .. import ops
-from ..base import CommitListener, LogSlice, Page, Row, WriteOp
-from ..figures import WriteFigures
-from . import schema
-from .connect import UNAVAILABLE, channel, session_setup
-from .snapshot import PostgresSnapshot
-from .writer import CONNECT_SECONDS, Writer
+from watchroute.core.change import Change
+from watchroute.core.filter import Filter
+from watchroute.problems import Problem, store_unavailable
+from watchroute.store import ops
+from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
+from watchroute.store.figures import WriteFigures
+from watchroute.store.postgres import schema
+from watchroute.store.postgres.connect import UNAVAILABLE, channel, session_setup
+from watchroute.store.postgres.snapshot import PostgresSnapshot
+from watchroute.store.postgres.writer import CONNECT_SECONDS, Writer
 
 log = logging.getLogger("watchroute")
 

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...filter import Filter
-from ..base import Row
-from ..paging import SCAN_ROWS, fill_page
+from watchroute.core.filter import Filter
+from watchroute.store.base import Row
+from watchroute.store.paging import SCAN_ROWS, fill_page
 
 # Rows looked at per statement: a filter that matches little still answers between statements.
 

@@ -33,12 +33,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ...events import Change
-from ...problems import store_unavailable
-from .. import ops
-from ..base import Row, WriteOp
-from ..figures import WriteFigures
-from .connect import UNAVAILABLE
+from watchroute.core.change import Change
+from watchroute.problems import store_unavailable
+from watchroute.store import ops
+from watchroute.store.base import Row, WriteOp
+from watchroute.store.figures import WriteFigures
+from watchroute.store.postgres.connect import UNAVAILABLE
 
 log = logging.getLogger("watchroute")
 

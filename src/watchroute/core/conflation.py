@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .events import ADDED, MODIFIED, RESTATED, Change
+from watchroute.core.change import ADDED, MODIFIED, RESTATED, Change
 
 Classify = Callable[[Change], "str | None"]
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .conflation import conflate
-from .events import ADDED, DELETED, MODIFIED, Change
-from .filter import Filter
-from .hub import Hub
-from .initial import InitialState
-from .problems import Problem
-from .store import LogSlice, Row, Store
-from .window import Window
+from watchroute.core.change import ADDED, DELETED, MODIFIED, Change
+from watchroute.core.conflation import conflate
+from watchroute.core.filter import Filter
+from watchroute.core.hub import Hub
+from watchroute.core.initial import InitialState
+from watchroute.core.window import Window
+from watchroute.problems import Problem
+from watchroute.store import LogSlice, Row, Store
 
 # How many changes one pass looks at before letting other tasks run.
 SCAN_BATCH = 4096

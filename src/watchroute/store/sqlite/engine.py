@@ -31,15 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..events import Change
-from ..filter import Filter
-from ..problems import Problem, store_unavailable
-from . import ops
-from .base import CommitListener, LogSlice, Page, Row, WriteOp
-from .figures import WriteFigures
-from .health import FileHealth, file_error
-from .peers import PEERS_SCHEMA, Peers, WriterTurn
-from .sqlite_snapshot import SQLiteSnapshot
+from watchroute.core.change import Change
+from watchroute.core.filter import Filter
+from watchroute.problems import Problem, store_unavailable
+from watchroute.store import ops
+from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
+from watchroute.store.figures import WriteFigures
+from watchroute.store.health import FileHealth, file_error
+from watchroute.store.peers import PEERS_SCHEMA, Peers, WriterTurn
+from watchroute.store.sqlite.snapshot import SQLiteSnapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -594,7 +594,7 @@ class SQLiteStore:
 
     async def snapshot(self, collection: str, id: str | None = None) -> SQLiteSnapshot:
         """The collection (or one resource) at the current revision, read a page at a time in
-        one read transaction of its own (sqlite_snapshot.py)."""
+        one read transaction of its own (snapshot.py)."""
         return await self._read(SQLiteSnapshot, self._connect, self._read, collection, id)
 
     async def read_log(self, after: int, upto: int, collection: str, id: str | None, limit: int) -> LogSlice:

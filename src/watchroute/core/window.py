@@ -7,7 +7,7 @@ the log and comes back once it has caught up with the window's start. The window
 
 from __future__ import annotations
 
-from .events import Change
+from watchroute.core.change import Change
 
 
 class Window:

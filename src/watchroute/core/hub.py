@@ -20,10 +20,10 @@ import math
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from .events import Change
+from watchroute.core.change import Change
 
 if TYPE_CHECKING:
-    from .watcher import Watcher
+    from watchroute.core.watcher import Watcher
 
 # Index keys tell apart what the filter language tells apart: true is not 1, but 1 is 1.0.
 _KINDS = {bool: "b", int: "n", float: "n", str: "s", type(None): "z"}

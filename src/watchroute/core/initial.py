@@ -1,7 +1,7 @@
 """The initial state of a watch (`initial=true`): a phase of its watcher, before the live one.
 
 The matching resources go out as they were at one revision R, the revision of a read snapshot
-of the store taken when the watch opened (store/sqlite_snapshot.py); the watcher's cursor starts
+of the store taken when the watch opened (store/sqlite/snapshot.py); the watcher's cursor starts
 at R, so the live phase then delivers every change after R once. The snapshot is read a page at
 a time, and a transport asks for the next page only once its connection has taken the last one:
 a watch whose client does not read holds one page and the socket's buffers, not the collection.
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 
-from .filter import Filter
-from .problems import Problem
-from .store import Row
-from .store.base import Snapshot
+from watchroute.core.filter import Filter
+from watchroute.problems import Problem
+from watchroute.store import Row
+from watchroute.store.base import Snapshot
 
 # How long a watch waits for a place among the initial states being sent before it gets 503.
 PLACE_WAIT_SECONDS = 5.0

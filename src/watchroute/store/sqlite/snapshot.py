@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..filter import Filter
-from .base import Row
-from .paging import SCAN_ROWS, fill_page
+from watchroute.core.filter import Filter
+from watchroute.store.base import Row
+from watchroute.store.paging import SCAN_ROWS, fill_page
 
 # Rows looked at per call: a filter that matches little does not hold a reader thread for long.
 # The connection's page cache, in KiB: it reads each page of the table once, in order.

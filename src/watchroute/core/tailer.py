@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .events import Change
-from .hub import Hub
-from .window import Window
+from watchroute.core.change import Change
+from watchroute.core.hub import Hub
+from watchroute.core.window import Window
 
 log = logging.getLogger("watchroute")
 
