@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
 from tests.server import ServerProcess
 from watchroute.cli import app
-from watchroute.patches import json_patch
-from watchroute.problems import Problem
+from watchroute.core.patches import json_patch
+from watchroute.core.problems import Problem
 from watchroute.store.base import Row
 
 CAP = 2000

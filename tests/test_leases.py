@@ -28,7 +28,7 @@ from tests.rest import MERGE, assert_problem
 from tests.server import ServerProcess
 from tests.watching import ndjson
 from watchroute.client import Client
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore, schema
 from watchroute.store.sqlite.engine import SQLiteStore

@@ -13,7 +13,7 @@ import pytest
 
 from tests.security_keys import apikey_cli, create_apikey
 from tests.server import ServerProcess
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore
 from watchroute.store.postgres.schema import SCHEMA_VERSION

@@ -24,10 +24,10 @@ import pytest
 from tests.test_crash_and_shutdown import storm, watch_all
 from watchroute.core.change import Change
 from watchroute.core.hub import Hub
+from watchroute.core.problems import Problem
 from watchroute.core.tailer import Tailer
 from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
-from watchroute.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.peers import PEERS_SCHEMA, Peers
 from watchroute.store.sqlite.engine import SQLiteStore

@@ -15,11 +15,12 @@ from starlette.responses import Response
 from watchroute import __version__
 from watchroute.api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
 from watchroute.api.models import BatchOp, BatchRequest
+from watchroute.api.problems import problem_response
 from watchroute.api.watch_front import StreamingWatchFront
 from watchroute.api.write_front import WriteFront
 from watchroute.api.ws_front import WebSocketWatchFront
+from watchroute.core.problems import Problem, invalid_parameters
 from watchroute.http_counts import HTTPCounts
-from watchroute.problems import Problem, invalid_parameters
 from watchroute.runtime import Runtime
 from watchroute.security.install import install as install_security
 from watchroute.settings import Settings
@@ -114,16 +115,16 @@ def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
 def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def problem(_: Request, exc: Problem) -> Response:
-        return exc.response()
+        return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        return invalid_parameters(exc.errors()).response()
+        return problem_response(invalid_parameters(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers).response()
+        return problem_response(Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers))
 
 
 def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:

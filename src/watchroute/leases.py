@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from watchroute.problems import Problem, bad_request
+from watchroute.core.problems import Problem, bad_request
 from watchroute.store import Store, WriteOp
 
 log = logging.getLogger("watchroute")

@@ -27,7 +27,7 @@ import jsonschema_rs
 import orjson
 
 from watchroute.core.change import ADDED, DELETED, Change
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.store.base import WriteOp
 
 log = logging.getLogger("watchroute")

@@ -12,8 +12,8 @@ from typing import Any
 from watchroute.core.change import ADDED, resource_json
 from watchroute.core.filter import Filter
 from watchroute.core.initial import InitialState, InitialStates
+from watchroute.core.problems import bad_request, catching_up, expired, future_revision
 from watchroute.core.watcher import Watcher
-from watchroute.problems import bad_request, catching_up, expired, future_revision
 from watchroute.runtime import Runtime
 from watchroute.store import Row
 from watchroute.store.base import Snapshot

@@ -14,7 +14,7 @@ from typing import Any
 
 from watchroute import __version__
 from watchroute.api.models import ProblemDetails, Resource
-from watchroute.revisions import MAX_REVISION
+from watchroute.core.revisions import MAX_REVISION
 
 # What a watch sends, in every transport (in full or patch format); what a client sends on
 # `/v1/_watch`, and what it gets there.

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from watchroute.problems import Problem, bad_request
+from watchroute.core.problems import Problem, bad_request
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:

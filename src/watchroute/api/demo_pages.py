@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 router = APIRouter(tags=["system"])
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.compression import accepts_gzip, compressed, gzip_bytes
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 router = APIRouter(tags=["system"])
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from watchroute.revisions import MAX_REVISION
+from watchroute.core.revisions import MAX_REVISION
 
 # A lease's expiry (a write with `ttl`), RFC 3339 in UTC; absent on a permanent resource.
 EXPIRES_AT = Field(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watchroute.problems import Problem, bad_request
-from watchroute.revisions import invalid_revision, parse_revision
+from watchroute.core.problems import Problem, bad_request
+from watchroute.core.revisions import invalid_revision, parse_revision
 
 
 @dataclass(slots=True)

@@ -17,11 +17,11 @@ from watchroute.capture import captured_collection
 from watchroute.compression import compressed
 from watchroute.core.change import Change, resource_json
 from watchroute.core.filter import Filter, FilterError, compile_filter
+from watchroute.core.names import check_collection, check_id, new_id
+from watchroute.core.patches import JSON_PATCH, for_media_type, reads_document
+from watchroute.core.problems import bad_request, future_revision, not_found
+from watchroute.core.revisions import MAX_REVISION, parse_revision
 from watchroute.leases import parse_ttl
-from watchroute.names import check_collection, check_id, new_id
-from watchroute.patches import JSON_PATCH, for_media_type, reads_document
-from watchroute.problems import bad_request, future_revision, not_found
-from watchroute.revisions import MAX_REVISION, parse_revision
 from watchroute.runtime import Runtime
 from watchroute.security.identity import identity_of
 from watchroute.security.rules import restrict

@@ -24,8 +24,8 @@ from watchroute.api.resources import (
     runtime_of,
     written_response,
 )
-from watchroute.names import check_collection
-from watchroute.problems import Problem
+from watchroute.core.names import check_collection
+from watchroute.core.problems import Problem
 from watchroute.runtime import Runtime
 from watchroute.schemas import MAX_OFFENDERS, SCHEMAS, compile_schema, errors_of
 from watchroute.security.identity import identity_of

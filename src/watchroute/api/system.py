@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from watchroute import metrics
 from watchroute.api import asyncapi, schema_documents
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.security.identity import identity_of
 
 router = APIRouter(tags=["system"])

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 router = APIRouter(tags=["system"])
 

@@ -16,9 +16,10 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from watchroute.api.problems import problem_response
 from watchroute.api.resources import WatchQuery, _filter, _watch
-from watchroute.names import check_collection, check_id
-from watchroute.problems import Problem, invalid_parameters
+from watchroute.core.names import check_collection, check_id
+from watchroute.core.problems import Problem, invalid_parameters
 from watchroute.security.middleware import route_path
 
 STREAMING = ("true", "1")
@@ -45,9 +46,9 @@ class StreamingWatchFront:
                 check_id(id)
             response = await _watch(request, collection, id, params, _filter(request, params.filter))
         except ValidationError as exc:
-            response = invalid_parameters(exc.errors()).response()
+            response = problem_response(invalid_parameters(exc.errors()))
         except Problem as problem:
-            response = problem.response()
+            response = problem_response(problem)
         # The response runs as long as the watch: keep nothing else of the request alive.
         del request, query, target
         await response(scope, receive, send)

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watchroute.api import resources
-from watchroute.problems import Problem
+from watchroute.api.problems import problem_response
+from watchroute.core.problems import Problem
 from watchroute.security.middleware import RequestHeaders, route_path
 
 ITEM_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
@@ -63,5 +64,5 @@ class WriteFront:
                     request, parts[2], parts[3], headers.get("if-match")
                 )
         except Problem as problem:
-            response = problem.response()
+            response = problem_response(problem)
         await response(scope, receive, send)

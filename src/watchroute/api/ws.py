@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from watchroute.api.resources import last_event_id, parse_filter
-from watchroute.names import check_collection, check_id
-from watchroute.problems import Problem, bad_request
-from watchroute.revisions import parse_revision
+from watchroute.core.names import check_collection, check_id
+from watchroute.core.problems import Problem, bad_request
+from watchroute.core.revisions import parse_revision
 from watchroute.runtime import Runtime
 from watchroute.schemas import SCHEMAS
 from watchroute.security.identity import identity_of

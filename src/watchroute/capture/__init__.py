@@ -7,7 +7,7 @@ capturer.py leads (one instance at a time) and writes each committed transaction
 
 from __future__ import annotations
 
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 
 def captured_collection(collection: str) -> Problem:

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from watchroute.capture import slot, tables
 from watchroute.capture.stream import Captured, CopyChunk, CopyDone, Stream, Transaction
-from watchroute.patches import Stored
+from watchroute.core.patches import Stored
 from watchroute.store.base import WriteOp
 from watchroute.store.postgres.schema import lock_key
 

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from watchroute.capture import values
-from watchroute.names import COLLECTION_RE
+from watchroute.core.names import COLLECTION_RE
 
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from watchroute.patches import merge_diff
+from watchroute.core.patches import merge_diff
 
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"

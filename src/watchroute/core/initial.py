@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 
 from watchroute.core.filter import Filter
-from watchroute.problems import Problem
-from watchroute.store import Row
-from watchroute.store.base import Snapshot
+from watchroute.core.problems import Problem
+from watchroute.store.base import Row, Snapshot
 
 # How long a watch waits for a place among the initial states being sent before it gets 503.
 PLACE_WAIT_SECONDS = 5.0

@@ -23,9 +23,9 @@ from watchroute.core.conflation import conflate
 from watchroute.core.filter import Filter
 from watchroute.core.hub import Hub
 from watchroute.core.initial import InitialState
+from watchroute.core.problems import Problem
 from watchroute.core.window import Window
-from watchroute.problems import Problem
-from watchroute.store import LogSlice, Row, Store
+from watchroute.store.base import LogSlice, Row, Store
 
 # How many changes one pass looks at before letting other tasks run.
 SCAN_BATCH = 4096

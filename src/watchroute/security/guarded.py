@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from watchroute.core.change import DELETED, WITHDRAWN, Change
+from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
-from watchroute.problems import Problem
 from watchroute.security.refusals import token_expired
 from watchroute.store import Row
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 # The process is alive: a liveness probe reaches it by whatever address the orchestrator has,

@@ -27,13 +27,14 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watchroute.core.change import error_json
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.security import audit
 from watchroute.security.grants import METRICS_SCOPE
 from watchroute.security.hosts import UNCHECKED_PATHS, host_header, misdirected
 from watchroute.security.identity import UNAUTHENTICATED, Identity
 from watchroute.security.policy import Security
 from watchroute.security.refusals import forbidden, rate_limited, unauthorized
+from watchroute.wire.problems import send_problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -222,22 +223,14 @@ class SecurityMiddleware:
         self, scope: Scope, receive: Receive, send: Send, problem: Problem, at_handshake: bool = False
     ) -> None:
         if scope["type"] == "http":
-            await problem.response()(scope, receive, send)
+            await send_problem(problem, send)
             return
         message = await receive()  # websocket.connect
         if message["type"] != "websocket.connect":
             return
         if at_handshake:
             if "websocket.http.response" in scope.get("extensions", {}):
-                response = problem.response()
-                await send(
-                    {
-                        "type": "websocket.http.response.start",
-                        "status": problem.status,
-                        "headers": response.raw_headers,
-                    }
-                )
-                await send({"type": "websocket.http.response.body", "body": response.body})
+                await send_problem(problem, send, prefix="websocket.http")
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return

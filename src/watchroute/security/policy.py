@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.security import audit
 from watchroute.security.apikeys import APIKeyVerifier, KeyWatches, api_key_store
 from watchroute.security.config import SecuritySettings

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 
 REALM = 'Bearer realm="watchroute"'
 

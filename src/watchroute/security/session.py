@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
+from watchroute.core.problems import Problem, bad_request
 from watchroute.core.watcher import Watcher
-from watchroute.problems import Problem, bad_request
 from watchroute.security.guarded import GuardedWatcher
 from watchroute.security.identity import Identity
 from watchroute.security.policy import Security, rule_text

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from watchroute.settings import Settings
+from typing import TYPE_CHECKING
+
 from watchroute.store.base import LogSlice, Page, Row, Store, WriteOp
+
+if TYPE_CHECKING:  # the seam (store.base) is read by the core, which loads no settings
+    from watchroute.settings import Settings
 
 
 def open_store(settings: Settings) -> Store:

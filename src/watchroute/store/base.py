@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from watchroute.core.change import Change
 from watchroute.core.filter import Filter
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.store.figures import WriteFigures
 
 CommitListener = Callable[[list[Change]], None]

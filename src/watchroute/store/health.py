@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 
-from watchroute.problems import store_unavailable
+from watchroute.core.problems import store_unavailable
 
 log = logging.getLogger("watchroute")
 

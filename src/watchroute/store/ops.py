@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import orjson
 
 from watchroute.core.change import ADDED, DELETED, MODIFIED, Change, encode
-from watchroute.problems import Problem, document_too_large, not_found, precondition_failed
+from watchroute.core.problems import Problem, document_too_large, not_found, precondition_failed
 from watchroute.store.base import Row, WriteOp
 
 # The largest document (its JSON) a write may leave, and what the documents of one job of

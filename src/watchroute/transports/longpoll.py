@@ -18,10 +18,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from watchroute.core.change import JSON, PATCHES, bookmark_json, error_json
-from watchroute.problems import Problem
+from watchroute.core.problems import Problem
 from watchroute.store import Row
 from watchroute.transports.stream import close_on_disconnect
 from watchroute.watch import OpenedWatch, initial_event_json
+from watchroute.wire.problems import send_problem
 
 JSON_TYPE = (b"content-type", b"application/json")
 
@@ -58,7 +59,7 @@ class InitialAnswer(Response):
                 try:
                     rows = await watcher.initial_page()
                 except Problem as problem:  # nothing has gone out: an answer of its own
-                    await problem.response()(scope, receive, send)
+                    await send_problem(problem, send)
                     return
                 start = {"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]}
                 await send(start)

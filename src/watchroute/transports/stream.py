@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from watchroute.core.change import error_json
+from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
-from watchroute.problems import Problem
 from watchroute.transports.delivery import Delivery, SendNow, Write
 from watchroute.transports.framing import Framing
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over

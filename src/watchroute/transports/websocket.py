@@ -26,8 +26,8 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from watchroute.core.change import JSON, PATCHES, Change, error_json
+from watchroute.core.problems import Problem, bad_request
 from watchroute.core.watcher import Watcher
-from watchroute.problems import Problem, bad_request
 from watchroute.transports.delivery import Delivery
 from watchroute.watch import OpenedWatch
 

@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from watchroute.core.change import Change
 from watchroute.core.filter import Filter
-from watchroute.problems import Problem, store_unavailable
+from watchroute.core.problems import Problem, store_unavailable
 from watchroute.store import ops
 from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
 from watchroute.store.figures import WriteFigures

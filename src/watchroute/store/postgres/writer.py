@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from watchroute.core.change import Change
-from watchroute.problems import store_unavailable
+from watchroute.core.problems import store_unavailable
 from watchroute.store import ops
 from watchroute.store.base import Row, WriteOp
 from watchroute.store.figures import WriteFigures

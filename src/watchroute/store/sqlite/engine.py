@@ -33,7 +33,7 @@ from typing import Any
 
 from watchroute.core.change import Change
 from watchroute.core.filter import Filter
-from watchroute.problems import Problem, store_unavailable
+from watchroute.core.problems import Problem, store_unavailable
 from watchroute.store import ops
 from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
 from watchroute.store.figures import WriteFigures

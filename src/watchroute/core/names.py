@@ -7,7 +7,7 @@ import re
 import threading
 import time
 
-from watchroute.problems import Problem, bad_request
+from watchroute.core.problems import Problem, bad_request
 
 COLLECTION_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}")

@@ -1,15 +1,16 @@
 """RFC 9457 problem details: the one error shape of every route and every stream.
 
 `reason` is the stable machine code a client branches on; `title` and `detail` are for people.
+A `Problem` is a plain exception: the data path raises it without knowing of HTTP, and the web
+layers render it (`watchroute.wire.problems` as ASGI messages, `watchroute.api.problems` as a
+Starlette response), the same bytes either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from starlette.responses import Response
-
+PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://watchroute.dev/problems/"
 
 _TITLES = {
@@ -62,14 +63,6 @@ class Problem(Exception):
         }
         body.update(self.extra)
         return body
-
-    def response(self) -> Response:
-        return Response(
-            orjson.dumps(self.to_dict()),
-            status_code=self.status,
-            headers=self.headers,
-            media_type="application/problem+json",
-        )
 
 
 def bad_request(reason: str, detail: str, **extra: Any) -> Problem:

@@ -25,7 +25,7 @@ import jsonpatch
 import orjson
 from jsonpointer import EndOfList, JsonPointer, JsonPointerException
 
-from watchroute.problems import Problem, document_too_large
+from watchroute.core.problems import Problem, document_too_large
 
 
 class BoundedJsonPatch:

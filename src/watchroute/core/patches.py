@@ -10,9 +10,9 @@ import jsonpatch
 import jsonpointer
 import orjson
 
+from watchroute.core.patch_budget import BoundedJsonPatch
+from watchroute.core.problems import Problem, bad_request
 from watchroute.mergepatch import merge
-from watchroute.patch_budget import BoundedJsonPatch
-from watchroute.problems import Problem, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

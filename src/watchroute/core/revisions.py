@@ -5,7 +5,7 @@ ends at 2**63-1."""
 
 from __future__ import annotations
 
-from watchroute.problems import Problem, bad_request
+from watchroute.core.problems import Problem, bad_request
 
 # The largest revision a store can hold (SQLite's INTEGER); no store gets near it.
 MAX_REVISION = 2**63 - 1
