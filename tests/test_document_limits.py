@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
 from tests.server import ServerProcess
 from watchroute.cli import app
-from watchroute.core.patches import json_patch
 from watchroute.core.problems import Problem
 from watchroute.store.base import Row
+from watchroute.wire.patches import json_patch
 
 CAP = 2000
 BATCH_CAP = 5000

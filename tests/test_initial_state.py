@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.test_metrics import scrape
 from tests.ws import send, ws_url
-from watchroute.mergepatch import merge
+from watchroute.wire.mergepatch import merge
 
 PAD = "x" * 1000  # about 1 KB a document
 

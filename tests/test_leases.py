@@ -32,6 +32,7 @@ from watchroute.core.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore, schema
 from watchroute.store.sqlite.engine import SQLiteStore
+from watchroute.wire.events import event_json
 
 SWEEP = 0.2  # the servers' sweep interval here: expiry within a fraction of a second
 
@@ -323,7 +324,7 @@ async def renewal_wins_over_the_sweep(store) -> None:
         # With the expiry it still has, the delete goes through, once.
         [gone] = await store.write([WriteOp("delete", "p", "a", lapsed_at=renewed.expires_at)])
         assert gone.type == "DELETED" and gone.expires_at == renewed.expires_at
-        assert b'"expired":true' in gone.event_json("DELETED")
+        assert b'"expired":true' in event_json(gone, "DELETED")
         with pytest.raises(Problem):
             await store.write([WriteOp("delete", "p", "a", lapsed_at=renewed.expires_at)])
         assert store.revision == gone.revision

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watchroute.core import change as events
-from watchroute.core.change import ADDED, DELETED, MODIFIED, SSE, Change, encode
+from watchroute.core.change import ADDED, DELETED, MODIFIED, WITHDRAWN, Change, encode
 from watchroute.core.filter import compile_filter
 from watchroute.core.hub import Hub
 from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
+from watchroute.wire import events
+from watchroute.wire.events import JSON, NDJSON, SSE, framed
 
 
 def change(rev: int, id: str = "a", type: str = MODIFIED, data=None, prev=None, coll="c"):
@@ -51,15 +52,15 @@ def test_event_frames_are_the_event_as_json(id, data, prev):
     any id (quotes, control characters, non-ASCII); a withdrawn change shows its previous state."""
     c = Change(7, MODIFIED, "c", id, 3, encode(data), None if prev is None else encode(prev), 0.0)
     resource = {"id": id, "revision": 7, "created_revision": 3, "data": data}
-    assert orjson.loads(c.framed(MODIFIED, events.JSON)) == {
+    assert orjson.loads(framed(c, MODIFIED, JSON)) == {
         "type": MODIFIED,
         "revision": 7,
         "object": resource,
     }
-    sse = c.framed(ADDED, SSE)
+    sse = framed(c, ADDED, SSE)
     assert sse.startswith(b"id: 7\ndata: ") and sse.endswith(b"\n\n") and sse.count(b"\n") == 3
     assert orjson.loads(sse[len(b"id: 7\ndata: ") :]) == {"type": ADDED, "revision": 7, "object": resource}
-    withdrawn = orjson.loads(c.framed(events.WITHDRAWN, events.NDJSON))
+    withdrawn = orjson.loads(framed(c, WITHDRAWN, NDJSON))
     shown = data if prev is None else prev
     assert withdrawn == {"type": DELETED, "revision": 7, "object": {**resource, "data": shown}}
 
@@ -79,14 +80,14 @@ def test_filtered_classification_follows_membership():
 
 async def test_each_event_is_encoded_once_for_all_watchers(monkeypatch):
     calls = []
-    real = Change._event_json
-    monkeypatch.setattr(Change, "_event_json", lambda c, kind: calls.append(c) or real(c, kind))
+    real = events._event_json
+    monkeypatch.setattr(events, "_event_json", lambda c, kind: calls.append(c) or real(c, kind))
     hub, window = Hub(), Window(64, 0)
     pushed: dict[int, list[bytes]] = {}
     watchers = []
     for i in range(50):
         w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
-        w.push = lambda evs, i=i: pushed.setdefault(i, []).extend(c.framed(k, SSE) for k, c in evs)
+        w.push = lambda evs, i=i: pushed.setdefault(i, []).extend(framed(c, k, SSE) for k, c in evs)
         hub.add(w)
         hub.park(w)
         watchers.append(w)

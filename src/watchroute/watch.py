@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from watchroute.core.change import ADDED, resource_json
 from watchroute.core.filter import Filter
 from watchroute.core.initial import InitialState, InitialStates
 from watchroute.core.problems import bad_request, catching_up, expired, future_revision
 from watchroute.core.watcher import Watcher
 from watchroute.runtime import Runtime
-from watchroute.store import Row
 from watchroute.store.base import Snapshot
 
 # How long a watch waits for this instance to see a revision that the store has committed (a
@@ -118,11 +116,3 @@ async def open_watch(runtime: Runtime, spec: WatchSpec) -> OpenedWatch:
             snapshot, places, flt, s.max_events_per_write, s.initial_page_bytes, s.initial_snapshot_seconds
         )
     return OpenedWatch(watcher, cursor, admission.expires_at, patches)
-
-
-def initial_event_json(row: Row) -> bytes:
-    return b'{"type":"%s","revision":%d,"object":%s}' % (
-        ADDED.encode(),
-        row.revision,
-        resource_json(row.id, row.revision, row.created_revision, row.data_json, row.expires_at),
-    )

@@ -11,15 +11,15 @@ from starlette.responses import Response
 from watchroute.api.bodies import json_kind, read_object
 from watchroute.api.models import PROBLEMS, BatchResult
 from watchroute.capture import captured_collection
-from watchroute.core.change import expiry_text
 from watchroute.core.names import check_collection, check_id, new_id
-from watchroute.core.patches import json_patch, merge_patch, reads_document
 from watchroute.core.problems import Problem, bad_request
 from watchroute.core.revisions import parse_revision
 from watchroute.leases import parse_ttl
 from watchroute.security.identity import identity_of
 from watchroute.store import WriteOp
 from watchroute.store.ops import encode_early
+from watchroute.wire.events import expiry_text
+from watchroute.wire.patches import json_patch, merge_patch, reads_document
 
 router = APIRouter(prefix="/v1", tags=["batch"])
 

@@ -15,10 +15,9 @@ from watchroute.api.bodies import read_json, read_object
 from watchroute.api.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
 from watchroute.capture import captured_collection
 from watchroute.compression import compressed
-from watchroute.core.change import Change, resource_json
+from watchroute.core.change import Change
 from watchroute.core.filter import Filter, FilterError, compile_filter
 from watchroute.core.names import check_collection, check_id, new_id
-from watchroute.core.patches import JSON_PATCH, for_media_type, reads_document
 from watchroute.core.problems import bad_request, future_revision, not_found
 from watchroute.core.revisions import MAX_REVISION, parse_revision
 from watchroute.leases import parse_ttl
@@ -27,10 +26,12 @@ from watchroute.security.identity import identity_of
 from watchroute.security.rules import restrict
 from watchroute.store import Row, WriteOp
 from watchroute.transports.longpoll import poll
-from watchroute.transports.ndjson import NDJSONFraming
-from watchroute.transports.sse import SSEFraming
 from watchroute.transports.stream import WatchStream
 from watchroute.watch import WatchSpec, open_watch
+from watchroute.wire.events import resource_json
+from watchroute.wire.ndjson import NDJSONFraming
+from watchroute.wire.patches import JSON_PATCH, for_media_type, reads_document
+from watchroute.wire.sse import SSEFraming
 
 router = APIRouter(prefix="/v1", tags=["resources"])
 

@@ -27,9 +27,9 @@ from psycopg import sql
 
 from watchroute.capture import slot, tables
 from watchroute.capture.stream import Captured, CopyChunk, CopyDone, Stream, Transaction
-from watchroute.core.patches import Stored
 from watchroute.store.base import WriteOp
 from watchroute.store.postgres.schema import lock_key
+from watchroute.wire.patches import Stored
 
 if TYPE_CHECKING:
     from watchroute.settings import Settings

@@ -47,7 +47,7 @@ from watchroute.client.events import (
     Resource,
     WatchEvent,
 )
-from watchroute.mergepatch import merge
+from watchroute.wire.mergepatch import merge
 
 if TYPE_CHECKING:
     from watchroute.client._async import AsyncClient

@@ -45,6 +45,21 @@ def _lookup(data: Any, path: tuple[str, ...]) -> Any:
 _MISSING = object()
 
 
+class SharedEvents(list[tuple[str, Change]]):
+    """The events of one delivery that every unfiltered watcher of a collection gets.
+
+    One object handed to all of them, with a cache of its frames per framing (`frames`, keyed by
+    the framing's `shared_key`): each framing encodes and joins the events once per delivery,
+    not once per watcher, and the cache goes with the delivery.
+    """
+
+    __slots__ = ("frames",)
+
+    def __init__(self, events: list[tuple[str, Change]]) -> None:
+        super().__init__(events)
+        self.frames: dict[object, list[bytes]] = {}
+
+
 class ParkedWatchers:
     """The parked watchers of one collection, indexed by what a change must have to concern them."""
 
@@ -278,11 +293,12 @@ class Hub:
             parked = self._parked[collection]
             # What every unfiltered watcher of the collection gets: one list, so that the
             # transports encode and frame it once for all of them.
-            everything = [(c.type, c) for c in relevant]
+            everything = SharedEvents([(c.type, c) for c in relevant])
             first = relevant[0].revision
             woken = []
             pushes = []
             for watcher, concerning in parked.candidates(relevant).items():
+                events: list[tuple[str, Change]]
                 if concerning is relevant and watcher.filter is None and watcher.cursor < first:
                     events = everything
                 else:

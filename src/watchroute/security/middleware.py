@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from watchroute.core.change import error_json
 from watchroute.core.problems import Problem
 from watchroute.security import audit
 from watchroute.security.grants import METRICS_SCOPE
@@ -34,6 +33,7 @@ from watchroute.security.hosts import UNCHECKED_PATHS, host_header, misdirected
 from watchroute.security.identity import UNAUTHENTICATED, Identity
 from watchroute.security.policy import Security
 from watchroute.security.refusals import forbidden, rate_limited, unauthorized
+from watchroute.wire.events import error_json
 from watchroute.wire.problems import send_problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

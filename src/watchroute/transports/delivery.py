@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watchroute.core.change import Change, bookmark_json
+from watchroute.core.change import Change
+from watchroute.core.hub import SharedEvents
 from watchroute.transports import eager
-from watchroute.transports.framing import Framing
-from watchroute.watch import OpenedWatch, initial_event_json
+from watchroute.wire.events import bookmark_json, initial_event_json
+from watchroute.wire.framing import Framing
+
+if TYPE_CHECKING:  # opening a watch needs the runtime; delivering one does not
+    from watchroute.watch import OpenedWatch
 
 # One write of several frames to the connection.
 Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]
@@ -26,24 +30,26 @@ Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]
 # once the socket takes more.
 SendNow = Callable[[list[bytes]], Awaitable[None] | None]
 
-# Per framing, the last event list encoded. The hub hands one list to every unfiltered watcher
-# of a collection, so its frames are built and joined once per commit, not once per watcher.
-_encoded: dict[object, tuple[list[tuple[str, Change]], list[bytes]]] = {}
-
 
 def encode(framing: Framing, events: list[tuple[str, Change]]) -> list[bytes]:
+    """The frames of one write. Framings with a `shared_key` join the events into one frame,
+    kept on a delivery the hub shares among watchers (`SharedEvents`) so that it is built and
+    joined once per commit, not once per watcher."""
     key = framing.shared_key
-    if key is not None:
-        last = _encoded.get(key)
-        if last is not None and last[0] is events:
-            return last[1]
-        if len(events) == 1:  # the change's own cached frame, not a copy of it
-            frames = [framing.change(*events[0])]
-        else:
-            frames = [b"".join([framing.change(kind, c) for kind, c in events])]
-        _encoded[key] = (events, frames)
-        return frames
-    return [framing.change(kind, c) for kind, c in events]
+    if key is None:
+        return [framing.change(kind, c) for kind, c in events]
+    shared = events.frames if isinstance(events, SharedEvents) else None
+    if shared is not None:
+        frames = shared.get(key)
+        if frames is not None:
+            return frames
+    if len(events) == 1:  # the change's own cached frame, not a copy of it
+        frames = [framing.change(*events[0])]
+    else:
+        frames = [b"".join([framing.change(kind, c) for kind, c in events])]
+    if shared is not None:
+        shared[key] = frames
+    return frames
 
 
 class Delivery:

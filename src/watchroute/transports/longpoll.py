@@ -17,11 +17,11 @@ import asyncio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from watchroute.core.change import JSON, PATCHES, bookmark_json, error_json
 from watchroute.core.problems import Problem
 from watchroute.store import Row
 from watchroute.transports.stream import close_on_disconnect
-from watchroute.watch import OpenedWatch, initial_event_json
+from watchroute.watch import OpenedWatch
+from watchroute.wire.events import JSON, PATCHES, bookmark_json, error_json, framed, initial_event_json
 from watchroute.wire.problems import send_problem
 
 JSON_TYPE = (b"content-type", b"application/json")
@@ -34,7 +34,7 @@ async def poll(opened: OpenedWatch, timeout: float, limit: int) -> Response:
     with watcher:  # entered even when answered at once: it holds a slot of the watch caps
         events = await watcher.next(limit, timeout)
         flags = JSON | PATCHES if opened.patches else JSON
-        parts = [c.framed(kind, flags) for kind, c in events]
+        parts = [framed(c, kind, flags) for kind, c in events]
     body = b'{"events":[%s],"revision":%d}' % (b",".join(parts), watcher.cursor)
     hub = watcher.hub
     hub.sent_events += len(parts)

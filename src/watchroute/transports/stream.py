@@ -9,13 +9,13 @@ import logging
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from watchroute.core.change import error_json
 from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
 from watchroute.transports.delivery import Delivery, SendNow, Write
-from watchroute.transports.framing import Framing
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
 from watchroute.watch import OpenedWatch
+from watchroute.wire.events import error_json
+from watchroute.wire.framing import Framing
 
 log = logging.getLogger("watchroute")
 

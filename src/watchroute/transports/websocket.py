@@ -25,11 +25,12 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from watchroute.core.change import JSON, PATCHES, Change, error_json
 from watchroute.core.problems import Problem, bad_request
 from watchroute.core.watcher import Watcher
 from watchroute.transports.delivery import Delivery
 from watchroute.watch import OpenedWatch
+from watchroute.wire.events import error_json
+from watchroute.wire.websocket import WSFraming, sub_prefix
 
 log = logging.getLogger("watchroute")
 
@@ -80,33 +81,6 @@ class Outbox:
         with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, RuntimeError, OSError):
             await self.send(error_json(problem.to_dict()))
         await self.close(close_code(problem), problem.reason)
-
-
-def _tagged(prefix: bytes, event_json: bytes) -> bytes:
-    """The event JSON with `"sub": ...` first (prefix is `{"sub":"s1",`), or unchanged."""
-    return event_json if prefix == b"{" else prefix + event_json[1:]
-
-
-class WSFraming:
-    """One event JSON per text message; on `/v1/_watch` each carries its `"sub"`."""
-
-    shared_key: object = None  # one message per event
-
-    def __init__(self, prefix: bytes, patches: bool = False) -> None:
-        self.prefix = prefix
-        self.flags = JSON | PATCHES if patches else JSON  # format=patch
-
-    def change(self, kind: str, change: Change) -> bytes:
-        return _tagged(self.prefix, change.framed(kind, self.flags))
-
-    def initial(self, event_json: bytes) -> bytes:
-        return _tagged(self.prefix, event_json)
-
-    def bookmark(self, event_json: bytes, revision: int) -> bytes:
-        return _tagged(self.prefix, event_json)
-
-    def error(self, event_json: bytes) -> bytes:
-        return _tagged(self.prefix, event_json)
 
 
 def delivery(opened: OpenedWatch, outbox: Outbox, prefix: bytes) -> Delivery:
@@ -272,7 +246,7 @@ class Multiplexer:
                     "TooManySubscriptions",
                     f"a connection may hold at most {self.max_subscriptions} subscriptions",
                 )
-                await self.outbox.send(_sub_prefix(sub) + error_json(problem.to_dict())[1:])
+                await self.outbox.send(sub_prefix(sub) + error_json(problem.to_dict())[1:])
                 return
             task = asyncio.create_task(self._subscription(sub, op))
             self.subscriptions[sub] = task
@@ -288,11 +262,11 @@ class Multiplexer:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             # Sent after the task has ended: no event of `sub` follows this message.
-            await self.outbox.send(_sub_prefix(sub) + b'"type":"UNSUBSCRIBED"}')
+            await self.outbox.send(sub_prefix(sub) + b'"type":"UNSUBSCRIBED"}')
             self._arm_idle()
 
     async def _subscription(self, sub: str, op: dict[str, Any]) -> None:
-        prefix = _sub_prefix(sub)
+        prefix = sub_prefix(sub)
         try:
             opened, heartbeat = await self.open_subscription(op)
             with opened.watcher:
@@ -364,7 +338,7 @@ class Multiplexer:
         await asyncio.gather(*ended.values(), return_exceptions=True)
         error = error_json(problem.to_dict())
         subs = [*ended, *([sub] if sub is not None else [])]
-        frames = [*(_sub_prefix(s) + error[1:] for s in subs), error]
+        frames = [*(sub_prefix(s) + error[1:] for s in subs), error]
         with contextlib.suppress(WebSocketDisconnect, WebSocketDisconnected, RuntimeError, OSError):
             await self.outbox.send(*frames)
         await self.outbox.close(close_code(problem), problem.reason)
@@ -375,7 +349,3 @@ def _sub_of(op: dict[str, Any]) -> str:
     if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUB_LENGTH:
         raise bad_request("BadMessage", f'{op["op"]} needs "sub": a string of 1..{MAX_SUB_LENGTH} characters')
     return sub
-
-
-def _sub_prefix(sub: str) -> bytes:
-    return b'{"sub":' + orjson.dumps(sub) + b","

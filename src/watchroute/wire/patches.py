@@ -1,5 +1,5 @@
-"""The two PATCH formats: RFC 7386 merge patch and RFC 6902 JSON patch; and the merge patch
-from one state to the next, which `format=patch` watches carry."""
+"""The two PATCH formats: RFC 7386 merge patch and RFC 6902 JSON patch, read from a request and
+applied by the writer inside the transaction."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Any, Protocol
 
 import jsonpatch
 import jsonpointer
-import orjson
 
-from watchroute.core.patch_budget import BoundedJsonPatch
 from watchroute.core.problems import Problem, bad_request
-from watchroute.mergepatch import merge
+from watchroute.wire.mergepatch import merge
+from watchroute.wire.patch_budget import BoundedJsonPatch
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -31,47 +30,6 @@ class Stored(Protocol):
 
 # Applied to the current state with the largest document a write may leave (max_document_bytes).
 Patch = Callable[[Stored, int], Any]
-
-
-def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
-    """The merge patch that turns `old` into `new`, or None when no merge patch can: RFC 7386
-    reads null as "remove", so a null that `new` holds inside an object cannot be written."""
-    patch: dict[str, Any] = {}
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    for key, value in new.items():
-        before = old.get(key, _ABSENT)
-        if isinstance(value, dict) and isinstance(before, dict):
-            inner = merge_diff(before, value)
-            if inner is None:
-                return None
-            if inner:
-                patch[key] = inner
-        elif _same(before, value):
-            continue
-        elif value is None or _holds_null_member(value):
-            return None
-        else:
-            patch[key] = value
-    return patch
-
-
-_ABSENT = object()
-
-
-def _same(a: Any, b: Any) -> bool:
-    # By their JSON, so that 1 -> 1.0 and true -> 1 are changes, as they are on the wire.
-    if a is _ABSENT or type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return orjson.dumps(a) == orjson.dumps(b)
-    return a == b
-
-
-def _holds_null_member(value: Any) -> bool:
-    """A null member of an object, at any depth through objects (lists are taken whole)."""
-    return isinstance(value, dict) and any(v is None or _holds_null_member(v) for v in value.values())
 
 
 def merge_patch(document: Any) -> Patch:

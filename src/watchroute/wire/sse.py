@@ -7,7 +7,8 @@ bookmarks carry `id: <revision>`, so a reconnecting EventSource resumes by itsel
 
 from __future__ import annotations
 
-from watchroute.core.change import PATCHES, SSE, Change, sse_frame
+from watchroute.core.change import Change
+from watchroute.wire.events import PATCHES, SSE, framed, sse_frame
 
 
 class SSEFraming:
@@ -26,7 +27,7 @@ class SSEFraming:
         return b"retry: %d\n\n" % self.retry_ms
 
     def change(self, kind: str, change: Change) -> bytes:
-        return change.framed(kind, self.flags)
+        return framed(change, kind, self.flags)
 
     def initial(self, event_json: bytes) -> bytes:
         return sse_frame(event_json, None)

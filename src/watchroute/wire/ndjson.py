@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from watchroute.core.change import NDJSON, PATCHES, Change
+from watchroute.core.change import Change
+from watchroute.wire.events import NDJSON, PATCHES, framed
 
 
 class NDJSONFraming:
@@ -20,7 +21,7 @@ class NDJSONFraming:
         return b""
 
     def change(self, kind: str, change: Change) -> bytes:
-        return change.framed(kind, self.flags)
+        return framed(change, kind, self.flags)
 
     def initial(self, event_json: bytes) -> bytes:
         return event_json + b"\n"
