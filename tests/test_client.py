@@ -437,3 +437,19 @@ import json, sys
 for code in json.loads(sys.argv[1]):
     exec(compile(code, "<docs>", "exec"), {"__name__": "__main__"})
 """
+
+
+def test_a_patch_watch_fills_its_states_silently_then_follows():
+    """`format="patch"` without `since` lists first only to hold the states its patches apply
+    to: the caller hears nothing of that listing, then every change after it."""
+    from watchroute.client._watch import AsyncWatch, Phase
+
+    watch = AsyncWatch(None, "c", format="patch")  # type: ignore[arg-type]
+    assert watch.phase is Phase.FILLING and watch._params()["initial"] == "true"
+    resource = {"id": "a", "revision": 3, "created_revision": 3, "data": {"n": 1}}
+    assert watch._accept({"type": "ADDED", "revision": 3, "object": resource}) is None
+    end = {"type": "BOOKMARK", "revision": 4, "initial_events_end": True}
+    assert watch._accept(end) is None and watch.phase is Phase.FOLLOWING
+    event = watch._accept({"type": "MODIFIED", "revision": 5, "id": "a", "patch": {"n": 2}})
+    assert event is not None and event.object is not None and event.object.data == {"n": 2}
+    assert "initial" not in watch._params() and watch._params()["since"] == 5

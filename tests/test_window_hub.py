@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from watchroute.core.change import ADDED, DELETED, MODIFIED, WITHDRAWN, Change, encode
 from watchroute.core.filter import compile_filter
 from watchroute.core.hub import Hub
+from watchroute.core.states import BLOCKED, CLOSED, SYNCED, UNSYNCED
 from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
 from watchroute.wire import events
@@ -357,3 +358,38 @@ async def test_a_parked_watcher_skips_what_the_hub_found_not_to_concern_it():
         window.append(mine)
         hub.publish(mine)
         assert [c.revision for _, c in await task] == [4]
+
+
+async def test_a_watcher_is_synced_while_parked_blocked_while_its_socket_pushes_back():
+    """The named states: pushes reach a SYNCED watcher only; a BLOCKED one is woken instead and
+    gets pushes again once unblocked; a CLOSED one gets nothing."""
+    hub, window = Hub(), Window(64, 0)
+    w = Watcher(hub, window, None, "c", None, None, 0)  # type: ignore[arg-type]
+    hub.add(w)
+    pushed: list[int] = []
+    w.sync(lambda evs: pushed.extend(c.revision for _, c in evs))
+    assert w.state == UNSYNCED and w.push is not None
+    hub.park(w)
+    assert w.state == SYNCED
+
+    def commit(rev: int) -> None:
+        window.append([change(rev)])
+        hub.publish([change(rev)])
+
+    commit(1)
+    assert pushed == [1] and w.cursor == 1 and w.state == SYNCED
+    w.block()
+    assert w.state == BLOCKED and w.push is None
+    commit(2)
+    assert pushed == [1], "nothing is pushed to a blocked watcher: it is woken to read"
+    assert not hub.is_parked(w) and w.state == BLOCKED
+    w.unblock()
+    assert w.state == UNSYNCED and w.push is not None
+    hub.park(w)
+    commit(3)
+    assert pushed == [1, 3] and w.state == SYNCED
+    w.close()
+    assert w.state == CLOSED and w.closed and w.push is None
+    w.unblock()
+    w.sync(pushed.append)  # type: ignore[arg-type]
+    assert w.state == CLOSED and w.push is None, "closed is final"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
@@ -76,6 +77,28 @@ class WatchOptions(TypedDict, total=False):
     states: Iterable[Resource] | None
 
 
+class Phase(enum.Enum):
+    """Where a watch is. Each connection starts in the phase the last one left.
+
+    LISTING, RELISTING and FILLING list first (`initial=true`): every event until the bookmark
+    that ends the listing is a state, not a change, and the states held for `format=patch` are
+    rebuilt from it. They differ in what the caller hears: LISTING hands the states out as the
+    initial events the caller asked for; RELISTING does the same after a RESYNC event, because
+    the caller holds states from before (a listing cut short, history expired, a patch for an
+    unknown state); FILLING hands out nothing, because it only fills the states a `format=patch`
+    watch needs and the caller asked for changes only. FOLLOWING hands out changes after
+    `revision`, and only those: an event at or before it was handed out already.
+    """
+
+    LISTING = "listing"
+    RELISTING = "relisting"
+    FILLING = "filling"
+    FOLLOWING = "following"
+
+
+LISTS_FIRST = (Phase.LISTING, Phase.RELISTING, Phase.FILLING)
+
+
 class _Unpatchable(Exception):
     """A patch for a resource the watch does not hold: only a new listing can help."""
 
@@ -119,18 +142,15 @@ class AsyncWatch:
         self.revision: int | None = since  # the resume point
         self.reconnects = 0  # connections lost and opened again
         self.server_retry = 0.0  # the SSE `retry:` the server asked for, in seconds
-        self._listing_wanted = initial  # the next connection lists first (initial=true)
-        self._listing = False  # this connection is still sending the initial state
-        self._resync = False  # the next listing replaces state the caller has: say so first
+        self.phase = Phase.LISTING if initial else Phase.FOLLOWING
         self.format = format
         self.conflate = conflate
         # format="patch": the last state handed out per id, which the next patch applies to.
         self._states: dict[str, Resource] | None = None
-        self._silent = False  # this listing only fills _states; the caller did not ask for it
         if format == "patch":
             self._states = {r.id: r for r in states or ()}
             if since is None and not initial:
-                self._listing_wanted = self._silent = True
+                self.phase = Phase.FILLING
         self._events = self._run()
 
     def __aiter__(self) -> AsyncWatch:
@@ -160,7 +180,7 @@ class AsyncWatch:
             params["format"] = self.format
         if self.conflate:
             params["conflate"] = "true"
-        if self._listing_wanted:
+        if self.phase in LISTS_FIRST:
             params["initial"] = "true"
         elif self.revision is not None:
             params["since"] = self.revision
@@ -171,18 +191,18 @@ class AsyncWatch:
         while True:
             hint = 0.0
             try:
-                if self.revision is None and not self._listing_wanted:
+                if self.revision is None and self.phase is Phase.FOLLOWING:
                     # Start from a known revision, so that a connection lost before its first
                     # event does not make the next one start later and skip changes.
                     self.revision = (await self.client.list(self.collection, limit=1)).revision
-                self._listing = self._listing_wanted
-                if self._listing:
+                if self.phase in LISTS_FIRST:
                     if self._states is not None:
                         self._states.clear()  # the listing is the whole state again
-                    if self._resync and not self._silent:
+                    if self.phase is Phase.RELISTING:
                         yield WatchEvent(RESYNC, None)
-                    # Should this listing be cut short, the next one starts over.
-                    self._resync = True
+                    elif self.phase is Phase.LISTING:
+                        # Should this listing be cut short, the next one starts over.
+                        self.phase = Phase.RELISTING
                 connection = Connection(
                     http=self.client.http,
                     url=self.url,
@@ -204,12 +224,12 @@ class AsyncWatch:
                 if self.on_expired == "raise":
                     raise
                 log.info("watch %s: history expired at %s; listing again", self.url, self.revision)
-                self._listing_wanted = self._resync = True
+                if self.phase is not Phase.FILLING:  # the caller holds nothing from a fill
+                    self.phase = Phase.RELISTING
                 continue
             except _Unpatchable as exc:
                 log.warning("watch %s: %s; listing again", self.url, exc)
-                self._listing_wanted = self._resync = True
-                self._silent = False
+                self.phase = Phase.RELISTING
                 continue
             except RETRIABLE as exc:
                 why = f"{type(exc).__name__}: {exc}"
@@ -251,17 +271,18 @@ class AsyncWatch:
             raise ProtocolError(f"watch {self.url}: a {kind} event without a revision: {str(raw)[:200]}")
         if kind == BOOKMARK:
             if raw.get("initial_events_end"):
-                self._listing = self._listing_wanted = False
+                filled, self.phase = self.phase is Phase.FILLING, Phase.FOLLOWING
                 self.revision = revision
-                if self._silent:
-                    self._silent = False
+                if filled:
                     return None
                 return WatchEvent(BOOKMARK, revision, initial_events_end=True, raw=raw)
-            if self._listing or (self.revision is not None and revision < self.revision):
+            listing = self.phase in LISTS_FIRST
+            if listing or (self.revision is not None and revision < self.revision):
                 return None
             self.revision = revision
             return WatchEvent(BOOKMARK, revision, raw=raw)
-        if self.revision is not None and revision <= self.revision and not self._listing:
+        listing = self.phase in LISTS_FIRST
+        if self.revision is not None and revision <= self.revision and not listing:
             return None  # already handed out by an earlier connection
         patch = raw.get("patch") if kind == MODIFIED and "object" not in raw else None
         if patch is not None:
@@ -274,12 +295,12 @@ class AsyncWatch:
                     f"watch {self.url}: a {kind} event without a valid object: {str(raw)[:200]}"
                 ) from exc
         if self._states is not None:
-            if kind == DELETED and not self._listing:
+            if kind == DELETED and not listing:
                 self._states.pop(resource.id, None)
             else:
                 self._states[resource.id] = resource
-        if self._listing:
-            if self._silent:
+        if listing:
+            if self.phase is Phase.FILLING:
                 return None
             return WatchEvent(ADDED, revision, resource, initial=True, raw=raw)
         self.revision = revision

@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from watchroute.core.change import Change
+from watchroute.core.states import SYNCED, UNSYNCED
 
 if TYPE_CHECKING:
     from watchroute.core.watcher import Watcher
@@ -95,6 +96,14 @@ class ParkedWatchers:
         if watcher not in members:
             members.add(watcher)
             self.size += 1
+
+    def holds(self, watcher: Watcher) -> bool:
+        kind, a, b = self.slot(watcher)
+        if kind == "id":
+            return watcher in self.by_id.get(a, ())
+        if kind == "field":
+            return watcher in self.by_field.get(a, {}).get(b, ())
+        return watcher in self.everyone
 
     def discard(self, watcher: Watcher) -> bool:
         """Remove `watcher`; whether it was parked here."""
@@ -213,12 +222,22 @@ class Hub:
         self.unpark(watcher)
 
     def park(self, watcher: Watcher) -> None:
+        """A caught-up watcher waits here for the next commit that concerns it: SYNCED (a
+        BLOCKED one stays BLOCKED: woken, never pushed to)."""
         parked = self._parked.get(watcher.collection)
         if parked is None:
             parked = self._parked[watcher.collection] = ParkedWatchers()
         parked.add(watcher)
+        if watcher.state == UNSYNCED:
+            watcher.state = SYNCED
+
+    def is_parked(self, watcher: Watcher) -> bool:
+        parked = self._parked.get(watcher.collection)
+        return parked is not None and parked.holds(watcher)
 
     def unpark(self, watcher: Watcher) -> None:
+        if watcher.state == SYNCED:
+            watcher.state = UNSYNCED
         parked = self._parked.get(watcher.collection)
         if parked is None:
             return
@@ -327,6 +346,8 @@ class Hub:
             pushed = len(pushes)
             for watcher in woken:
                 parked.discard(watcher)
+                if watcher.state == SYNCED:
+                    watcher.state = UNSYNCED  # its task reads for itself now
                 watcher.wake()
             reached += pushed + len(woken)
             self.pushes += pushed
@@ -344,6 +365,8 @@ class Hub:
             self._deliver_pending()
         self._parked = {}
         for watcher in self.watchers:
+            if watcher.state == SYNCED:
+                watcher.state = UNSYNCED
             watcher.wake()  # a watcher that is not waiting (busy reading) is not disturbed
 
     def close_all(self) -> None:

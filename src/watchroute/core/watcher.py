@@ -11,6 +11,8 @@ its starting cursor a page at a time (initial.py), then reads changes as above.
 
 A watcher with `conflate` set folds what it reads while behind to the newest state of each
 resource (conflation.py); what the hub pushes to it once it has caught up is not folded.
+
+A watcher's state, and which module may change it, is in states.py.
 """
 
 from __future__ import annotations
@@ -24,17 +26,21 @@ from watchroute.core.filter import Filter
 from watchroute.core.hub import Hub
 from watchroute.core.initial import InitialState
 from watchroute.core.problems import Problem
+from watchroute.core.states import BLOCKED, CLOSED, SYNCED, UNSYNCED
 from watchroute.core.window import Window
 from watchroute.store.base import LogSlice, Row, Store
 
 # How many changes one pass looks at before letting other tasks run.
 SCAN_BATCH = 4096
 
+# Takes a commit's events from the hub and writes them to the socket.
+Receiver = Callable[[list[tuple[str, Change]]], None]
+
 
 class Watcher:
     __slots__ = (
+        "_receiver",
         "_wake",
-        "closed",
         "collection",
         "conflate",
         "cursor",
@@ -43,6 +49,7 @@ class Watcher:
         "id",
         "initial",
         "push",
+        "state",
         "store",
         "transport",
         "window",
@@ -65,21 +72,58 @@ class Watcher:
         self.id = id
         self.filter = flt
         self.cursor = cursor
-        self.closed = False
+        self.state = UNSYNCED
         self.conflate = False  # set by open_watch for `conflate=true`
         self.transport = "other"  # set by open_watch: what the hub counts it under
         # The state at `cursor` still to send, for `initial=true` (set by open_watch).
         self.initial: InitialState | None = None
         self._wake: asyncio.Future[None] | None = None
-        # Set by a transport that can take events straight from a commit while this watcher is
-        # parked and caught up: the hub then calls push(events) instead of waking the watcher.
-        self.push: Callable[[list[tuple[str, Change]]], None] | None = None
+        # What the hub calls with a commit's events instead of waking this watcher while it is
+        # parked. Invariant: None unless a transport gave a receiver and the watcher is neither
+        # BLOCKED nor CLOSED; the hub reads only this, once per parked watcher and commit.
+        self.push: Receiver | None = None
+        self._receiver: Receiver | None = None
 
     def __enter__(self) -> Watcher:
         self.hub.add(self)
         if self.hub.closing:
-            self.closed = True
+            self.close()
         return self
+
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def sync(self, receiver: Receiver) -> None:
+        """The transport takes events straight from commits from now on (see `push`)."""
+        self._receiver = receiver
+        if self.state in (UNSYNCED, SYNCED):
+            self.push = receiver
+
+    def unsync(self) -> None:
+        """The transport takes no more pushes: commits wake the watcher instead."""
+        self._receiver = self.push = None
+
+    def block(self) -> None:
+        """A pushed write is pending on a socket that pushed back: push nothing until `unblock`;
+        commits meanwhile wake the watcher, which reads them from the window after that write."""
+        if self.state != CLOSED:
+            self.state = BLOCKED
+            self.push = None
+
+    def unblock(self) -> None:
+        """The pending write is out: pushes go on, if the transport still takes them."""
+        if self.state == BLOCKED:
+            self.state = SYNCED if self.hub.is_parked(self) else UNSYNCED
+            self.push = self._receiver
+
+    def withdraw(self) -> None:
+        """Take nothing more from the hub (a revoked credential): no pushes, not parked. A task
+        waiting in `next` sleeps on until woken or timed out."""
+        self._receiver = self.push = None
+        self.hub.unpark(self)
 
     def __exit__(self, *exc: object) -> None:
         self.hub.remove(self)
@@ -134,7 +178,8 @@ class Watcher:
             _set_if_pending(self._wake)
 
     def close(self) -> None:
-        self.closed = True
+        self.state = CLOSED
+        self.push = None
         self.wake()
 
     async def next(self, limit: int, timeout: float) -> list[tuple[str, Change]]:

@@ -23,7 +23,7 @@ from watchroute.core.change import DELETED, WITHDRAWN, Change
 from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
 from watchroute.security.refusals import token_expired
-from watchroute.store import Row
+from watchroute.store.base import Row
 
 
 class GuardedWatcher(Watcher):
@@ -63,13 +63,10 @@ class GuardedWatcher(Watcher):
         if self._problem is not None:
             return
         self._problem = problem
-        # Nothing more goes out from a commit: the hub pushes only to parked watchers with `push`.
-        self.push = None
-        self.hub.unpark(self)
+        self.withdraw()  # nothing more goes out from a commit
         if self._waiting:
             # Parked inside next(): closing is what makes it return; next() then raises.
-            self.closed = True
-            self.wake()
+            self.close()
 
     async def initial_page(self) -> list[Row]:
         # A credential that has lapsed or lost its grant reads no more of the state either.

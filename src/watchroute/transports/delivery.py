@@ -96,7 +96,7 @@ class Delivery:
         if rest is not None:
             # The socket pushed back. Nothing more is pushed until this write is out; commits
             # meanwhile wake the watcher, which reads them from the window after it.
-            watcher.push = None
+            watcher.block()
             self._finisher = asyncio.ensure_future(self._finish(rest))
 
     def _send_eagerly(self, frames: list[bytes]) -> Awaitable[None] | None:
@@ -106,9 +106,7 @@ class Delivery:
     async def _finish(self, rest: Awaitable[None]) -> None:
         await rest
         self._finisher = None
-        watcher = self.opened.watcher
-        if not watcher.closed:
-            watcher.push = self.push
+        self.opened.watcher.unblock()
 
     async def run(self, *, heartbeat: float, timeout: float | None, max_events_per_write: int) -> None:
         """Send the initial state (if asked for), then changes and heartbeats until the watcher
@@ -118,12 +116,12 @@ class Delivery:
         try:
             if watcher.initial is not None and not await self._send_initial():
                 return  # the watch ended before all of it went out
-            watcher.push = self.push
+            watcher.sync(self.push)
             await self._stream(heartbeat, timeout, max_events_per_write)
-            watcher.push = None
+            watcher.unsync()
             await self.write([])  # waits for a pending pushed write
         finally:
-            watcher.push = None
+            watcher.unsync()
             if self._finisher is not None:
                 # Whoever writes next (an ERROR event, the end of the stream) must not wait on it.
                 self._finisher.cancel()
