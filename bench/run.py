@@ -71,6 +71,10 @@ class Server:
         )
 
 
+# The section of docs/benchmarks.md that a run leaves as it is.
+KEPT_SECTION = "## Measurements behind the code"
+
+
 def _missing_modules(*names: str) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
@@ -1066,8 +1070,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if args.write_docs:
-        Path(args.docs_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.docs_path).write_text(out)
+        docs = Path(args.docs_path)
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        # The figures behind the code are measured by hand, not by this run: keep them.
+        kept = docs.read_text().partition(KEPT_SECTION)[2] if docs.exists() else ""
+        docs.write_text(out.rstrip("\n") + "\n\n" + KEPT_SECTION + kept if kept else out)
         print(f"wrote {args.docs_path}")
     if failed := [srv for srv, _ in rows if srv.unavailable]:
         for srv in failed:

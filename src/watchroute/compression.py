@@ -18,8 +18,8 @@ from starlette.responses import Response
 # Above this a body is compressed off the event loop (zlib lets go of the GIL while it works),
 # so that a page of 10,000 resources does not hold up every watcher for milliseconds.
 IN_THREAD_BYTES = 64 * 1024
-# The loop is the watchers' too: on a 32 KB list page level 1 took 0.2 ms for a 5x smaller
-# body where zlib's default (6) took 0.4 to 1.2 ms for 6x.
+# The loop is the watchers' too: level 1 compresses a list page nearly as well as zlib's default
+# (6) in a fraction of the time (docs/benchmarks.md, *Measurements behind the code*).
 LEVEL = 1
 
 

@@ -191,8 +191,8 @@ class Metrics:
     a host app's own registry) do not mix their figures.
 
     Collectors that read the event loop's objects run on it; the process collector runs in a
-    thread, because it lists /proc/self/fd: 9 ms with 10,000 connections open, which the loop
-    that delivers events should not wait for at every scrape.
+    thread, because it lists /proc/self/fd, which takes milliseconds with many connections
+    open: the loop that delivers events should not wait for that at every scrape.
     """
 
     PUBLISH_INTERVAL = 1.0  # seconds, under --workers

@@ -62,16 +62,16 @@ class WatchrouteServer(uvicorn.Server):
             announce(self.settings, host, port)
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
-        # the window allocate. Under a write load this took full collections from 75 ms to 25
-        # (the p99 of a write from 90 ms to 25) and a tenth off the loop's CPU.
+        # the window allocate: shorter full collections, a lower p99 for writes and less of the
+        # loop's CPU (docs/benchmarks.md, *Measurements behind the code*).
         gc.collect()
         gc.freeze()
         # A young collection every 2,000 objects allocated and not yet freed instead of 700, an
         # older one every 20 of those instead of 10 (a full one every 10 of those, as before).
-        # Under writes the defaults spent about a tenth of the process's CPU in the collector,
-        # most of it re-scanning what a request keeps alive while its commit runs: 0.89 s in
-        # 10 s of single PUTs (29 full collections) and 0.92 s in 10 s of batches; these
-        # thresholds 0.46 s and 0.64 s, with the longest pause 7 ms instead of 13.
+        # Under writes the defaults spent a noticeable share of the process's CPU in the
+        # collector, most of it re-scanning what a request keeps alive while its commit runs;
+        # these thresholds about halve it and shorten the longest pause (docs/benchmarks.md,
+        # *Measurements behind the code*).
         gc.set_threshold(*GC_THRESHOLDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

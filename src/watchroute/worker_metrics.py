@@ -33,9 +33,9 @@ from watchroute.shared_memory import shared_region
 
 log = logging.getLogger("watchroute")
 
-# A worker's families take about 8 KiB; HTTP requests by method, route and status add about
-# 100 bytes per combination seen, some 500 of them (54 KiB) when every route has met every kind
-# of request.
+# Room for a worker's families, including the HTTP requests by method, route and status when
+# every route has met every kind of request, several times over (docs/benchmarks.md,
+# *Measurements behind the code*).
 SLOT_BYTES = 256 * 1024
 _HEADER = struct.Struct("<dI")  # published at (seconds since the epoch), length of the JSON
 

@@ -28,8 +28,8 @@ RESTATED = "RESTATED"
 def encode(value: Any) -> bytes:
     """JSON for bytes that stay in memory (the window, the log's rows).
 
-    orjson hands back its bytes inside a 4 KiB allocation; a copy of the exact size keeps a
-    window of 10,000 events at a few MiB instead of tens.
+    orjson hands back its bytes inside an allocation of at least a page; a copy of the exact
+    size keeps a full window an order of magnitude smaller.
     """
     return bytes(memoryview(orjson.dumps(value)))
 

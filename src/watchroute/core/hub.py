@@ -165,15 +165,14 @@ class Hub:
     about as much time gathering as delivering, however fast the machine and however many the
     watchers. A fixed window shorter than a delivery gathered little once commits came a
     little further apart than that: most went out on their own, and delivering took the whole
-    core (docs/watch.md, "Delivery under load", has the measurements: a third less CPU at
-    100-200 writes/s x 1,000 watchers, a lower p99 at 150-200, bursts 3-4x faster).
+    core (docs/watch.md, "Delivery under load", has the measurements).
 
     The first commit after a quiet spell goes out at once, and so do the gathered changes once
     there are `max_gathered` of them: a push then stays about as large as a write a watcher
     makes when it reads for itself (`max_events_per_write`), which bounds what a slow reader
-    can pin in buffers. Waiting costs a timer and a wake-up of the process (about 100 us of
-    CPU on a small VM), which pays only when a delivery reaches many sockets: after one that
-    reached fewer than `GATHER_FROM` watchers, the next commit goes out at once too.
+    can pin in buffers. Waiting costs a timer and a wake-up of the process, which pays only
+    when a delivery reaches many sockets: after one that reached fewer than `GATHER_FROM`
+    watchers, the next commit goes out at once too.
     """
 
     GATHER_FROM = 64
@@ -336,9 +335,8 @@ class Hub:
                     woken.append(watcher)
             # Every watcher's events first, the writes after. A socket write runs the kernel's
             # TCP path on this core, and matching done between writes seems to find the caches
-            # full of the kernel's data: 1,000 filtered watchers, each receiving one of a
-            # 1,000-change commit, took 19.1 us of CPU per delivery matched and written in
-            # turn, 17.3 us this way.
+            # full of the kernel's data: matching all first costs less CPU per delivery
+            # (docs/benchmarks.md, *Measurements behind the code*).
             for watcher, events in pushes:
                 # Synced: written from here, no task wake-up; they are the socket's now.
                 watcher.cursor = events[-1][1].revision

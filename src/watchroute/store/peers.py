@@ -36,9 +36,9 @@ class WriterTurn:
     BEGIN IMMEDIATE to COMMIT.
 
     SQLite already lets one writer in at a time, but a process it turns away sleeps and tries
-    again (1, 2, 5, 10 ms...): with two workers under a write load that took a write's p99 to
-    54 ms, against 12-27 ms with this lock. A process waiting on the lock is woken the moment
-    the other lets go.
+    again after growing sleeps: with two workers under a write load that made a write's p99
+    several times what it is with this lock (docs/benchmarks.md, *Measurements behind the
+    code*). A process waiting on the lock is woken the moment the other lets go.
     """
 
     def __init__(self, database_path: str) -> None:

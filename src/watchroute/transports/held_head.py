@@ -3,10 +3,8 @@
 uvicorn writes a response's status line and headers when the app sends `http.response.start`,
 and the body when it sends `http.response.body`: two writes, and under uvloop two system calls
 and two TCP segments, each one waking the client. For a small response the second round is a
-large part of the request: with one write, single `PUT`s (each answered with a ~200-byte
-resource) were faster in 9 of 10 alternating pairs of runs, 9,800 against 8,230 a second on
-average in one series and 10,860 against 10,390 in another (2-core machine, server and load
-generator on a core each).
+large part of the request: with one write, single `PUT`s were faster (docs/benchmarks.md,
+*Measurements behind the code*).
 
 So while a request runs, its request-response cycle writes to a `HeldHead` that stands in for
 the connection's transport. The head of a response of known length is kept and sent with the
