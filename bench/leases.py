@@ -20,7 +20,7 @@ from typing import Any
 
 from watchroute.leases import Sweeper
 from watchroute.store import WriteOp
-from watchroute.store.sqlite.engine import SQLiteStore
+from watchroute.store.sqlite import SQLiteStore
 
 LAPSING = 1000
 TICKS = 200

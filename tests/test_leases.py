@@ -31,7 +31,7 @@ from watchroute.client import Client
 from watchroute.core.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore, schema
-from watchroute.store.sqlite.engine import SQLiteStore
+from watchroute.store.sqlite import SQLiteStore
 from watchroute.wire.events import event_json
 
 SWEEP = 0.2  # the servers' sweep interval here: expiry within a fraction of a second

@@ -30,7 +30,7 @@ from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
 from watchroute.store import WriteOp
 from watchroute.store.peers import PEERS_SCHEMA, Peers
-from watchroute.store.sqlite.engine import SQLiteStore
+from watchroute.store.sqlite import SQLiteStore
 from watchroute.workers import die_with_parent
 
 

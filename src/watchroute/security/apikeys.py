@@ -6,9 +6,9 @@ where it would be wrong for passwords: a slow hash (bcrypt, argon2) exists to ma
 low-entropy password expensive, and nobody can guess 256 random bits, slowly or fast; a fast
 hash keeps every request's check cheap. The stored digest is compared in constant time.
 
-The table lives in the store's SQLite file (a table of this module's own), so the keys go where
-the data goes, and the CLI can manage them while the server runs (WAL lets both at once). With
-the PostgreSQL store it lives in watchroute's schema there (store/postgres/apikeys.py).
+The keys live where the data goes, behind the store's seam (store.base.APIKeyTable): a table of
+their own in the SQLite file (store/sqlite/apikeys.py) or in watchroute's PostgreSQL schema
+(store/postgres/apikeys.py), so the CLI can manage them while the server runs.
 """
 
 from __future__ import annotations
@@ -17,32 +17,18 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from watchroute.security.identity import Identity
+from watchroute.store import open_api_keys
+from watchroute.store.base import StoredKey
 
 log = logging.getLogger("watchroute")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    digest BLOB NOT NULL,
-    subject TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    expires REAL,
-    revoked REAL
-)
-"""
 PREFIX = "wr_"
 ID_CHARS = "abcdefghijkmnopqrstuvwxyz23456789"  # no look-alikes: ids are read aloud and typed
 CACHE_ENTRIES = 10_000
@@ -63,20 +49,9 @@ class APIKey:
         return Identity(self.subject, frozenset(self.scopes), claims, self.expires, "apikey")
 
 
-def database_path(database: str) -> str:
-    prefix = "sqlite:///"
-    if not database.startswith(prefix) or database == prefix:
-        raise ValueError("API keys live in the SQLite database: --database sqlite:///PATH")
-    return database[len(prefix) :]
-
-
 def api_key_store(database: str, postgres_schema: str = "watchroute") -> APIKeyStore:
-    """The keys' table in the server's database: the SQLite file, or PostgreSQL's schema."""
-    if database.startswith(("postgresql://", "postgres://")):
-        from watchroute.store.postgres.apikeys import PostgresAPIKeyStore
-
-        return PostgresAPIKeyStore(database, postgres_schema)
-    return APIKeyStore(database)
+    """The keys in the server's database: the SQLite file, or PostgreSQL's schema."""
+    return APIKeyStore(database, postgres_schema)
 
 
 def digest(key: str) -> bytes:
@@ -94,15 +69,10 @@ def split_key(key: str) -> str | None:
 
 
 class APIKeyStore:
-    def __init__(self, database: str) -> None:
-        self.path = database_path(database)
+    """What a key is and how it is checked; where it is kept is the store's (APIKeyTable)."""
 
-    def _connect(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(SCHEMA)
-        return conn
+    def __init__(self, database: str, postgres_schema: str = "watchroute") -> None:
+        self.table = open_api_keys(database, postgres_schema)
 
     def create(
         self, scopes: list[str], subject: str | None = None, name: str = "", expires: float | None = None
@@ -111,82 +81,44 @@ class APIKeyStore:
         id = "".join(secrets.choice(ID_CHARS) for _ in range(10))
         key = f"{PREFIX}{id}_{secrets.token_urlsafe(32)}"
         record = APIKey(id, subject or f"key-{id}", tuple(scopes), name, time.time(), expires, None)
-        conn = self._connect()
-        try:
-            conn.execute(
-                "INSERT INTO api_keys (id, digest, subject, scopes, name, created, expires) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    id,
-                    digest(key),
-                    record.subject,
-                    orjson.dumps(scopes).decode(),
-                    name,
-                    record.created,
-                    expires,
-                ),
-            )
-        finally:
-            conn.close()
+        self.table.insert(
+            StoredKey(id, digest(key), record.subject, record.scopes, name, record.created, expires, None)
+        )
         return record, key
 
     def revoke(self, id: str) -> bool:
-        conn = self._connect()
-        try:
-            cursor = conn.execute(
-                "UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), id)
-            )
-            return cursor.rowcount == 1
-        finally:
-            conn.close()
+        return self.table.revoke(id, time.time())
 
     def list(self) -> list[APIKey]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT id, subject, scopes, name, created, expires, revoked FROM api_keys ORDER BY created"
-            ).fetchall()
-        finally:
-            conn.close()
-        return [APIKey(r[0], r[1], tuple(orjson.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows]
+        return [_record(stored) for stored in self.table.all()]
 
     def withdrawn(self, ids: list[str]) -> set[str]:
         """Those of `ids` that no longer stand: revoked, expired or deleted."""
         if not ids:
             return set()
-        marks = ",".join("?" * len(ids))
-        conn = self._connect()
-        try:
-            standing = conn.execute(
-                f"SELECT id FROM api_keys WHERE id IN ({marks}) AND revoked IS NULL"
-                " AND (expires IS NULL OR expires > ?)",
-                (*ids, time.time()),
-            ).fetchall()
-        finally:
-            conn.close()
-        return set(ids) - {row[0] for row in standing}
+        return set(ids) - self.table.standing(ids, time.time())
 
     def find(self, key: str) -> tuple[APIKey | None, str]:
         """The key's record if it is valid, else None and why (for the audit log)."""
         id = split_key(key)
         if id is None:
             return None, "malformed"
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT digest, subject, scopes, name, created, expires, revoked FROM api_keys WHERE id = ?",
-                (id,),
-            ).fetchone()
-        finally:
-            conn.close()
-        if row is None or not hmac.compare_digest(row[0], digest(key)):
+        stored = self.table.get(id)
+        # The stored digest is compared in constant time.
+        if stored is None or not hmac.compare_digest(stored.digest, digest(key)):
             return None, "unknown"
-        record = APIKey(id, row[1], tuple(orjson.loads(row[2])), row[3], row[4], row[5], row[6])
+        record = _record(stored)
         if record.revoked is not None:
             return None, "revoked"
         if record.expires is not None and record.expires <= time.time():
             return None, "expired"
         return record, "ok"
+
+
+def _record(stored: StoredKey) -> APIKey:
+    return APIKey(
+        stored.id, stored.subject, stored.scopes, stored.name, stored.created, stored.expires, stored.revoked
+    )
 
 
 class APIKeyVerifier:

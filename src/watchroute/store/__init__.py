@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from watchroute.store.base import LogSlice, Page, Row, Store, WriteOp
+from watchroute.store.base import APIKeyTable, LogSlice, Page, Row, Store, WriteOp
 
 if TYPE_CHECKING:  # the seam (store.base) is read by the core, which loads no settings
     from watchroute.settings import Settings
@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the seam (store.base) is read by the core, which loads no s
 def open_store(settings: Settings) -> Store:
     url = settings.database
     if url.startswith("sqlite:"):
-        from watchroute.store.sqlite.engine import SQLiteStore
+        from watchroute.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(
             url,
@@ -28,4 +28,16 @@ def open_store(settings: Settings) -> Store:
     raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://...")
 
 
-__all__ = ["LogSlice", "Page", "Row", "Store", "WriteOp", "open_store"]
+def open_api_keys(database: str, postgres_schema: str = "watchroute") -> APIKeyTable:
+    """The API keys' table in the database at `database`: the SQLite file, or PostgreSQL's
+    schema. Usable without an open store: the CLI manages keys while servers run."""
+    if database.startswith(("postgresql://", "postgres://")):
+        from watchroute.store.postgres.apikeys import PostgresAPIKeys
+
+        return PostgresAPIKeys(database, postgres_schema)
+    from watchroute.store.sqlite.apikeys import SQLiteAPIKeys
+
+    return SQLiteAPIKeys(database)
+
+
+__all__ = ["APIKeyTable", "LogSlice", "Page", "Row", "Store", "WriteOp", "open_api_keys", "open_store"]

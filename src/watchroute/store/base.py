@@ -140,3 +140,46 @@ class Store(Protocol):
     async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]: ...
     # Whether this instance is the one to sweep lapsed leases now (the others skip the pass).
     def sweep_turn(self) -> contextlib.AbstractAsyncContextManager[bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """An API key's record as the store keeps it: the key itself never, only its digest."""
+
+    id: str
+    digest: bytes
+    subject: str
+    scopes: tuple[str, ...]
+    name: str
+    created: float
+    expires: float | None
+    revoked: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredKey:
+        """From API_KEY_COLUMNS as both engines store them (scopes as a JSON array)."""
+        import orjson
+
+        scopes = tuple(orjson.loads(row[3]))
+        return cls(row[0], bytes(row[1]), row[2], scopes, row[4], row[5], row[6], row[7])
+
+    def scopes_json(self) -> str:
+        import orjson
+
+        return orjson.dumps(list(self.scopes)).decode()
+
+
+API_KEY_COLUMNS = "id, digest, subject, scopes, name, created, expires, revoked"
+
+
+class APIKeyTable(Protocol):
+    """Where API keys live: beside the data, in the same database (security/apikeys.py says
+    what a key is). Each call is its own short transaction, so the CLI can manage keys while
+    servers run; calls block, and the server makes them off its event loop."""
+
+    def insert(self, key: StoredKey) -> None: ...
+    def revoke(self, id: str, at: float) -> bool: ...  # False: unknown, or revoked already
+    def all(self) -> list[StoredKey]: ...  # oldest first
+    def get(self, id: str) -> StoredKey | None: ...
+    # Those of `ids` still standing at `now`: not revoked, not expired, not deleted.
+    def standing(self, ids: list[str], now: float) -> set[str]: ...
