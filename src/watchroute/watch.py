@@ -41,7 +41,7 @@ class WatchSpec:
     since: int | None = None
     filter: Filter | None = None
     initial: bool = False
-    # "full", or "patch": MODIFIED events as merge patches from the previous state (events.py).
+    # "full", or "patch": MODIFIED events as merge patches from the previous state (wire/events.py).
     format: str = "full"
     # Fold what a watcher reads while behind to the newest state per resource (conflation.py).
     conflate: bool = False
@@ -57,7 +57,7 @@ class OpenedWatch:
     initial_revision: int  # where the watch starts: for initial=true, the state's revision
     # When the caller's credential expires (Unix time): the watcher then raises 401 TokenExpired.
     expires_at: float | None = None
-    # format=patch: the framings add PATCHES (events.py).
+    # format=patch: the framings add PATCHES (wire/events.py).
     patches: bool = False
 
 

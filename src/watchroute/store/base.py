@@ -33,7 +33,7 @@ class WriteOp:
     # `data` encoded by whoever had it at hand (and in cache); None: the store encodes it.
     data_json: bytes | None = None
     # Applied to the current state (a Row or a Change) inside the transaction, with the largest
-    # document a write may leave; raises Problem to refuse (patches.Patch).
+    # document a write may leave; raises Problem to refuse (wire.patches.Patch).
     patch: Callable[[Any, int], Any] | None = None
     if_match: int | None = None
     must_exist: bool = False  # If-Match: *
