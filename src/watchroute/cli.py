@@ -165,8 +165,8 @@ def serve(
     given = {k: v for k, v in locals().items() if v is not None}
     from pydantic import ValidationError
 
-    from watchroute.server import PortTaken, SettingError, check
-    from watchroute.server import serve as run  # uvicorn is only needed to serve
+    from watchroute.server.serve import PortTaken, SettingError, check
+    from watchroute.server.serve import serve as run  # uvicorn is only needed to serve
     from watchroute.settings import Settings
 
     try:
