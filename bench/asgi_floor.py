@@ -2,7 +2,7 @@
 a small JSON body, and does nothing else. Served by uvicorn with httptools and uvloop, as
 watchroute is, and loaded by the same wrk script, it shows what the HTTP server alone costs per
 request on this machine (bench/writes.py). Like watchroute, it has uvicorn write each response's
-head and body in one write (`transports/held_head.py`), so that the floor stays a floor.
+head and body in one write (`server/uvicorn.py`), so that the floor stays a floor.
 
     .venv/bin/python -m uvicorn asgi_floor:app --app-dir bench --port 9104 --loop uvloop \
         --http httptools --no-access-log
@@ -10,7 +10,7 @@ head and body in one write (`transports/held_head.py`), so that the floor stays 
 
 from __future__ import annotations
 
-from watchroute.transports.held_head import hold_head
+from watchroute.server.uvicorn import hold_head
 
 ANSWER = b'{"id":"x","revision":1,"created_revision":1,"data":{}}'
 START = {

@@ -344,7 +344,7 @@ async def test_wss_watch_honours_the_clients_tls_settings(make_server, tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))  # trusts this certificate only
     async with (
         httpx.AsyncClient(base_url=server.url, verify=trust) as http,
-        AsyncClient(server.url, http=http) as client,
+        AsyncClient(server.url, http=http, verify=trust) as client,
     ):
         await client.put("stocks", "A", {})
         async with asyncio.timeout(5), client.watch("stocks", initial=True, transport="ws") as watch:

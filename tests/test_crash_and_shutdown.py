@@ -164,7 +164,7 @@ def test_a_stop_asked_for_before_the_app_is_loaded_is_taken(tmp_path):
     # A SIGTERM that comes while uvicorn is still loading the app (a supervisor that gives up
     # at once): the handler must not need what only a loaded app has.
     from watchroute import Settings
-    from watchroute.server import WatchrouteServer
+    from watchroute.server.serve import WatchrouteServer
 
     settings = Settings(database=f"sqlite:///{tmp_path / 'w.db'}")
     config = uvicorn.Config(create_app(settings))

@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from watchroute import Settings, create_app
-from watchroute.transports.held_head import HeldHead, hold_head
+from watchroute.server.uvicorn import HeldHead, hold_head
 
 
 class RecordingTransport(asyncio.Transport):

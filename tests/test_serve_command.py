@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 import orjson
@@ -19,7 +20,8 @@ from typer.testing import CliRunner
 from tests.server import free_port
 from watchroute import __version__
 from watchroute.cli import app
-from watchroute.settings import Settings
+from watchroute.serve_help import flag_type
+from watchroute.settings import GROUPS, Settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,18 +84,21 @@ def test_a_database_in_a_directory_that_does_not_exist_is_refused(tmp_path: Path
     assert not (tmp_path / "no").exists()  # nothing was made
 
 
-def test_version_flag_and_serve_help_name_every_setting():
+def test_version_flag_and_serve_help_name_every_setting_under_its_group():
     assert runner.invoke(app, ["--version"]).stdout == f"watchroute {__version__}\n"
     shown = runner.invoke(app, ["serve", "--help"], env=WIDE)
     assert shown.exit_code == 0
     text = shown.stdout
     fields = Settings.model_fields
-    flags = set()
+    flags: dict[str, str] = {}  # flag's setting -> the panel it is shown in
+    panel = ""
     for line in text.splitlines():
+        if line.startswith("╭─ "):
+            panel = line.removeprefix("╭─ ").split(" ─")[0]
         m = re.match(r"│ --([a-z-]+)\s", line)
         if m and m.group(1) != "help":
             name = m.group(1).replace("-", "_")
-            flags.add(name)
+            flags[name] = panel
             assert name in fields, line
             # Every flag says what it is, its variable once, and its default when it has one.
             help = line.split("WATCHROUTE_")[0].split(">", 1)[1].strip()
@@ -103,13 +108,86 @@ def test_version_flag_and_serve_help_name_every_setting():
             if default not in (None, ""):
                 shown_default = str(default).lower() if isinstance(default, bool) else str(default)
                 assert f"[default: {shown_default}]" in line, line
-    assert {"host", "port", "database", "access_log", "log_format"} <= flags
-    epilog = [line.strip() for line in text.split("Settings without a flag", 1)[1].splitlines()]
-    for name, field in fields.items():
-        if name not in flags:
-            default = "" if field.default is None else str(field.default)
-            default = default.lower() if isinstance(field.default, bool) else default
-            assert f"WATCHROUTE_{name.upper()}={default}" in epilog, name
+    assert set(flags) == set(fields), "every setting is a flag"
+    for group, model in GROUPS.items():
+        panels = {flags[name] for name in model.model_fields}
+        assert len(panels) == 1 and panels.pop().lower().startswith(group), group
+
+
+# Values a string setting may take, tried in turn: the first its checks accept is used.
+STRINGS = [
+    "FULL",
+    "json",
+    "apikey",
+    "debug",
+    "10/s",
+    "10.0.0.0/8",
+    "other_name",
+    "s" * 32,
+    '{"n": "o=$sub"}',
+]
+# Settings valid only with another one: given together below.
+TOGETHER = {"tls_cert": "c.pem", "tls_key": "k.pem"}
+
+
+def other_value(name: str) -> str | None:
+    """A value of the setting other than its default, as typed on a command line."""
+    field = Settings.model_fields[name]
+    default = field.default
+    kind = flag_type(field)
+    if kind is bool:
+        candidates = [str(not default).lower()]
+    elif kind in (int, float):
+        base = default or 0
+        candidates = [str(kind(base + 1)), str(kind(base - 1)), "17", "0.75"]
+    else:
+        candidates = STRINGS
+    for candidate in candidates:
+        try:
+            made = Settings(**{name: candidate})
+        except (ValueError, TypeError):
+            continue
+        if getattr(made, name) != default:
+            return candidate
+    return None
+
+
+def _settings_from(args: list[str], env: dict[str, str]) -> Settings:
+    """The settings `serve` would start with, given these flags and this environment."""
+    made: list[Settings] = []
+    clean = {k: None for k in os.environ if k.startswith("WATCHROUTE_")}
+    with (
+        patch("watchroute.server.serve.serve", made.append),
+        patch("watchroute.server.serve.check", lambda settings: None),
+        patch("watchroute.capture.capturer.preflight", lambda settings: None),
+    ):
+        result = runner.invoke(app, ["serve", *args], env={**clean, **env})
+    assert result.exit_code == 0, result.output
+    return made[0]
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_a_flag_and_its_variable_give_the_same_setting(name):
+    if name in TOGETHER:
+        given = TOGETHER
+    else:
+        value = other_value(name)
+        assert value is not None, f"no value found for {name}: add it to STRINGS or TOGETHER"
+        given = {name: value}
+    args = []
+    for setting, value in given.items():
+        option = "--" + setting.replace("_", "-")
+        if flag_type(Settings.model_fields[setting]) is bool:
+            args.append(option if value == "true" else "--no-" + option[2:])
+        else:
+            args += [option, value]
+    by_flag = _settings_from(args, {})
+    by_variable = _settings_from([], {f"WATCHROUTE_{k.upper()}": v for k, v in given.items()})
+    assert getattr(by_flag, name) == getattr(by_variable, name) != Settings.model_fields[name].default
+
+
+def test_a_flag_wins_over_its_variable():
+    assert _settings_from(["--port", "9001"], {"WATCHROUTE_PORT": "9002"}).port == 9001
 
 
 def test_the_client_url_names_its_variable_once():
@@ -118,6 +196,7 @@ def test_the_client_url_names_its_variable_once():
 
 
 def test_every_setting_is_in_the_docs():
+    """Documented: its flag, its variable or its name in README.md or docs/."""
     docs = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
     missing = [
         name

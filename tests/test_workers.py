@@ -28,10 +28,7 @@ from watchroute.core.problems import Problem
 from watchroute.core.tailer import Tailer
 from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
-from watchroute.store import WriteOp
-from watchroute.store.peers import PEERS_SCHEMA, Peers
-from watchroute.store.sqlite import SQLiteStore
-from watchroute.workers import die_with_parent
+from watchroute.server.workers import die_with_parent
 
 
 def worker_pids(server_pid: int) -> list[int]:

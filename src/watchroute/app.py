@@ -23,8 +23,8 @@ from watchroute.core.problems import Problem, invalid_parameters
 from watchroute.http_counts import HTTPCounts
 from watchroute.runtime import Runtime
 from watchroute.security.install import install as install_security
+from watchroute.server.uvicorn import hold_head
 from watchroute.settings import Settings
-from watchroute.transports.held_head import hold_head
 from watchroute.transports.stream import SERVER_SEND
 
 
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
     """Hand streaming watches the server's own `send` for their body chunks, and have each
-    response's head written together with its body (`transports/held_head.py`).
+    response's head written together with its body (`server/uvicorn.py`).
 
     Every middleware layer wraps `send` in a coroutine of its own, and a watch stream sends a
     body chunk per commit to every caught-up watcher: on that path the layers cost about a tenth

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from watchroute import __version__
 from watchroute.security.commands import app as apikey_app
-from watchroute.serve_help import ServeCommand
+from watchroute.serve_help import with_setting_flags
 
 if TYPE_CHECKING:
     from watchroute.client import Client, Resource, WatchEvent
@@ -55,118 +55,16 @@ def _root(
     """watchroute: REST resources with a watch route."""
 
 
-# Each flag of `serve` is a setting: ServeCommand adds its default and its WATCHROUTE_* variable
-# to the help, and lists the settings that have no flag.
-@app.command(cls=ServeCommand)
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [WATCHROUTE_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [WATCHROUTE_PORT]")] = None,
-    database: Annotated[
-        str | None,
-        typer.Option(help="sqlite:///PATH or postgresql://USER@HOST/DB [WATCHROUTE_DATABASE]"),
-    ] = None,
-    capture: Annotated[
-        str | None,
-        typer.Option(
-            help="PostgreSQL tables to capture as collections, e.g. orders,sales.orders [WATCHROUTE_CAPTURE]"
-        ),
-    ] = None,
-    capture_slot: Annotated[
-        str | None, typer.Option(help="Replication slot and publication name [WATCHROUTE_CAPTURE_SLOT]")
-    ] = None,
-    history_events: Annotated[
-        int | None, typer.Option(help="Changes kept in the log [WATCHROUTE_HISTORY_EVENTS]")
-    ] = None,
-    history_seconds: Annotated[
-        float | None,
-        typer.Option(help="Seconds of changes kept, 0 for no limit [WATCHROUTE_HISTORY_SECONDS]"),
-    ] = None,
-    max_body_bytes: Annotated[
-        int | None, typer.Option(help="Largest request body [WATCHROUTE_MAX_BODY_BYTES]")
-    ] = None,
-    max_ttl_seconds: Annotated[
-        float | None, typer.Option(help="Longest ttl a write may give [WATCHROUTE_MAX_TTL_SECONDS]")
-    ] = None,
-    lease_sweep_interval: Annotated[
-        float | None,
-        typer.Option(help="Seconds between sweeps of lapsed leases [WATCHROUTE_LEASE_SWEEP_INTERVAL]"),
-    ] = None,
-    max_document_bytes: Annotated[
-        int | None,
-        typer.Option(help="Largest document a write may leave [WATCHROUTE_MAX_DOCUMENT_BYTES]"),
-    ] = None,
-    max_batch_bytes: Annotated[
-        int | None,
-        typer.Option(help="What the documents of one _batch may hold in all [WATCHROUTE_MAX_BATCH_BYTES]"),
-    ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(help="critical, error, warning, info, debug or trace [WATCHROUTE_LOG_LEVEL]"),
-    ] = None,
-    schema_check_max_documents: Annotated[
-        int | None,
-        typer.Option(
-            help="Most documents checked when a schema is set [WATCHROUTE_SCHEMA_CHECK_MAX_DOCUMENTS]"
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Processes serving the port, sharing the database [WATCHROUTE_WORKERS]")
-    ] = None,
-    # Security (docs/security.md); most limits are WATCHROUTE_* only.
-    auth: Annotated[str | None, typer.Option(help="none, apikey or jwt [WATCHROUTE_AUTH]")] = None,
-    jwt_secret: Annotated[str | None, typer.Option(help="HS256 secret [WATCHROUTE_JWT_SECRET]")] = None,
-    jwt_public_key: Annotated[
-        str | None, typer.Option(help="PEM file: RS256/ES256/EdDSA [WATCHROUTE_JWT_PUBLIC_KEY]")
-    ] = None,
-    jwks_url: Annotated[
-        str | None, typer.Option(help="Where to fetch the token keys (JWKS) [WATCHROUTE_JWKS_URL]")
-    ] = None,
-    jwt_issuer: Annotated[
-        str | None, typer.Option(help="The `iss` a token must have [WATCHROUTE_JWT_ISSUER]")
-    ] = None,
-    jwt_audience: Annotated[
-        str | None, typer.Option(help="The `aud` a token must have [WATCHROUTE_JWT_AUDIENCE]")
-    ] = None,
-    rules: Annotated[
-        str | None, typer.Option(help='JSON {"notes": "owner=$sub"} or @FILE [WATCHROUTE_RULES]')
-    ] = None,
-    cors_origins: Annotated[
-        str | None, typer.Option(help="Allowed origins, comma-separated [WATCHROUTE_CORS_ORIGINS]")
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option(help="Rate limits and watch caps for all instances [WATCHROUTE_REDIS_URL]")
-    ] = None,
-    allowed_hosts: Annotated[
-        str | None,
-        typer.Option(
-            help="Host names answered besides loopback, comma-separated; * any [WATCHROUTE_ALLOWED_HOSTS]"
-        ),
-    ] = None,
-    forwarded_allow_ips: Annotated[
-        str | None,
-        typer.Option(help="Proxies whose X-Forwarded-For is believed [WATCHROUTE_FORWARDED_ALLOW_IPS]"),
-    ] = None,
-    max_connections_per_ip: Annotated[
-        int | None,
-        typer.Option(
-            help="Open connections per client address, 0 no cap [WATCHROUTE_MAX_CONNECTIONS_PER_IP]"
-        ),
-    ] = None,
-    tls_cert: Annotated[str | None, typer.Option(help="PEM certificate [WATCHROUTE_TLS_CERT]")] = None,
-    tls_key: Annotated[str | None, typer.Option(help="PEM private key [WATCHROUTE_TLS_KEY]")] = None,
-    access_log: Annotated[
-        bool | None, typer.Option(help="A line per request on stdout [WATCHROUTE_ACCESS_LOG]")
-    ] = None,
-    log_format: Annotated[
-        str | None, typer.Option(help="text, or json: a JSON object per line [WATCHROUTE_LOG_FORMAT]")
-    ] = None,
-) -> None:
+# Each flag of `serve` is a setting, made from the settings groups (serve_help.py).
+@app.command()
+@with_setting_flags
+def serve(**flags: Any) -> None:
     """Run the server."""
-    given = {k: v for k, v in locals().items() if v is not None}
+    given = {name: value for name, value in flags.items() if value is not None}
     from pydantic import ValidationError
 
-    from watchroute.server import PortTaken, SettingError, check
-    from watchroute.server import serve as run  # uvicorn is only needed to serve
+    from watchroute.server.serve import PortTaken, SettingError, check
+    from watchroute.server.serve import serve as run  # uvicorn is only needed to serve
     from watchroute.settings import Settings
 
     try:
@@ -224,8 +122,8 @@ def capture_drop(
     from watchroute.capture.slot import drop
     from watchroute.settings import Settings
 
-    given = {k: v for k, v in locals().items() if v is not None and k not in ("drop", "Settings")}
-    settings = Settings(**given)
+    given = {"database": database, "capture_slot": capture_slot, "postgres_schema": postgres_schema}
+    settings = Settings(**{name: value for name, value in given.items() if value is not None})
     try:
         done = drop(settings.database, settings.capture_slot, settings.postgres_schema)
     except Exception as exc:

@@ -3,7 +3,7 @@
 Counted in the app's outermost layer, which every HTTP request passes (also the writes and
 streaming watches answered in front of the routing, api/write_front.py and watch_front.py):
 one dictionary add per response, with the status the response's head was written with
-(transports/held_head.py reads it from the status line), once the app has answered; a watch
+(server/uvicorn.py reads it from the status line), once the app has answered; a watch
 stream, which the server hands over once its head is out, counts as it opens. Under another
 server, and for the few requests whose head is not held (HEAD, `Expect: 100-continue`), a
 wrapper of `send` sees the status instead. A label is the route's template
@@ -76,7 +76,7 @@ class HTTPCounts:
 
     def counting(self, scope: Scope, send: Send) -> Send:
         """`send`, counting the response when it starts: where the head's writer cannot tell
-        its status (transports/held_head.py), at the cost of a coroutine per message."""
+        its status (server/uvicorn.py), at the cost of a coroutine per message."""
 
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":

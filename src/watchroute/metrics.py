@@ -24,9 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
-from watchroute.connections import CONNECTION_LIMITED
 from watchroute.histogram import Histogram
 from watchroute.security import audit
+from watchroute.server.connections import CONNECTION_LIMITED
 from watchroute.store.figures import WriteFigures
 from watchroute.worker_metrics import WorkerMetrics, every_worker
 

@@ -1,23 +1,31 @@
-"""`watchroute serve --help`, made from the settings themselves: every flag with its
-WATCHROUTE_* variable and its default, then the settings that have no flag, so that each
-setting can be found from the command line and none of it can drift from `Settings`.
+"""The flags of `watchroute serve`, made from the settings groups: one flag per setting, named
+after it, with its description, its WATCHROUTE_* variable and its default in the help, and the
+flags of each group under a panel of their own in `serve --help`.
 
-The flags default to None (a flag not given leaves the setting to the environment), which is
-why the defaults are written from `Settings` rather than from the flags.
+The flags default to None: a flag not given leaves the setting to the environment (pydantic
+reads it), which is why the defaults shown are the settings' own, not the flags'.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
+import inspect
+import types
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from typer.core import TyperCommand, TyperOption
+import typer
+from pydantic.fields import FieldInfo
+from rich.markup import escape
 
-_VARIABLE = re.compile(r"\s*\[WATCHROUTE_\w+\]\s*$")
+from watchroute.settings import GROUPS, variable
 
-
-def variable(name: str) -> str:
-    return f"WATCHROUTE_{name.upper()}"
+PANELS = {
+    "server": "Server",
+    "store": "Store (docs/scale-out.md for PostgreSQL and capture)",
+    "watch": "Watch (docs/watch.md)",
+    "websocket": "WebSocket",
+    "security": "Security (docs/security.md)",
+}
 
 
 def shown_default(value: Any) -> str | None:
@@ -29,46 +37,44 @@ def shown_default(value: Any) -> str | None:
     return str(value)
 
 
-def flagless_settings(flags: set[str]) -> list[tuple[str, str | None]]:
-    """The settings that have no flag of `serve`, by variable, with their defaults."""
-    from watchroute.settings import Settings
+def flag_type(field: FieldInfo) -> type:
+    """What the flag parses: the setting's type without None; a choice is a string that the
+    settings check (their message names the choices)."""
+    kind: Any = field.annotation
+    if get_origin(kind) in (Union, types.UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    if get_origin(kind) is Literal:
+        kind = type(get_args(kind)[0])
+    return kind
 
-    return [
-        (variable(name), shown_default(field.default))
-        for name, field in Settings.model_fields.items()
-        if name not in flags
-    ]
+
+def help_text(name: str, field: FieldInfo) -> str:
+    notes = f"[env var: {variable(name)}]"
+    default = shown_default(field.default)
+    if default is not None:
+        notes += f" [default: {default}]"
+    return f"{escape(field.description or '')} {escape(notes)}".strip()
 
 
-class ServeCommand(TyperCommand):
-    """The `serve` command, whose help is completed from `Settings` when it is shown (at no cost
-    to starting the server or to the other commands)."""
+def setting_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per setting, as typer reads a command's flags, group by group."""
+    parameters = []
+    for group, model in GROUPS.items():
+        for name, field in model.model_fields.items():
+            option = typer.Option(
+                help=help_text(name, field), rich_help_panel=PANELS[group], show_default=False
+            )
+            annotation = Annotated[flag_type(field) | None, option]  # type: ignore[valid-type]
+            parameters.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+            )
+    return parameters
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        if not getattr(self, "_described", False):
-            self._describe()
-            self._described = True
-        super().format_help(ctx, formatter)
 
-    def _describe(self) -> None:
-        from rich.markup import escape
-
-        from watchroute.settings import Settings
-
-        fields = Settings.model_fields
-        flags = set()
-        for param in self.params:
-            if not isinstance(param, TyperOption) or param.name not in fields:
-                continue
-            flags.add(param.name)
-            help = _VARIABLE.sub("", param.help or "")
-            notes = f"[env var: {variable(param.name)}]"
-            default = shown_default(fields[param.name].default)
-            if default is not None:
-                notes += f" [default: {default}]"
-            param.help = f"{help} {escape(notes)}".strip()
-        lines = [f"{name}={default or ''}" for name, default in flagless_settings(flags)]
-        self.epilog = (
-            "Settings without a flag, as environment variables with their defaults "
-            "(docs/ says what each does):\n\n" + escape("\n".join(lines))
-        )
+def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command(**given)` a flag per setting: typer reads the signature set here, and
+    calls the command with each flag by the setting's name (None when not given)."""
+    parameters = setting_parameters()
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return command

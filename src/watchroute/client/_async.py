@@ -47,19 +47,31 @@ class AsyncClient:
     ) -> None:
         """`headers` go with every request and every watch (WebSocket handshakes included);
         `verify` is httpx's: an `ssl.SSLContext` (e.g. trusting a private CA) or False, for
-        HTTPS and WSS alike. With `http=`, a client of the caller's own, `timeout`, `headers`
-        and `verify` are that client's business, and `aclose` leaves it open."""
+        HTTPS and WSS alike. With `http=`, a client of the caller's own, `timeout` and `headers`
+        are that client's business, `verify` is for WSS only (give the same as to that client),
+        and `aclose` leaves it open."""
         # Like the CLI: the URL given, else WATCHROUTE_URL, else the local default.
         self.url = (url or os.environ.get("WATCHROUTE_URL") or DEFAULT_URL).rstrip("/")
         self._owns_http = http is None
+        # One TLS context for HTTPS and WSS, made here: an httpx client does not say which one
+        # it uses, so a wss:// watch could not honour a caller's private CA otherwise.
+        self._verify = verify
+        self._tls: ssl.SSLContext | None = None if http else httpx.create_ssl_context(verify=verify)
         # No cap on connections: every open watch holds one.
         self.http = http or httpx.AsyncClient(
             base_url=self.url,
             timeout=timeout,
             headers=headers,
-            verify=verify,
+            verify=self._tls or verify,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
         )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context of wss:// watches: the one HTTPS uses, or with `http=`, one made
+        from `verify` (on first use)."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context(verify=self._verify)
+        return self._tls
 
     async def aclose(self) -> None:
         """Close the HTTP client if this client made it (not one passed as `http=`)."""

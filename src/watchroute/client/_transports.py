@@ -66,6 +66,7 @@ class Connection:
     dead_after: float  # silence longer than this means the connection is dead
     connected: Callable[[], None]  # the server accepted: the backoff starts over
     retry_hint: Callable[[float], None]  # the server's SSE `retry:`, in seconds
+    tls: Callable[[], ssl.SSLContext]  # the TLS context of a wss:// connection (the client's)
 
 
 def resource_path(collection: str, id: str | None = None) -> str:
@@ -135,21 +136,12 @@ def handshake_headers(http: httpx.AsyncClient, url: httpx.URL) -> list[tuple[str
     return headers
 
 
-def ssl_context(http: httpx.AsyncClient) -> ssl.SSLContext | None:
-    """The SSL context the HTTP client's connections use (its `verify=` and `cert=`), for a
-    wss:// connection to honour them too; None (the default context) if it cannot be found, as
-    with a custom transport."""
-    pool = getattr(http._transport, "_pool", None)
-    context = getattr(pool, "_ssl_context", None)
-    return context if isinstance(context, ssl.SSLContext) else None
-
-
 async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
     url = conn.http.base_url.join(conn.url).copy_merge_params({**conn.params, "watch": "true"})
     url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
     options: dict[str, Any] = {}
     if url.scheme == "wss":
-        options["ssl"] = ssl_context(conn.http) or True
+        options["ssl"] = conn.tls()
     if "user-agent" in conn.http.headers:
         options["user_agent_header"] = conn.http.headers["user-agent"]
     try:

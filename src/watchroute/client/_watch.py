@@ -211,6 +211,7 @@ class AsyncWatch:
                     dead_after=self.heartbeat * 2 + 1,
                     connected=self._connected,
                     retry_hint=self._set_retry,
+                    tls=self.client.tls_context,
                 )
                 # aclosing: when the caller stops iterating, the connection closes now, not
                 # whenever the garbage collector finds the reader.

@@ -22,7 +22,6 @@ from typing import Any, NoReturn
 from watchroute.core.problems import Problem
 from watchroute.security import audit
 from watchroute.security.apikeys import APIKeyVerifier, KeyWatches, api_key_store
-from watchroute.security.config import SecuritySettings
 from watchroute.security.grants import allows
 from watchroute.security.guarded import GuardedWatcher, RuleWatcher
 from watchroute.security.hosts import HostAllowList
@@ -33,6 +32,7 @@ from watchroute.security.refusals import forbidden, rate_limited, unauthorized
 from watchroute.security.rules import NothingFilter, Rules, restrict
 from watchroute.security.shared_limits import SharedBuckets, WorkerLimits
 from watchroute.security.tokens import JWTVerifier, TokenError
+from watchroute.settings.security import SecuritySettings
 
 log = logging.getLogger("watchroute")
 

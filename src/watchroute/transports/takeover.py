@@ -8,9 +8,9 @@ the stream is a chunked body written to a socket. So the stream takes the socket
 transport gets a small protocol of ours, the ASGI call returns, and the server forgets the
 request. Events are then written to the transport directly, one chunk per write.
 
-This reaches into uvicorn's httptools protocol, which is what `watchroute serve` runs. Under any
-other server (or another uvicorn protocol) `take_over` returns None and the stream simply stays
-an ordinary ASGI response.
+Taking the socket from uvicorn's httptools protocol (what `watchroute serve` runs) is done in
+`server/uvicorn.py`, with the rest of what knows uvicorn's insides. Under any other server, or
+on plain ASGI, `take_over` returns None and the stream simply stays an ordinary ASGI response.
 """
 
 from __future__ import annotations
@@ -21,21 +21,17 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from watchroute.server import uvicorn
+
 END_OF_BODY = b"0\r\n\r\n"
+END_OF_CHUNK = b"\r\n"
 
 
-_last_chunk: tuple[bytes, bytes] = (b"", b"")
-
-
-def chunk(body: bytes) -> bytes:
-    """One HTTP/1.1 chunk of a chunked body. The same body goes to every unfiltered watcher of a
-    collection in turn (`delivery.encode`), so the last one is remembered."""
-    global _last_chunk
-    if _last_chunk[0] is body:
-        return _last_chunk[1]
-    framed = b"%x\r\n%s\r\n" % (len(body), body)
-    _last_chunk = (body, framed)
-    return framed
+def chunk(body: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 chunk of a chunked body, as the buffers of one gathered write: the body
+    itself is not copied. The same body goes to every unfiltered watcher of a collection in turn
+    (`delivery.encode`), and the transport writes the three buffers in one system call."""
+    return b"%x\r\n" % len(body), body, END_OF_CHUNK
 
 
 class StreamConnection(asyncio.Protocol):
@@ -59,7 +55,7 @@ class StreamConnection(asyncio.Protocol):
     def __init__(self, transport: asyncio.Transport, connections: set[Any], slot: Any = None) -> None:
         self.transport = transport
         self.connections = connections
-        self.slot = slot  # the connection's place under the connection caps (connections.py)
+        self.slot = slot  # the connection's place under the connection caps (server/connections.py)
         self.paused = False
         self.closed = False
         # The kernel gave up on the client (give_up_after): it read nothing for that long.
@@ -98,7 +94,7 @@ class StreamConnection(asyncio.Protocol):
         if self.closed:
             raise ConnectionResetError("the client has gone")
         body = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.transport.write(chunk(body))
+        self.transport.writelines(chunk(body))
         if not self.paused:
             return None
         self._drained = asyncio.get_running_loop().create_future()
@@ -161,63 +157,19 @@ class StreamConnection(asyncio.Protocol):
             drained.set_result(None)
 
 
-def uvicorn_cycle(server_send: Any) -> Any:
-    """uvicorn's request-response cycle behind its own `send` (the one that writes to the
-    connection's `transport`); None under another server."""
-    cycle = getattr(server_send, "__self__", None)
-    if type(cycle).__name__ != "RequestResponseCycle" or getattr(cycle, "transport", None) is None:
-        return None
-    return cycle
-
-
-def _claimable(server_send: Any) -> Any:
-    """uvicorn's request-response cycle behind `server_send`, if its connection can be taken
-    over once the response has started; else None."""
-    cycle = uvicorn_cycle(server_send)
-    if cycle is None:
-        return None
-    transport = cycle.transport
-    protocol = transport.get_protocol()
-    if (
-        getattr(protocol, "cycle", None) is not cycle
-        or getattr(protocol, "pipeline", True)
-        or cycle.response_complete
-        or cycle.disconnected
-        or cycle.flow.write_paused
-        or cycle.scope["method"] != "GET"
-        or transport.is_closing()
-    ):
-        return None
-    return cycle
-
-
 def can_take_over(server_send: Any) -> bool:
     """Whether `take_over` will work once the response has started. The response then says
     `Connection: close`: the connection ends with the stream, and a client that pools
     connections must not send its next request on it."""
-    cycle = _claimable(server_send)
-    return cycle is not None and not cycle.response_started
+    return uvicorn.can_take_over(server_send)
 
 
 def take_over(server_send: Any) -> StreamConnection | None:
-    """Take the connection of a started chunked response from uvicorn's httptools protocol.
+    """Take the connection of a started chunked response from the server.
 
     `server_send` is the server's own `send` for this request. Returns None (and changes
-    nothing) when the server is another one, or when the connection is in a state where the
+    nothing) under another server, on plain ASGI, or when the connection is in a state where the
     server must keep it (a pipelined request waiting, a paused write, a HEAD request).
     """
-    cycle = _claimable(server_send)
-    if cycle is None or not cycle.response_started or not cycle.chunked_encoding:
-        return None
-    transport = cycle.transport
-    protocol = transport.get_protocol()
-    hand_over = getattr(protocol, "hand_over", None)  # connections.py's protocol
-    connection = StreamConnection(transport, protocol.connections, hand_over() if hand_over else None)
-    # The server now sees a finished response: when the ASGI call returns it neither closes
-    # the transport nor waits for more, and its request state becomes garbage.
-    cycle.response_complete = True
-    protocol.flow.resume_reading()  # we must see the client leave
-    protocol.connections.discard(protocol)
-    protocol.connections.add(connection)
-    transport.set_protocol(connection)
-    return connection
+    connection = uvicorn.take_over(server_send, StreamConnection)
+    return connection if isinstance(connection, StreamConnection) else None

@@ -20,9 +20,10 @@ a file to compact. So, per server process:
   `/metrics` counts every one.
 
 A connection keeps its place for as long as its socket is open: through a WebSocket upgrade
-and a watch stream taken over from the server (`transports/takeover.py`) too. This module is
-the one place that reaches into uvicorn's HTTP protocol for this; the caps cost a dict update
-when a connection opens and closes, and the head's deadline a timer per request head.
+and a watch stream taken over from the server (`transports/takeover.py`) too. This module
+counts; uvicorn's HTTP protocol is made to ask it in `server/uvicorn.py` (on plain ASGI only
+uvicorn's `limit_concurrency` caps the total). The caps cost a dict update when a connection
+opens and closes, and the head's deadline a timer per request head.
 """
 
 from __future__ import annotations
@@ -169,80 +170,3 @@ class Slot:
         limits, self.limits = self.limits, None
         if limits is not None:
             limits.release(self.address)
-
-
-def follow_protocol(protocol: Any, slot: Slot) -> None:
-    """Have `protocol`, which now has the socket (a WebSocket's), give the place back."""
-    lost = protocol.connection_lost
-
-    def connection_lost(exc: Exception | None) -> None:
-        slot.release()
-        lost(exc)
-
-    protocol.connection_lost = connection_lost
-
-
-def guarded_http_protocol(limits: ConnectionLimits) -> type:
-    """uvicorn's httptools protocol with the caps and the head's deadline, for `uvicorn.Config(http=...)`."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    timeout = limits.header_timeout
-
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        connection_slot: Slot | None = None
-        _head_deadline: Any = None
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            address = self.client[0] if self.client else None
-            refused = limits.admit(address)
-            if refused is not None:
-                limits.hit(refused, address)
-                transport.abort()  # the descriptor is free at once
-                return
-            self.connection_slot = Slot(limits, address)
-            self._head_deadline = self.loop.call_later(timeout, self._head_too_late)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_deadline()
-            if self.connection_slot is not None:
-                self.connection_slot.release()
-            super().connection_lost(exc)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._head_deadline is None:  # the next request on a kept-alive connection
-                self._head_deadline = self.loop.call_later(timeout, self._head_too_late)
-
-        def on_headers_complete(self) -> None:
-            self._cancel_deadline()
-            super().on_headers_complete()
-
-        def handle_websocket_upgrade(self) -> None:
-            super().handle_websocket_upgrade()
-            slot = self.hand_over()
-            if slot is not None:
-                follow_protocol(self.transport.get_protocol(), slot)
-
-        def hand_over(self) -> Slot | None:
-            """The connection's place, for the protocol taking the socket over (a WebSocket's,
-            or a watch stream's); this one is done with it."""
-            self._cancel_deadline()
-            slot, self.connection_slot = self.connection_slot, None
-            return slot
-
-        def _cancel_deadline(self) -> None:
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
-
-        def _head_too_late(self) -> None:
-            self._head_deadline = None
-            if self.transport.is_closing() or self.transport.get_protocol() is not self:
-                return
-            limits.hit("header_timeout", self.client[0] if self.client else None)
-            if self.cycle is None or self.cycle.response_complete:
-                self.transport.write(TIMED_OUT)
-            self.transport.close()
-
-    return GuardedHttpToolsProtocol

@@ -7,27 +7,26 @@ reconnects, to this instance's successor, with its Last-Event-ID), gives the str
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import gc
 import logging
 import socket
 import ssl
-from types import FrameType
 
 import uvicorn
 
 from watchroute.app import create_app
-from watchroute.connections import ConnectionLimits, guarded_http_protocol, raise_fd_limit
-from watchroute.logs import announce, log_config
 from watchroute.security import redaction
 from watchroute.security.policy import Security
 from watchroute.security.shared_limits import WorkerLimits
+from watchroute.server.connections import ConnectionLimits, raise_fd_limit
+from watchroute.server.logs import announce, log_config
+from watchroute.server.uvicorn import Server, guarded_http_protocol, internals_usable
+from watchroute.server.workers import Supervisor, listening_sockets
 from watchroute.settings import Settings
 from watchroute.store import open_store
 from watchroute.worker_metrics import WorkerMetrics
-from watchroute.workers import Supervisor, listening_sockets
 
 log = logging.getLogger("watchroute")
 
@@ -35,7 +34,7 @@ BACKLOG = 4096
 GC_THRESHOLDS = (2000, 20, 10)
 
 
-class WatchrouteServer(uvicorn.Server):
+class WatchrouteServer(Server):
     def __init__(
         self,
         config: uvicorn.Config,
@@ -47,19 +46,12 @@ class WatchrouteServer(uvicorn.Server):
         self.settings = settings
         self.connections = connections
         self.announced = announced  # this process says where the server listens
-        self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
-        self.loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
-        await super().startup(sockets)
+    def listening(self, address: tuple[str, int] | None) -> None:
         if self.connections is not None:  # the store is open: what it holds is not for sockets
             self.connections.measure()
-        if self.announced and self.servers and self.servers[0].sockets:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
-            announce(self.settings, host, port)
+        if self.announced and address is not None:
+            announce(self.settings, *address)
         # Everything alive now (modules, the app, its routes and models) lives as long as the
         # process: out of the collector's sight, a full collection walks only what requests and
         # the window allocate: shorter full collections, a lower p99 for writes and less of the
@@ -74,14 +66,13 @@ class WatchrouteServer(uvicorn.Server):
         # *Measurements behind the code*).
         gc.set_threshold(*GC_THRESHOLDS)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+    def stop_asked(self) -> None:
         # The app as handed to uvicorn (not `loaded_app`, which is not there before start-up
         # has loaded it: a signal then came early, and there is no stream to end yet).
         runtime = getattr(getattr(self.config.app, "state", None), "runtime", None)
         if runtime is not None and self.loop is not None:
             # From the signal handler: let the loop do it, between two of its callbacks.
             self.loop.call_soon_threadsafe(runtime.hub.close_all)
-        super().handle_exit(sig, frame)
 
 
 class PortTaken(Exception):
@@ -155,6 +146,7 @@ def _why(exc: Exception) -> str:
 
 def serve(settings: Settings) -> None:
     refuse_taken_port(settings.host, settings.port)
+    internals_usable()  # checked (and a fallback logged) once, before the workers fork
     raise_fd_limit()  # before the workers fork: theirs is the parent's
     if settings.workers == 1:
         _serve_one(settings)
@@ -186,13 +178,16 @@ def _serve_one(
     if shared is not None:
         app.state.runtime.share_with_workers(*shared)
     connections = ConnectionLimits(settings)
+    guarded = internals_usable()
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools, with the caps on open connections and the request head's deadline
-        http=guarded_http_protocol(connections),
+        # httptools, with the caps on open connections and the request head's deadline; on
+        # plain ASGI uvicorn's own cap on the total (it answers 503 beyond it)
+        http=guarded_http_protocol(connections) if guarded else "httptools",
+        limit_concurrency=None if guarded else connections.total,
         log_level=settings.log_level,
         log_config=log_config(settings),
         access_log=settings.access_log,
@@ -219,4 +214,6 @@ def _serve_one(
         log.warning("log_level=trace logs every request and message whole, credentials included")
     # With several workers, the first says where the server listens, once.
     announced = shared is None or shared[2] == 0
-    WatchrouteServer(config, settings, connections, announced).run(None if sock is None else [sock])
+    WatchrouteServer(config, settings, connections if guarded else None, announced).run(
+        None if sock is None else [sock]
+    )
