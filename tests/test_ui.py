@@ -22,7 +22,7 @@ import pytest
 
 from tests.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
 from tests.server import ServerProcess
-from watchroute.api.demo_pages import FILES as DEMO_FILES
+from watchroute.http.demo_pages import FILES as DEMO_FILES
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
 

@@ -13,7 +13,7 @@ documents) are public.
 error message or log line downstream ever sees it.
 
 Refusals are problem details (401, 403, 421, 429 with Retry-After). A refused WebSocket upgrade
-is accepted, sent one ERROR event and closed with 4000 + status, as api/ws.py does for every
+is accepted, sent one ERROR event and closed with 4000 + status, as http/ws.py does for every
 refusal, because a browser cannot read the status of a refused handshake; a foreign host, a
 foreign origin and a flood are refused at the handshake itself (421 / 403 / 429), which costs
 the server the least.

@@ -18,7 +18,7 @@ from typing import Any
 from watchroute.core.change import Change, bookmark_json
 from watchroute.transports import eager
 from watchroute.transports.framing import Framing
-from watchroute.watch import OpenedWatch, initial_event_json
+from watchroute.watch.open import OpenedWatch, initial_event_json
 
 # One write of several frames to the connection.
 Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]

@@ -21,7 +21,7 @@ from watchroute.core.change import JSON, PATCHES, bookmark_json, error_json
 from watchroute.problems import Problem
 from watchroute.store import Row
 from watchroute.transports.stream import close_on_disconnect
-from watchroute.watch import OpenedWatch, initial_event_json
+from watchroute.watch.open import OpenedWatch, initial_event_json
 
 JSON_TYPE = (b"content-type", b"application/json")
 

@@ -15,7 +15,7 @@ from watchroute.problems import Problem
 from watchroute.transports.delivery import Delivery, SendNow, Write
 from watchroute.transports.framing import Framing
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 
 log = logging.getLogger("watchroute")
 

@@ -29,7 +29,7 @@ from watchroute.core.change import JSON, PATCHES, Change, error_json
 from watchroute.core.watcher import Watcher
 from watchroute.problems import Problem, bad_request
 from watchroute.transports.delivery import Delivery
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 
 log = logging.getLogger("watchroute")
 

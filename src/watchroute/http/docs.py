@@ -14,8 +14,8 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.compression import accepts_gzip, compressed, gzip_bytes
+from watchroute.http.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.problems import Problem
 
 router = APIRouter(tags=["system"])

@@ -14,7 +14,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
+from watchroute.http.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.problems import Problem
 
 router = APIRouter(tags=["system"])
