@@ -48,6 +48,7 @@ from watchroute.client.events import (
     WatchEvent,
 )
 from watchroute.mergepatch import merge
+from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 if TYPE_CHECKING:
     from watchroute.client._async import AsyncClient
@@ -94,7 +95,7 @@ class AsyncWatch:
         initial: bool = False,
         transport: Transport = "sse",
         on_expired: OnExpired = "raise",
-        heartbeat: float = 15.0,
+        heartbeat: float = HEARTBEAT_DEFAULT,
         backoff: Backoff | None = None,
         format: Format = "full",
         conflate: bool = False,
@@ -108,6 +109,9 @@ class AsyncWatch:
             raise ValueError("initial=True lists the current state; it cannot start at since")
         if format not in get_args(Format):
             raise ValueError('format must be "full" or "patch"')
+        if not HEARTBEAT_MIN <= heartbeat <= HEARTBEAT_MAX:
+            bounds = f"{HEARTBEAT_MIN:g} to {HEARTBEAT_MAX:g}"
+            raise ValueError(f"heartbeat must be {bounds} seconds (the server's bounds)")
         self.client = client
         self.collection = collection
         self.id = id
