@@ -12,19 +12,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from watchroute import __version__
 from watchroute.http import demo_pages, docs, schema_documents, system, ui
+from watchroute.http.door import Door
 from watchroute.http.models import BatchOp, BatchRequest
 from watchroute.http.routes import route_table
-from watchroute.http.table import RouteTable, TableRouter
-from watchroute.http_counts import HTTPCounts
+from watchroute.http.table import RouteTable
 from watchroute.problems import Problem, invalid_parameters
 from watchroute.runtime import Runtime
 from watchroute.security.install import install as install_security
+from watchroute.security.install import with_cors
+from watchroute.security.middleware import SecurityDoor
 from watchroute.settings import Settings
-from watchroute.transports.held_head import hold_head
-from watchroute.transports.stream import SERVER_SEND
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,45 +66,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_problem_handlers(app)
     _document_route_table(app, table)
     _document_collection_schemas(app, runtime)
-    # Added before security, so inside it: every route of the table sees the caller's identity.
-    app.add_middleware(TableRouter, table=table)
     install_security(app, runtime.security)
-    _expose_server_send(app, runtime.http)
+    _put_door_in_front(app, table, runtime)
     return app
 
 
-def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
-    """Hand streaming watches the server's own `send` for their body chunks, and have each
-    response's head written together with its body (`transports/held_head.py`).
-
-    Every middleware layer wraps `send` in a coroutine of its own, and a watch stream sends a
-    body chunk per commit to every caught-up watcher: on that path the layers cost about a tenth
-    of the CPU of a delivery. They only look at the response's start message, which still goes
-    through them (`transports/stream.py`).
-
-    Every HTTP response is counted here, by route template and the status its head was
-    written with (`http_counts.py`).
-    """
+def _put_door_in_front(app: FastAPI, table: RouteTable, runtime: Runtime) -> None:
+    """Every request passes one layer (http/door.py) before the framework's own stack, which
+    then serves only what the route table does not have (system routes, dashboard, documents)."""
     build = app.build_middleware_stack
 
-    def build_stack() -> Any:
-        stack = build()
-
-        async def outermost(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await stack(scope, receive, send)
-                return
-            scope[SERVER_SEND] = send
-            held = hold_head(send)
-            try:
-                await stack(scope, receive, send if held is not None else http.counting(scope, send))
-            finally:
-                if held is not None:
-                    held.release()
-                    if held.status:
-                        http.count(scope, held.status)
-
-        return outermost
+    def build_stack() -> ASGIApp:
+        door = Door(build(), table, SecurityDoor(runtime.security), runtime.http)
+        return with_cors(door, runtime.security)
 
     app.build_middleware_stack = build_stack  # type: ignore[method-assign]
 

@@ -2,9 +2,11 @@
 
 Each `Route` names a method, a path template and a plain endpoint (`endpoint(request,
 **path_parameters) -> Response`, or the same with a WebSocket), with what the OpenAPI document
-says of it. `RouteTable` answers the requests of its routes itself, ahead of the framework's
-routing, and `api_routes()` makes the same declarations into FastAPI routes that are only ever
-read by the OpenAPI generator. Why not FastAPI's own routing: a watch stream lives for hours and
+says of it. The server's one layer (door.py) answers the requests of the table's routes
+through `RouteTable.find`, ahead of the framework's routing, and `api_routes()` makes the same
+declarations into FastAPI routes that are only ever read by the OpenAPI generator.
+
+Why not FastAPI's own routing: a watch stream lives for hours and
 everything a framework keeps on the stack for its request (routing, dependency solving, the
 exception middleware's frames, copies of the scope) would stay allocated as long, per watcher;
 and at thousands of single writes a second those layers were most of the server's CPU. Query
@@ -24,13 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.routing import APIRoute
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
-
-from watchroute.problems import Problem
-from watchroute.security.middleware import route_path
 
 WEBSOCKET = "WEBSOCKET"
 
@@ -109,9 +105,12 @@ class Route:
 class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = list(routes)
-        # By segment count: a request is compared only with templates of its own length.
+        # By method and segment count: a request is compared only with the templates of its
+        # own method and length, and with the others only when none of those has its path.
+        self._by_method: dict[tuple[str, int], list[Route]] = {}
         self._by_length: dict[int, list[Route]] = {}
         for route in self.routes:
+            self._by_method.setdefault((route.method, len(route.segments)), []).append(route)
             self._by_length.setdefault(len(route.segments), []).append(route)
 
     def templates(self) -> list[str]:
@@ -124,54 +123,13 @@ class RouteTable:
         """The route for `method` on `path` with its parameters; else the methods the path
         takes (405), or None when no route has the path."""
         parts = path.split("/")[1:]
-        allowed: list[str] = []
-        for route in self._by_length.get(len(parts), ()):
+        for route in self._by_method.get((method, len(parts)), ()):
             params = route.match(parts)
-            if params is None:
-                continue
-            if route.method == method:
+            if params is not None:
                 return route, params
-            if route.method != WEBSOCKET:
-                allowed.append(route.method)
+        allowed = [
+            r.method
+            for r in self._by_length.get(len(parts), ())
+            if r.method not in (method, WEBSOCKET) and r.match(parts) is not None
+        ]
         return allowed or None
-
-
-class TableRouter:
-    """ASGI: the requests of `table`'s routes answered by their endpoints; any other to `app`."""
-
-    def __init__(self, app: ASGIApp, table: RouteTable) -> None:
-        self.app = app
-        self.table = table
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            found = self.table.find(scope["method"], route_path(scope))
-        elif kind == "websocket":
-            found = self.table.find(WEBSOCKET, route_path(scope))
-            if isinstance(found, list):
-                found = None
-        else:
-            found = None
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        if isinstance(found, list):
-            allow = ", ".join(dict.fromkeys(found))
-            problem = Problem(405, "MethodNotAllowed", "Method Not Allowed", headers={"Allow": allow})
-            await problem.response()(scope, receive, send)
-            return
-        route, params = found
-        scope["path_params"] = params
-        if kind == "websocket":
-            await route.endpoint(WebSocket(scope, receive, send), **params)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await route.endpoint(request, **params)
-        except Problem as problem:
-            response = problem.response()
-        assert response is not None
-        # A watch's response runs as long as the watch: keep nothing else of the request alive.
-        del request, found, route, params
-        await response(scope, receive, send)
