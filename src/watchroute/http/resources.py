@@ -50,7 +50,7 @@ LONGPOLL_MAX_TIMEOUT = 300.0
 
 
 def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return request.scope["app"].state.runtime
 
 
 def resource_response(row_json: bytes, revision: int, status: int = 200, **headers: str) -> Response:
@@ -212,10 +212,10 @@ def _write_op(
     body is read: a refused writer costs no upload."""
     check_collection(collection)
     check_id(id)
-    if collection in runtime_of(request).captured:
+    runtime = runtime_of(request)
+    if collection in runtime.captured:
         raise captured_collection(collection)
     pre = preconditions.parse(if_match, if_none_match)
-    runtime = runtime_of(request)
     ttl = request.query_params.get("ttl")
     if ttl is not None and kind == "delete":
         raise bad_request("BadTTL", "a delete takes no ttl")

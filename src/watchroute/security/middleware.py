@@ -164,7 +164,8 @@ class SecurityDoor:
             await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
             return None
 
-        scope = dict(scope)
+        # The scope is this request's own (the door is the first to see it), but its `state`
+        # may be shared by the server among requests: a copy of that holds the identity.
         scope["state"] = {**scope.get("state", {}), "identity": identity}
         if source == "query":
             scope["query_string"] = strip_access_token(query)
