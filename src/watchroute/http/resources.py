@@ -3,12 +3,9 @@ endpoints and their entries in the route table (table.py)."""
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from pydantic import Field, TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,12 +16,13 @@ from watchroute.core.filter import Filter, FilterError, compile_filter
 from watchroute.http import preconditions
 from watchroute.http.bodies import read_json, read_object
 from watchroute.http.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.http.pages import LIST_PARAMS, decode_continue, encode_continue
 from watchroute.http.table import Route
 from watchroute.leases import parse_ttl
 from watchroute.names import check_collection, check_id, new_id
 from watchroute.patches import JSON_PATCH, for_media_type, reads_document
 from watchroute.problems import bad_request, future_revision, not_found
-from watchroute.revisions import MAX_REVISION, parse_revision
+from watchroute.revisions import parse_revision
 from watchroute.runtime import Runtime
 from watchroute.security.identity import identity_of
 from watchroute.security.middleware import RequestHeaders
@@ -37,7 +35,6 @@ from watchroute.transports.stream import WatchStream
 from watchroute.watch.open import WatchSpec, open_watch
 from watchroute.watch.params import (
     FILTER_MAX_LENGTH,
-    Number,
     WatchParams,
     openapi_parameters,
     parse_params,
@@ -73,48 +70,10 @@ def parse_filter(
         raise bad_request("BadFilter", f"bad filter: {exc}", position=exc.position) from None
 
 
-def encode_continue(after_id: str, revision: int, filter_text: str | None) -> str:
-    token = orjson.dumps({"a": after_id, "r": revision, "f": filter_text})
-    return base64.urlsafe_b64encode(token).decode().rstrip("=")
-
-
-def decode_continue(token: str, filter_text: str | None) -> tuple[str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        state = orjson.loads(raw)
-        after_id = state["a"]
-        if not isinstance(after_id, str):
-            raise ValueError
-        revision = parse_revision(state["r"], "a continue token's revision", reason="BadContinue", text=False)
-    except (ValueError, KeyError, TypeError):
-        raise bad_request("BadContinue", "the continue token is not one this server made") from None
-    if state.get("f") != filter_text:
-        raise bad_request("BadContinue", "a continue token must be used with the same filter")
-    return after_id, revision
-
-
 def last_event_id(value: str | None) -> int | None:
     if value is None:
         return None
     return parse_revision(value.strip(), "Last-Event-ID")
-
-
-@dataclass(slots=True)
-class ListParams:
-    """A list's own parameters (the watch route's are `WatchParams`)."""
-
-    limit: Annotated[int, Field(ge=1, le=10000, description="Resources per page.")] = 500
-    continue_: Annotated[
-        str | None, Field(alias="continue", description="The token of the page before, to get the next.")
-    ] = None
-    revision: Annotated[
-        int | None,
-        Field(ge=0, le=MAX_REVISION, description="Serve a state at least as new as this revision."),
-        Number,
-    ] = None
-
-
-LIST_PARAMS: TypeAdapter[ListParams] = TypeAdapter(ListParams)
 
 
 def header(name: str, description: str) -> dict[str, Any]:
