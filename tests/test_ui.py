@@ -22,7 +22,8 @@ import pytest
 
 from tests.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
 from tests.server import ServerProcess
-from watchroute.api.demo_pages import FILES as DEMO_FILES
+from watchroute.http.demo_pages import FILES as DEMO_FILES
+from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
 
@@ -62,6 +63,24 @@ def test_the_page_and_its_files_are_served_under_a_policy_that_runs_no_inline_sc
     missing = api.get("/ui/secrets.txt")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert "/ui" in api.get("/openapi.json").json()["paths"]
+
+
+def test_the_dashboard_asks_for_heartbeats_within_the_servers_bounds():
+    """The dashboard's script cannot import the server's constants: it states them, and they
+    must be the server's, or a page address's `?heartbeat=` would be refused as a bad watch."""
+    script = (Path(__file__).parents[1] / "src/watchroute/ui/dashboard.js").read_text()
+    stated = {
+        name: float(value)
+        for name, value in re.findall(r"^const (HEARTBEAT_(?:S|MIN_S|MAX_S)) = (\d+);", script, re.M)
+    }
+    assert stated == {
+        "HEARTBEAT_S": HEARTBEAT_DEFAULT,
+        "HEARTBEAT_MIN_S": HEARTBEAT_MIN,
+        "HEARTBEAT_MAX_S": HEARTBEAT_MAX,
+    }
+    demos = (Path(__file__).parents[1] / "src/watchroute/ui/demos/watch.js").read_text()
+    [demo] = re.findall(r"^const HEARTBEAT_S = (\d+);", demos, re.M)
+    assert HEARTBEAT_MIN <= float(demo) <= HEARTBEAT_MAX
 
 
 def test_the_page_is_public_where_the_api_asks_for_a_credential(jwt_server: ServerProcess):

@@ -29,6 +29,9 @@ from watchroute.core.tailer import Tailer
 from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
 from watchroute.server.workers import die_with_parent
+from watchroute.store import WriteOp
+from watchroute.store.peers import PEERS_SCHEMA, Peers
+from watchroute.store.sqlite.engine import SQLiteStore
 
 
 def worker_pids(server_pid: int) -> list[int]:

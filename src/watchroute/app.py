@@ -9,23 +9,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from watchroute import __version__
-from watchroute.api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
-from watchroute.api.models import BatchOp, BatchRequest
-from watchroute.api.problems import problem_response
-from watchroute.api.watch_front import StreamingWatchFront
-from watchroute.api.write_front import WriteFront
-from watchroute.api.ws_front import WebSocketWatchFront
 from watchroute.core.problems import Problem, invalid_parameters
-from watchroute.http_counts import HTTPCounts
+from watchroute.http import demo_pages, docs, schema_documents, system, ui
+from watchroute.http.door import Door
+from watchroute.http.models import BatchOp, BatchRequest
+from watchroute.http.problems import problem_response
+from watchroute.http.routes import route_table
+from watchroute.http.table import RouteTable
 from watchroute.runtime import Runtime
 from watchroute.security.install import install as install_security
-from watchroute.server.uvicorn import hold_head
+from watchroute.security.install import with_cors
+from watchroute.security.middleware import SecurityDoor
 from watchroute.settings import Settings
-from watchroute.transports.stream import SERVER_SEND
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="REST resources with a watch route on every collection and resource.",
         lifespan=lifespan,
-        # /docs is served whole by this server (api/docs.py); FastAPI's pages load a CDN.
+        # /docs is served whole by this server (http/docs.py); FastAPI's pages load a CDN.
         docs_url=None,
         redoc_url=None,
         # FastAPI asks OpenTelemetry's global providers on every request whether to trace it
@@ -59,56 +60,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui.router)
     app.include_router(docs.router)
     app.include_router(demo_pages.router)
-    app.include_router(batch.router)
-    app.include_router(ws.router)
-    app.include_router(schemas.router)  # before `/v1/{collection}`, which refuses reserved names
-    app.include_router(resources.router)
-    routers = (system.router, ui.router, docs.router, batch.router, ws.router, resources.router)
-    runtime.http.learn([app.openapi_url or "", *(r.path for router in routers for r in router.routes)])
+    table = route_table()
+    routers = (system.router, ui.router, docs.router)
+    runtime.http.learn(
+        [app.openapi_url or "", *(r.path for router in routers for r in router.routes), *table.templates()]
+    )
     _install_problem_handlers(app)
-    _document_hand_read_bodies(app)
+    _document_route_table(app, table)
     _document_collection_schemas(app, runtime)
-    # Added before security, so inside it: streaming watches see the caller's identity.
-    app.add_middleware(StreamingWatchFront)
-    app.add_middleware(WriteFront)  # the same, for single-resource writes
-    app.add_middleware(WebSocketWatchFront)  # and for WebSocket watches
     install_security(app, runtime.security)
-    _expose_server_send(app, runtime.http)
+    _put_door_in_front(app, table, runtime)
     return app
 
 
-def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
-    """Hand streaming watches the server's own `send` for their body chunks, and have each
-    response's head written together with its body (`server/uvicorn.py`).
-
-    Every middleware layer wraps `send` in a coroutine of its own, and a watch stream sends a
-    body chunk per commit to every caught-up watcher: on that path the layers cost about a tenth
-    of the CPU of a delivery. They only look at the response's start message, which still goes
-    through them (`transports/stream.py`).
-
-    Every HTTP response is counted here, by route template and the status its head was
-    written with (`http_counts.py`).
-    """
+def _put_door_in_front(app: FastAPI, table: RouteTable, runtime: Runtime) -> None:
+    """Every request passes one layer (http/door.py) before the framework's own stack, which
+    then serves only what the route table does not have (system routes, dashboard, documents)."""
     build = app.build_middleware_stack
 
-    def build_stack() -> Any:
-        stack = build()
-
-        async def outermost(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await stack(scope, receive, send)
-                return
-            scope[SERVER_SEND] = send
-            held = hold_head(send)
-            try:
-                await stack(scope, receive, send if held is not None else http.counting(scope, send))
-            finally:
-                if held is not None:
-                    held.release()
-                    if held.status:
-                        http.count(scope, held.status)
-
-        return outermost
+    def build_stack() -> ASGIApp:
+        door = Door(build(), table, SecurityDoor(runtime.security), runtime.http)
+        return with_cors(door, runtime.security)
 
     app.build_middleware_stack = build_stack  # type: ignore[method-assign]
 
@@ -144,33 +116,25 @@ def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_hand_read_bodies(app: FastAPI) -> None:
-    """Bodies read by hand (for speed and precise errors) still belong in the OpenAPI document."""
-    build = app.openapi
+def _document_route_table(app: FastAPI, table: RouteTable) -> None:
+    """The OpenAPI document of the app's own routes and the route table's, with the models of
+    the batch body (read by hand, for speed and precise errors)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = build()
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=[*app.routes, *table.api_routes()],
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["BatchOp"] = BatchOp.model_json_schema()
             components["BatchRequest"] = BatchRequest.model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
             components["BatchRequest"].pop("$defs", None)
-            object_body = {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-            paths = schema["paths"]
-            paths["/v1/{collection}"]["post"]["requestBody"] = object_body
-            paths["/v1/{collection}/{id}"]["put"]["requestBody"] = object_body
-            paths["/v1/{collection}/{id}"]["patch"]["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/merge-patch+json": {"schema": {"type": "object"}},
-                    "application/json-patch+json": {"schema": {"type": "array"}},
-                },
-            }
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -22,6 +22,7 @@ from rich.markup import escape
 from watchroute import __version__
 from watchroute.security.commands import app as apikey_app
 from watchroute.serve_help import with_setting_flags
+from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 if TYPE_CHECKING:
     from watchroute.client import Client, Resource, WatchEvent
@@ -345,7 +346,10 @@ def watch(
         int | None, typer.Option(help="Exit after this many changes (the --initial state does not count)")
     ] = None,
     relist: Annotated[bool, typer.Option(help="On 410 Expired, list again instead of exiting 6")] = False,
-    heartbeat: Annotated[float, typer.Option(help="Seconds between server heartbeats")] = 15.0,
+    heartbeat: Annotated[
+        float,
+        typer.Option(help="Seconds between server heartbeats", min=HEARTBEAT_MIN, max=HEARTBEAT_MAX),
+    ] = HEARTBEAT_DEFAULT,
     patches: Annotated[
         bool, typer.Option("--patches", help="Receive changes as merge patches (printed as whole objects)")
     ] = False,

@@ -1,8 +1,7 @@
 """HTTP requests by method, route template and status, for `/metrics`.
 
-Counted in the app's outermost layer, which every HTTP request passes (also the writes and
-streaming watches answered in front of the routing, api/write_front.py and watch_front.py):
-one dictionary add per response, with the status the response's head was written with
+Counted in the server's one layer (http/door.py), which every HTTP request passes: one
+dictionary add per response, with the status the response's head was written with
 (server/uvicorn.py reads it from the status line), once the app has answered; a watch
 stream, which the server hands over once its head is out, counts as it opens. Under another
 server, and for the few requests whose head is not held (HEAD, `Expect: 100-continue`), a

@@ -19,6 +19,7 @@ from watchroute.security.policy import Security
 from watchroute.security.shared_limits import WorkerLimits
 from watchroute.settings import Settings
 from watchroute.store import Store, open_store
+from watchroute.watch.open import InitialPaging, WatchSources
 from watchroute.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -46,6 +47,18 @@ class Runtime:
         self.capture: Capture | None = None
         # Collections written by change capture alone: REST writes to them are refused (405).
         self.captured: frozenset[str] = frozenset()
+        self.watches = WatchSources(
+            self.store,
+            self.tailer,
+            self.window,
+            self.hub,
+            self.initial_states,
+            InitialPaging(
+                settings.max_events_per_write, settings.initial_page_bytes, settings.initial_snapshot_seconds
+            ),
+            self.security.admit_watch,
+            self._capture_epoch,
+        )
 
     def share_with_workers(self, limits: WorkerLimits, figures: WorkerMetrics, worker: int) -> None:
         """Make this the process `worker` of several serving one port: limits and watch caps
@@ -77,9 +90,15 @@ class Runtime:
         self.captured = self.capture.collections
         await self.capture.start()
 
+    def _capture_epoch(self, collection: str) -> int | None:
+        capture = self.capture
+        if capture is None or collection not in capture.collections:
+            return None
+        return capture.epoch
+
     def _end_captured_watches(self) -> None:
         """A new capture epoch: each watch of a captured collection ends; its client's resume
-        is answered 410 (watch.py) and it relists."""
+        is answered 410 (watch/open.py) and it relists."""
         for watcher in [w for w in self.hub.watchers if w.collection in self.captured]:
             watcher.close()
 

@@ -48,6 +48,7 @@ from watchroute.client.events import (
     Resource,
     WatchEvent,
 )
+from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 from watchroute.wire.mergepatch import merge
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class AsyncWatch:
         initial: bool = False,
         transport: Transport = "sse",
         on_expired: OnExpired = "raise",
-        heartbeat: float = 15.0,
+        heartbeat: float = HEARTBEAT_DEFAULT,
         backoff: Backoff | None = None,
         format: Format = "full",
         conflate: bool = False,
@@ -131,6 +132,9 @@ class AsyncWatch:
             raise ValueError("initial=True lists the current state; it cannot start at since")
         if format not in get_args(Format):
             raise ValueError('format must be "full" or "patch"')
+        if not HEARTBEAT_MIN <= heartbeat <= HEARTBEAT_MAX:
+            bounds = f"{HEARTBEAT_MIN:g} to {HEARTBEAT_MAX:g}"
+            raise ValueError(f"heartbeat must be {bounds} seconds (the server's bounds)")
         self.client = client
         self.collection = collection
         self.id = id

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from watchroute.client.backoff import Backoff
 from watchroute.client.errors import APIError, ConnectionFailed, Expired, ServerError
 from watchroute.client.events import BOOKMARK, DELETED, RESYNC, Resource, WatchEvent
+from watchroute.watch.params import HEARTBEAT_DEFAULT
 
 if TYPE_CHECKING:
     from watchroute.client._async import AsyncClient
@@ -47,7 +48,7 @@ class LiveCollection(Mapping[str, Resource]):
         *,
         filter: str | None = None,
         transport: Transport = "sse",
-        heartbeat: float = 15.0,
+        heartbeat: float = HEARTBEAT_DEFAULT,
         on_added: Callback | None = None,
         on_modified: Callback | None = None,
         on_deleted: Callback | None = None,

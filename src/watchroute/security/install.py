@@ -1,5 +1,6 @@
-"""Putting security in front of an app: the door, CORS, the OpenAPI document, the warning,
-and tokens kept out of the server's log lines."""
+"""Putting security in front of an app: CORS, the OpenAPI document, the warning, and tokens
+kept out of the server's log lines. The door itself (middleware.py) is a step of the server's
+one layer (http/door.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from watchroute.security import audit, redaction
-from watchroute.security.middleware import SecurityMiddleware
 from watchroute.security.policy import Security
 
 log = logging.getLogger("watchroute")
@@ -45,19 +46,23 @@ def install(app: FastAPI, security: Security) -> None:
     warning = exposure_warning(app.state.runtime.settings)
     if warning:
         log.warning(warning)
-    app.add_middleware(SecurityMiddleware, security=security)
-    origins = sorted(security.allowed_origins)
-    if origins:
-        # Outermost, so that refusals (401, 429) carry CORS headers a browser page can read.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_credentials=True,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=CORS_HEADERS,
-            expose_headers=EXPOSED_HEADERS,
-        )
     _document(app, security)
+
+
+def with_cors(app: ASGIApp, security: Security) -> ASGIApp:
+    """`app` answering the allowed origins' CORS requests, when there are any. Put outside the
+    door, so that its refusals (401, 429) carry CORS headers a browser page can read."""
+    origins = sorted(security.allowed_origins)
+    if not origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=CORS_HEADERS,
+        expose_headers=EXPOSED_HEADERS,
+    )
 
 
 def _document(app: FastAPI, security: Security) -> None:

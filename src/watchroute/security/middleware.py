@@ -13,7 +13,7 @@ documents) are public.
 error message or log line downstream ever sees it.
 
 Refusals are problem details (401, 403, 421, 429 with Retry-After). A refused WebSocket upgrade
-is accepted, sent one ERROR event and closed with 4000 + status, as api/ws.py does for every
+is accepted, sent one ERROR event and closed with 4000 + status, as http/ws.py does for every
 refusal, because a browser cannot read the status of a refused handshake; a foreign host, a
 foreign origin and a flood are refused at the handshake itself (421 / 403 / 429), which costs
 the server the least.
@@ -24,7 +24,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from starlette.requests import cookie_parser
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from watchroute.core.problems import Problem
 from watchroute.security import audit
@@ -81,16 +81,18 @@ class RequestHeaders:
         return None if value is None else value.decode("latin-1")
 
 
-class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, security: Security) -> None:
-        self.app = app
+class SecurityDoor:
+    """The checks above, as one step of the server's one layer (http/door.py)."""
+
+    def __init__(self, security: Security) -> None:
         self.security = security
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> Scope | None:
+        """The request's scope to serve (with the caller's identity, without `access_token`),
+        or None when the request was refused here and its answer already sent."""
         kind = scope["type"]
         if kind not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return scope
         security = self.security
         client = scope.get("client")
         address = client[0] if client else None
@@ -103,17 +105,16 @@ class SecurityMiddleware:
             assert host is not None
             audit.record(audit.DENIED, "host not allowed", address=address, method=method, path=path)
             await self._refuse(scope, receive, send, misdirected(host), True)
-            return
+            return None
         wait = await security.take("rate_limit_ip", address)
         if wait:
             audit.record(audit.RATE_LIMITED, "rate_limit_ip", address=address, method=method, path=path)
             await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
-            return
+            return None
         # The dashboard's status figures are a few of /metrics': the same scope guards both.
         metrics = path in METRICS_PATHS and security.mode != "none"
         if not (path == "/v1" or path.startswith("/v1/") or metrics):
-            await self.app(scope, receive, send)  # system routes and documents are public
-            return
+            return scope  # system routes and documents are public
 
         headers = RequestHeaders(scope)
         query = scope.get("query_string", b"")
@@ -127,13 +128,13 @@ class SecurityMiddleware:
                     "missing credentials: send Authorization: Bearer <token> (or ?access_token= on a watch)"
                 )
                 await self._refuse(scope, receive, send, problem)
-                return
+                return None
         else:
             try:
                 identity = await security.authenticate(credential or "", address, source or "none", where)
             except Problem as problem:
                 await self._refuse(scope, receive, send, problem)
-                return
+                return None
 
         if metrics and METRICS_SCOPE not in identity.scopes:
             audit.record(
@@ -142,14 +143,14 @@ class SecurityMiddleware:
             await self._refuse(
                 scope, receive, send, forbidden(f"{path} needs a credential with the metrics scope")
             )
-            return
+            return None
         refusal = self._browser_refusal(headers, identity, kind, method)
         if refusal is not None:
             audit.record(
                 audit.DENIED, refusal, subject=identity.subject, address=address, method=method, path=path
             )
             await self._refuse(scope, receive, send, forbidden(refusal, "ForeignOrigin"), True)
-            return
+            return None
 
         wait = await security.take("rate_limit_identity", identity.key)
         if wait:
@@ -162,13 +163,14 @@ class SecurityMiddleware:
                 path=path,
             )
             await self._refuse(scope, receive, send, rate_limited("too many requests; slow down", wait), True)
-            return
+            return None
 
-        scope = dict(scope)
+        # The scope is this request's own (the door is the first to see it), but its `state`
+        # may be shared by the server among requests: a copy of that holds the identity.
         scope["state"] = {**scope.get("state", {}), "identity": identity}
         if source == "query":
             scope["query_string"] = strip_access_token(query)
-        await self.app(scope, receive, send)
+        return scope
 
     def _credential(
         self, headers: RequestHeaders, query: bytes, method: str

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from watchroute.core.problems import Problem
-from watchroute.settings.security import SecuritySettings
 from watchroute.security.grants import scopes_of
 from watchroute.security.identity import Identity
 from watchroute.security.refusals import token_expired, unauthorized

@@ -21,8 +21,8 @@ from watchroute.transports import eager
 from watchroute.wire.events import bookmark_json, initial_event_json
 from watchroute.wire.framing import Framing
 
-if TYPE_CHECKING:  # opening a watch needs the runtime; delivering one does not
-    from watchroute.watch import OpenedWatch
+if TYPE_CHECKING:  # opening a watch needs the store and the hub; delivering one does not
+    from watchroute.watch.open import OpenedWatch
 
 # One write of several frames to the connection.
 Write = Callable[[list[bytes]], Coroutine[Any, Any, None]]

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from watchroute.core.problems import Problem
 from watchroute.store import Row
 from watchroute.transports.stream import close_on_disconnect
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 from watchroute.wire.events import JSON, PATCHES, bookmark_json, error_json, framed, initial_event_json
 from watchroute.wire.problems import send_problem
 

@@ -13,7 +13,7 @@ from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
 from watchroute.transports.delivery import Delivery, SendNow, Write
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 from watchroute.wire.events import error_json
 from watchroute.wire.framing import Framing
 

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from watchroute.core.problems import Problem, bad_request
 from watchroute.core.watcher import Watcher
 from watchroute.transports.delivery import Delivery
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 from watchroute.wire.events import error_json
 from watchroute.wire.websocket import WSFraming, sub_prefix
 

@@ -20,7 +20,11 @@ import * as table from "./table.js";
 
 const RETRY_MS = 2000; // the first wait before a reconnection the page makes itself
 const RETRY_MAX_MS = 30000; // doubling up to this, with jitter
-const HEARTBEAT_S = 15; // the server's default; `?heartbeat=S` on the page's address sets another
+// The server's default and bounds (watch/params.py; tests/test_ui.py checks they agree); `?heartbeat=S`
+// on the page's address sets another.
+const HEARTBEAT_S = 15;
+const HEARTBEAT_MIN_S = 1;
+const HEARTBEAT_MAX_S = 300;
 
 let watch = null; // {collection, filter} of the current watch
 let source = null; // its EventSource
@@ -284,7 +288,7 @@ setInterval(() => {
 {
   const params = new URLSearchParams(location.search);
   const asked = Number(params.get("heartbeat"));
-  if (Number.isInteger(asked) && asked >= 1 && asked <= 300) heartbeat = asked;
+  if (Number.isInteger(asked) && asked >= HEARTBEAT_MIN_S && asked <= HEARTBEAT_MAX_S) heartbeat = asked;
   const page = Number(params.get("page"));
   if (Number.isInteger(page) && page >= 1 && page <= 5000) table.setPageRows(page);
   const form = $("watch").elements;

@@ -14,9 +14,9 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.compression import accepts_gzip, compressed, gzip_bytes
 from watchroute.core.problems import Problem
+from watchroute.http.ui import SECURITY_HEADERS, etag_of, unchanged
 
 router = APIRouter(tags=["system"])
 

@@ -1,46 +1,54 @@
-"""REST routes of a collection and its resources, and the watch route on the same URLs."""
+"""REST routes of a collection and its resources, and the watch route on the same URLs: the
+endpoints and their entries in the route table (table.py)."""
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from watchroute.api import preconditions
-from watchroute.api.bodies import read_json, read_object
-from watchroute.api.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
 from watchroute.capture import captured_collection
 from watchroute.compression import compressed
 from watchroute.core.change import Change
 from watchroute.core.filter import Filter, FilterError, compile_filter
 from watchroute.core.names import check_collection, check_id, new_id
 from watchroute.core.problems import bad_request, future_revision, not_found
-from watchroute.core.revisions import MAX_REVISION, parse_revision
+from watchroute.core.revisions import parse_revision
+from watchroute.http import preconditions
+from watchroute.http.bodies import read_json, read_object
+from watchroute.http.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.http.pages import LIST_PARAMS, decode_continue, encode_continue
+from watchroute.http.table import Route
 from watchroute.leases import parse_ttl
 from watchroute.runtime import Runtime
 from watchroute.security.identity import identity_of
+from watchroute.security.middleware import RequestHeaders
 from watchroute.security.rules import restrict
 from watchroute.store import Row, WriteOp
 from watchroute.transports.longpoll import poll
 from watchroute.transports.stream import WatchStream
-from watchroute.watch import WatchSpec, open_watch
+from watchroute.watch.open import WatchSpec, open_watch
+from watchroute.watch.params import (
+    FILTER_MAX_LENGTH,
+    WatchParams,
+    openapi_parameters,
+    parse_params,
+    parse_watch_params,
+    query_parameters,
+)
 from watchroute.wire.events import resource_json
 from watchroute.wire.ndjson import NDJSONFraming
 from watchroute.wire.patches import JSON_PATCH, for_media_type, reads_document
 from watchroute.wire.sse import SSEFraming
-
-router = APIRouter(prefix="/v1", tags=["resources"])
 
 LONGPOLL_DEFAULT_TIMEOUT = 30.0
 LONGPOLL_MAX_TIMEOUT = 300.0
 
 
 def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return request.scope["app"].state.runtime
 
 
 def resource_response(row_json: bytes, revision: int, status: int = 200, **headers: str) -> Response:
@@ -52,7 +60,9 @@ def resource_response(row_json: bytes, revision: int, status: int = 200, **heade
     )
 
 
-def parse_filter(text: str | None, max_length: int = 4096, max_clauses: int = 64) -> Filter | None:
+def parse_filter(
+    text: str | None, max_length: int = FILTER_MAX_LENGTH, max_clauses: int = 64
+) -> Filter | None:
     if text is None or text == "":
         return None
     try:
@@ -61,84 +71,52 @@ def parse_filter(text: str | None, max_length: int = 4096, max_clauses: int = 64
         raise bad_request("BadFilter", f"bad filter: {exc}", position=exc.position) from None
 
 
-def encode_continue(after_id: str, revision: int, filter_text: str | None) -> str:
-    token = orjson.dumps({"a": after_id, "r": revision, "f": filter_text})
-    return base64.urlsafe_b64encode(token).decode().rstrip("=")
-
-
-def decode_continue(token: str, filter_text: str | None) -> tuple[str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        state = orjson.loads(raw)
-        after_id = state["a"]
-        if not isinstance(after_id, str):
-            raise ValueError
-        revision = parse_revision(state["r"], "a continue token's revision", reason="BadContinue", text=False)
-    except (ValueError, KeyError, TypeError):
-        raise bad_request("BadContinue", "the continue token is not one this server made") from None
-    if state.get("f") != filter_text:
-        raise bad_request("BadContinue", "a continue token must be used with the same filter")
-    return after_id, revision
-
-
 def last_event_id(value: str | None) -> int | None:
     if value is None:
         return None
     return parse_revision(value.strip(), "Last-Event-ID")
 
 
-WatchParam = Annotated[
-    str | None,
-    Query(
-        description="`true` streams changes (SSE with `Accept: text/event-stream`, else NDJSON); "
-        "`longpoll` answers once with the events ready.",
-        pattern="^(true|false|1|0|longpoll)$",
-    ),
-]
-SinceParam = Annotated[
-    int | None, Query(ge=0, le=MAX_REVISION, description="Deliver changes with revision > since.")
-]
-FilterParam = Annotated[str | None, Query(max_length=4096, description="Filter expression.")]
-HeartbeatParam = Annotated[
-    float, Query(ge=1, le=300, description="Seconds without output before a BOOKMARK.")
-]
-TimeoutParam = Annotated[
-    float | None, Query(gt=0, le=86400, description="End the watch after this many seconds.")
-]
-LastEventID = Annotated[str | None, Header(alias="Last-Event-ID")]
-FormatParam = Annotated[
-    Literal["full", "patch"],
-    Query(description="`patch`: a MODIFIED event carries the merge patch from the previous state."),
-]
-ConflateParam = Annotated[
-    bool, Query(description="While behind, get only the newest state of each resource.")
-]
+def header(name: str, description: str) -> dict[str, Any]:
+    """A request header an endpoint reads itself, for the OpenAPI document."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
 
 
-@dataclass
-class WatchQuery:
-    """The watch route's parameters, the same on a collection and on a resource."""
-
-    watch: WatchParam = None
-    since: SinceParam = None
-    filter: FilterParam = None
-    initial: bool = False
-    heartbeat: HeartbeatParam = 15
-    timeout: TimeoutParam = None
-    format: FormatParam = "full"
-    conflate: ConflateParam = False
-    last_event: LastEventID = None
-
-    @property
-    def watching(self) -> bool:
-        return self.watch in ("true", "1", "longpoll")
+IF_MATCH = header("If-Match", '"<revision>" or *')
+IF_NONE_MATCH_WRITE = header("If-None-Match", "* to create only")
+IF_NONE_MATCH_READ = header("If-None-Match", "The ETag of the state held: 304 when nothing changed.")
+TTL = {
+    "name": "ttl",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "number", "minimum": 1},
+    "description": "Seconds until the resource expires and is deleted (a lease; at most "
+    "max_ttl_seconds). Without it the resource is permanent.",
+}
+OBJECT_BODY = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+PATCH_BODY = {
+    "required": True,
+    "content": {
+        "application/merge-patch+json": {"schema": {"type": "object"}},
+        "application/json-patch+json": {"schema": {"type": "array"}},
+    },
+}
+# A list, a read and their watches: what the OpenAPI document says they take.
+LIST_PARAMETERS = [*openapi_parameters(), *query_parameters(LIST_PARAMS), IF_NONE_MATCH_READ]
+READ_PARAMETERS = [*openapi_parameters(), IF_NONE_MATCH_READ]
 
 
 async def _watch(
-    request: Request, collection: str, id: str | None, q: WatchQuery, flt: Filter | None
+    request: Request, collection: str, id: str | None, q: WatchParams, flt: Filter | None
 ) -> Response:
     runtime = runtime_of(request)
-    resumed = last_event_id(q.last_event)
+    resumed = last_event_id(request.headers.get("last-event-id"))
     spec = WatchSpec(
         collection,
         id,
@@ -153,16 +131,16 @@ async def _watch(
     if q.watch == "longpoll":
         wait = min(q.timeout or LONGPOLL_DEFAULT_TIMEOUT, LONGPOLL_MAX_TIMEOUT)
         spec.transport = "longpoll"
-        opened = await open_watch(runtime, spec)
+        opened = await open_watch(runtime.watches, spec)
         answer = await poll(opened, wait, settings.max_events_per_write)
         return await compressed(request, answer, settings.compress_min_bytes)
     framing = (
-        SSEFraming(settings.sse_retry_ms, q.format == "patch")
+        SSEFraming(settings.sse_retry_ms, q.patches)
         if "text/event-stream" in request.headers.get("accept", "")
-        else NDJSONFraming(q.format == "patch")
+        else NDJSONFraming(q.patches)
     )
     spec.transport = "sse" if isinstance(framing, SSEFraming) else "ndjson"
-    opened = await open_watch(runtime, spec)
+    opened = await open_watch(runtime.watches, spec)
     return WatchStream(
         opened,
         framing,
@@ -194,10 +172,10 @@ def _write_op(
     body is read: a refused writer costs no upload."""
     check_collection(collection)
     check_id(id)
-    if collection in runtime_of(request).captured:
+    runtime = runtime_of(request)
+    if collection in runtime.captured:
         raise captured_collection(collection)
     pre = preconditions.parse(if_match, if_none_match)
-    runtime = runtime_of(request)
     ttl = request.query_params.get("ttl")
     if ttl is not None and kind == "delete":
         raise bad_request("BadTTL", "a delete takes no ttl")
@@ -215,38 +193,19 @@ def _write_op(
     )
 
 
-@router.get(
-    "/{collection}",
-    response_model=ListOrPoll,
-    responses={**PROBLEMS, **WATCH_STREAMS},
-    summary="List a collection, or watch it",
-)
-async def list_or_watch_collection(
-    request: Request,
-    collection: str,
-    q: Annotated[WatchQuery, Depends()],
-    limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-    continue_: Annotated[str | None, Query(alias="continue")] = None,
-    revision: Annotated[
-        int | None,
-        Query(ge=0, le=MAX_REVISION, description="Serve a state at least as new as this revision."),
-    ] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Any:
+async def list_or_watch_collection(request: Request, collection: str) -> Response:
     check_collection(collection)
-    return await list_or_watch(request, collection, q, limit, continue_, revision, if_none_match)
+    return await list_or_watch(request, collection)
 
 
-async def list_or_watch(
-    request: Request,
-    collection: str,
-    q: WatchQuery,
-    limit: int,
-    continue_: str | None,
-    revision: int | None,
-    if_none_match: str | None,
-) -> Response:
+async def list_or_watch(request: Request, collection: str) -> Response:
     """A list of `collection` (whose name is checked), or a watch of it."""
+    query = request.query_params
+    q = parse_watch_params(query)
+    # The list's parameters are checked on a watch too (and then the watch streams the same).
+    page_params = parse_params(LIST_PARAMS, query)
+    limit, continue_, revision = page_params.limit, page_params.continue_, page_params.revision
+    if_none_match = request.headers.get("if-none-match")
     flt = _filter(request, q.filter)
     if q.watching:
         return await _watch(request, collection, None, q, flt)
@@ -282,28 +241,16 @@ async def list_or_watch(
     return await compressed(request, page_response, runtime.settings.compress_min_bytes)
 
 
-@router.get(
-    "/{collection}/{id}",
-    response_model=ResourceOrPoll,
-    responses={**PROBLEMS, **WATCH_STREAMS},
-    summary="Read a resource, or watch it",
-)
-async def get_or_watch_resource(
-    request: Request,
-    collection: str,
-    id: str,
-    q: Annotated[WatchQuery, Depends()],
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Any:
+async def get_or_watch_resource(request: Request, collection: str, id: str) -> Response:
     check_collection(collection)
     check_id(id)
-    return await get_or_watch(request, collection, id, q, if_none_match)
+    return await get_or_watch(request, collection, id)
 
 
-async def get_or_watch(
-    request: Request, collection: str, id: str, q: WatchQuery, if_none_match: str | None
-) -> Response:
+async def get_or_watch(request: Request, collection: str, id: str) -> Response:
     """A resource of `collection` (name and id checked), or a watch of it."""
+    q = parse_watch_params(request.query_params)
+    if_none_match = request.headers.get("if-none-match")
     flt = _filter(request, q.filter)
     if q.watching:
         return await _watch(request, collection, id, q, flt)
@@ -352,66 +299,23 @@ def written_response(request: Request, op: WriteOp, change: Change) -> Response:
     return resource_response(body, change.revision)
 
 
-IfMatch = Annotated[str | None, Header(description='"<revision>" or *')]
-IfNoneMatch = Annotated[str | None, Header(description="* to create only")]
-# Read by `_write_op` from the query (the write front calls the routes without it), documented here.
-TTL = {
-    "parameters": [
-        {
-            "name": "ttl",
-            "in": "query",
-            "required": False,
-            "schema": {"type": "number", "minimum": 1},
-            "description": "Seconds until the resource expires and is deleted (a lease; at most "
-            "max_ttl_seconds). Without it the resource is permanent.",
-        }
-    ]
-}
-
-
-@router.post(
-    "/{collection}",
-    status_code=201,
-    response_model=Written,
-    responses=PROBLEMS,
-    summary="Create a resource with an assigned id",
-    openapi_extra=TTL,
-)
-async def create_resource(request: Request, collection: str) -> Any:
+async def create_resource(request: Request, collection: str) -> Response:
     op = _write_op(request, "create", collection, new_id(), None)
     op.data = await read_object(request, runtime_of(request).settings.max_body_bytes)
     return await _write_one(request, op)
 
 
-@router.put(
-    "/{collection}/{id}",
-    response_model=Written,
-    responses=PROBLEMS,
-    summary="Create or replace a resource",
-    openapi_extra=TTL,
-)
-async def put_resource(
-    request: Request,
-    collection: str,
-    id: str,
-    if_match: IfMatch = None,
-    if_none_match: IfNoneMatch = None,
-) -> Any:
-    op = _write_op(request, "put", collection, id, if_match, if_none_match)
+async def put_resource(request: Request, collection: str, id: str) -> Response:
+    headers = RequestHeaders(request.scope)
+    op = _write_op(request, "put", collection, id, headers.get("if-match"), headers.get("if-none-match"))
     op.data = await read_object(request, runtime_of(request).settings.max_body_bytes)
     return await _write_one(request, op)
 
 
-@router.patch(
-    "/{collection}/{id}",
-    response_model=Written,
-    responses=PROBLEMS,
-    summary="Patch a resource (merge patch or JSON patch)",
-    openapi_extra=TTL,
-)
-async def patch_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
-    op = _write_op(request, "patch", collection, id, if_match)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+async def patch_resource(request: Request, collection: str, id: str) -> Response:
+    headers = RequestHeaders(request.scope)
+    op = _write_op(request, "patch", collection, id, headers.get("if-match"))
+    media_type = (headers.get("content-type") or "").split(";")[0].strip().lower()
     document = await read_json(request, runtime_of(request).settings.max_body_bytes)
     op.patch = for_media_type(media_type, document)
     if media_type == JSON_PATCH and reads_document(document):
@@ -419,12 +323,69 @@ async def patch_resource(request: Request, collection: str, id: str, if_match: I
     return await _write_one(request, op)
 
 
-@router.delete(
-    "/{collection}/{id}",
-    response_model=Written,
-    responses=PROBLEMS,
-    summary="Delete a resource; answers its last state",
-)
-async def delete_resource(request: Request, collection: str, id: str, if_match: IfMatch = None) -> Any:
-    op = _write_op(request, "delete", collection, id, if_match)
+async def delete_resource(request: Request, collection: str, id: str) -> Response:
+    op = _write_op(request, "delete", collection, id, RequestHeaders(request.scope).get("if-match"))
     return await _write_one(request, op)
+
+
+WATCHABLE = {**PROBLEMS, **WATCH_STREAMS}
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/{collection}",
+        list_or_watch_collection,
+        "List a collection, or watch it",
+        response_model=ListOrPoll,
+        responses=WATCHABLE,
+        parameters=LIST_PARAMETERS,
+    ),
+    Route(
+        "POST",
+        "/v1/{collection}",
+        create_resource,
+        "Create a resource with an assigned id",
+        status_code=201,
+        response_model=Written,
+        responses=PROBLEMS,
+        parameters=[TTL],
+        request_body=OBJECT_BODY,
+    ),
+    Route(
+        "GET",
+        "/v1/{collection}/{id}",
+        get_or_watch_resource,
+        "Read a resource, or watch it",
+        response_model=ResourceOrPoll,
+        responses=WATCHABLE,
+        parameters=READ_PARAMETERS,
+    ),
+    Route(
+        "PUT",
+        "/v1/{collection}/{id}",
+        put_resource,
+        "Create or replace a resource",
+        response_model=Written,
+        responses=PROBLEMS,
+        parameters=[IF_MATCH, IF_NONE_MATCH_WRITE, TTL],
+        request_body=OBJECT_BODY,
+    ),
+    Route(
+        "PATCH",
+        "/v1/{collection}/{id}",
+        patch_resource,
+        "Patch a resource (merge patch or JSON patch)",
+        response_model=Written,
+        responses=PROBLEMS,
+        parameters=[IF_MATCH, TTL],
+        request_body=PATCH_BODY,
+    ),
+    Route(
+        "DELETE",
+        "/v1/{collection}/{id}",
+        delete_resource,
+        "Delete a resource; answers its last state",
+        response_model=Written,
+        responses=PROBLEMS,
+        parameters=[IF_MATCH],
+    ),
+]

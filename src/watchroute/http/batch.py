@@ -5,23 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from watchroute.api.bodies import json_kind, read_object
-from watchroute.api.models import PROBLEMS, BatchResult
 from watchroute.capture import captured_collection
 from watchroute.core.names import check_collection, check_id, new_id
 from watchroute.core.problems import Problem, bad_request
 from watchroute.core.revisions import parse_revision
+from watchroute.http.bodies import json_kind, read_object
+from watchroute.http.models import PROBLEMS, BatchResult
+from watchroute.http.table import Route
 from watchroute.leases import parse_ttl
 from watchroute.security.identity import identity_of
 from watchroute.store import WriteOp
 from watchroute.store.ops import encode_early
 from watchroute.wire.events import expiry_text
 from watchroute.wire.patches import json_patch, merge_patch, reads_document
-
-router = APIRouter(prefix="/v1", tags=["batch"])
 
 MAX_BATCH_OPS = 10_000
 OP_KINDS = ("create", "put", "patch", "delete")
@@ -63,19 +62,7 @@ def parse_op(index: int, raw: Any, max_ttl: float) -> WriteOp:
     return op
 
 
-@router.post(
-    "/_batch",
-    response_model=BatchResult,
-    responses=PROBLEMS,
-    summary="Apply several writes atomically",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
-        }
-    },
-)
-async def batch(request: Request) -> Any:
+async def batch(request: Request) -> Response:
     runtime = request.app.state.runtime
     document = await read_object(request, runtime.settings.max_body_bytes)
     raw_ops = document.get("ops")
@@ -149,3 +136,20 @@ async def batch(request: Request) -> Any:
                 del result["data"]
     body = orjson.dumps({"revision": changes[-1].revision, "results": results})
     return Response(body, media_type="application/json")
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/_batch",
+        batch,
+        "Apply several writes atomically",
+        ("batch",),
+        response_model=BatchResult,
+        responses=PROBLEMS,
+        request_body={
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}},
+        },
+    )
+]

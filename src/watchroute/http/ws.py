@@ -7,102 +7,63 @@ accepted, gets one ERROR event and is closed with 4000 + status (see transports/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocket
 
-from watchroute.api.resources import last_event_id, parse_filter
 from watchroute.core.names import check_collection, check_id
 from watchroute.core.problems import Problem, bad_request
-from watchroute.core.revisions import parse_revision
+from watchroute.http.resources import last_event_id, parse_filter
+from watchroute.http.table import WEBSOCKET, Route
 from watchroute.runtime import Runtime
 from watchroute.schemas import SCHEMAS
 from watchroute.security.identity import identity_of
 from watchroute.security.session import WatchSession
 from watchroute.transports.websocket import Multiplexer, Outbox, serve_watch
-from watchroute.watch import OpenedWatch, WatchSpec, check_format, open_watch
-
-router = APIRouter(prefix="/v1")
-
-DEFAULT_HEARTBEAT = 15.0
+from watchroute.watch.open import OpenedWatch, WatchSpec, open_watch
+from watchroute.watch.params import HTTP_ONLY, WatchParams, parse_watch_params
 
 
 def _runtime(ws: WebSocket) -> Runtime:
     return ws.app.state.runtime
 
 
-# -- parameters, from a query string or a subscribe message ----------------------------------
-
-
-def _revision(name: str, value: Any) -> int | None:
-    return None if value is None else parse_revision(value, name)
-
-
-def _seconds(name: str, value: Any, low: float, high: float, default: float | None) -> float | None:
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-        if isinstance(value, bool) or not low <= seconds <= high:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise bad_request(
-            "BadParameter", f"{name} must be a number of seconds in {low:g}..{high:g}"
-        ) from None
-    return seconds
-
-
-def _bool(name: str, value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "1", "false", "0"):
-        return value in ("true", "1")
-    raise bad_request("BadParameter", f"{name} must be true or false")
-
-
-def _optional_str(name: str, value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise bad_request("BadParameter", f"{name} must be a string")
-
-
 async def _open(
-    runtime: Runtime, collection: Any, id: Any, since: int | None, params: dict[str, Any], identity: Any
-) -> tuple[OpenedWatch, float]:
+    runtime: Runtime, collection: Any, id: Any, params: WatchParams, identity: Any
+) -> OpenedWatch:
     if not isinstance(collection, str):
         raise bad_request("BadParameter", "collection must be a string")
     if collection != SCHEMAS:  # the one reserved name that is watched like a collection
         check_collection(collection)
     if id is not None:
+        if not isinstance(id, str):
+            raise bad_request("BadParameter", "id must be a string")
         check_id(id)
-    filter_text = _optional_str("filter", params.get("filter"))
-    if filter_text is not None and len(filter_text) > 4096:
-        raise bad_request("BadParameter", "filter may be at most 4096 characters")
-    flt = parse_filter(filter_text, runtime.settings.max_filter_length, runtime.settings.max_filter_clauses)
-    initial = _bool("initial", params.get("initial"))
-    heartbeat = _seconds("heartbeat", params.get("heartbeat"), 1, 300, DEFAULT_HEARTBEAT)
-    assert heartbeat is not None
+    settings = runtime.settings
     spec = WatchSpec(
         collection,
         id,
-        since,
-        flt,
-        initial,
-        format=check_format(params.get("format")),
-        conflate=_bool("conflate", params.get("conflate")),
+        params.since,
+        parse_filter(params.filter, settings.max_filter_length, settings.max_filter_clauses),
+        params.initial,
+        format=params.format,
+        conflate=params.conflate,
         identity=identity,
         transport="websocket",
     )
-    opened = await open_watch(runtime, spec)
-    return opened, heartbeat
+    return await open_watch(runtime.watches, spec)
 
 
-# -- routes (answered by ws_front.py ahead of the routing; declared here for the documents) ----
+def _watch_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The watch parameters among a message's fields or an upgrade's query: a WebSocket watch
+    is always a stream, so `watch` is not one of them."""
+    return {k: v for k, v in values.items() if k not in HTTP_ONLY}
 
 
-@router.websocket("/_watch")
+# -- endpoints ----------------------------------------------------------------------------
+
+
 async def watch_many(websocket: WebSocket) -> None:
     """Many subscriptions on one socket: subscribe / unsubscribe / auth / ping."""
     runtime = _runtime(websocket)
@@ -115,12 +76,10 @@ async def watch_many(websocket: WebSocket) -> None:
     )
 
     async def open_subscription(op: dict[str, Any]) -> tuple[OpenedWatch, float]:
-        since = _revision("since", op.get("since"))
-        opened, heartbeat = await _open(
-            runtime, op.get("collection"), op.get("id"), since, op, session.identity
-        )
+        params = parse_watch_params(_watch_fields(op))
+        opened = await _open(runtime, op.get("collection"), op.get("id"), params, session.identity)
         session.track(op.get("sub"), opened.watcher)
-        return opened, heartbeat
+        return opened, params.heartbeat
 
     multiplexer = Multiplexer(
         websocket,
@@ -141,12 +100,10 @@ async def watch_many(websocket: WebSocket) -> None:
         session.stop()
 
 
-@router.websocket("/{collection}")
 async def watch_collection(websocket: WebSocket, collection: str) -> None:
     await watch_one(websocket, collection, None)
 
 
-@router.websocket("/{collection}/{id}")
 async def watch_resource(websocket: WebSocket, collection: str, id: str) -> None:
     await watch_one(websocket, collection, id)
 
@@ -154,24 +111,28 @@ async def watch_resource(websocket: WebSocket, collection: str, id: str) -> None
 async def watch_one(websocket: WebSocket, collection: str, id: str | None) -> None:
     runtime = _runtime(websocket)
     await websocket.accept()
-    params = websocket.query_params
     try:
+        params = parse_watch_params(_watch_fields(websocket.query_params))
         # Last-Event-ID means what it means for SSE (and wins over `since`), for clients that
         # can set headers on the upgrade.
         resumed = last_event_id(websocket.headers.get("last-event-id"))
-        since = resumed if resumed is not None else _revision("since", params.get("since"))
-        timeout = _seconds("timeout", params.get("timeout"), 0.001, 86400, None)
-        query = dict(params)
         if resumed is not None:
-            query.pop("initial", None)
-        opened, heartbeat = await _open(runtime, collection, id, since, query, identity_of(websocket))
+            params.since, params.initial = resumed, False
+        opened = await _open(runtime, collection, id, params, identity_of(websocket))
     except Problem as problem:
         await Outbox(websocket).fail(problem)
         return
     await serve_watch(
         websocket,
         opened,
-        heartbeat=heartbeat,
-        timeout=timeout,
+        heartbeat=params.heartbeat,
+        timeout=params.timeout,
         max_events_per_write=runtime.settings.max_events_per_write,
     )
+
+
+ROUTES = [
+    Route(WEBSOCKET, "/v1/_watch", watch_many),
+    Route(WEBSOCKET, "/v1/{collection}", watch_collection),
+    Route(WEBSOCKET, "/v1/{collection}/{id}", watch_resource),
+]

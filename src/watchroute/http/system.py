@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from watchroute import metrics
-from watchroute.api import asyncapi, schema_documents
 from watchroute.core.problems import Problem
+from watchroute.http import asyncapi, schema_documents
+from watchroute.http.table import Route
 from watchroute.security.identity import identity_of
 
 router = APIRouter(tags=["system"])
@@ -63,8 +65,7 @@ async def asyncapi_document(request: Request) -> dict[str, Any]:
     return schema_documents.asyncapi(document, request.app.state.runtime.schemas.documents())
 
 
-@router.get("/v1/_collections", summary="The collections and how many resources each holds")
-async def collections(request: Request) -> Any:
+async def collections(request: Request) -> Response:
     runtime = request.app.state.runtime
     # Only the collections the caller may read; a count would tell how many documents a
     # per-document rule hides, so a rule-restricted collection is listed without one.
@@ -75,4 +76,17 @@ async def collections(request: Request) -> Any:
         except Problem:
             continue
         items.append(item if rule is None else {"name": item["name"]})
-    return {"items": items, "revision": runtime.tailer.revision}
+    return Response(
+        orjson.dumps({"items": items, "revision": runtime.tailer.revision}), media_type="application/json"
+    )
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/_collections",
+        collections,
+        "The collections and how many resources each holds",
+        ("system",),
+    )
+]

@@ -8,81 +8,49 @@ every new write to the collection already answers to the schema (see `put_schema
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.requests import Request
+from starlette.responses import Response
 
-from watchroute.api import preconditions
-from watchroute.api.bodies import read_object
-from watchroute.api.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
-from watchroute.api.resources import (
-    IfMatch,
-    IfNoneMatch,
-    WatchQuery,
+from watchroute.core.names import check_collection
+from watchroute.core.problems import Problem
+from watchroute.http import preconditions
+from watchroute.http.bodies import read_object
+from watchroute.http.models import PROBLEMS, WATCH_STREAMS, ListOrPoll, ResourceOrPoll, Written
+from watchroute.http.resources import (
+    IF_MATCH,
+    IF_NONE_MATCH_WRITE,
+    LIST_PARAMETERS,
+    OBJECT_BODY,
+    READ_PARAMETERS,
     get_or_watch,
     list_or_watch,
     runtime_of,
     written_response,
 )
-from watchroute.core.names import check_collection
-from watchroute.core.problems import Problem
+from watchroute.http.table import Route
 from watchroute.runtime import Runtime
 from watchroute.schemas import MAX_OFFENDERS, SCHEMAS, compile_schema, errors_of
 from watchroute.security.identity import identity_of
 from watchroute.store import WriteOp
 
-router = APIRouter(prefix="/v1/_schemas", tags=["schemas"])
-
 CHECK_PAGE = 1000  # documents read per page while a new schema is checked
 ERRORS_PER_OFFENDER = 3
 
 
-@router.get(
-    "",
-    response_model=ListOrPoll,
-    responses={**PROBLEMS, **WATCH_STREAMS},
-    summary="List the collections' schemas, or watch them",
-)
-async def list_or_watch_schemas(
-    request: Request,
-    q: Annotated[WatchQuery, Depends()],
-    limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-    continue_: Annotated[str | None, Query(alias="continue")] = None,
-    revision: Annotated[int | None, Query(ge=0)] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Any:
-    return await list_or_watch(request, SCHEMAS, q, limit, continue_, revision, if_none_match)
+async def list_or_watch_schemas(request: Request) -> Response:
+    return await list_or_watch(request, SCHEMAS)
 
 
-@router.get(
-    "/{collection}",
-    response_model=ResourceOrPoll,
-    responses={**PROBLEMS, **WATCH_STREAMS},
-    summary="Read a collection's schema, or watch it",
-)
-async def get_or_watch_schema(
-    request: Request,
-    collection: str,
-    q: Annotated[WatchQuery, Depends()],
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Any:
+async def get_or_watch_schema(request: Request, collection: str) -> Response:
     check_collection(collection)
-    return await get_or_watch(request, SCHEMAS, collection, q, if_none_match)
+    return await get_or_watch(request, SCHEMAS, collection)
 
 
-@router.put(
-    "/{collection}",
-    response_model=Written,
-    responses={**PROBLEMS, 409: PROBLEMS[422]},
-    summary="Set a collection's schema (JSON Schema 2020-12); its documents must match it",
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-    },
-)
-async def put_schema(
-    request: Request, collection: str, if_match: IfMatch = None, if_none_match: IfNoneMatch = None
-) -> Any:
-    op = _schema_op(request, "put", collection, if_match, if_none_match)
+async def put_schema(request: Request, collection: str) -> Response:
+    headers = request.headers
+    op = _schema_op(request, "put", collection, headers.get("if-match"), headers.get("if-none-match"))
     runtime = runtime_of(request)
     op.data = await read_object(request, runtime.settings.max_body_bytes)
     validator = compile_schema(op.data)
@@ -100,14 +68,8 @@ async def put_schema(
     return written_response(request, op, change)
 
 
-@router.delete(
-    "/{collection}",
-    response_model=Written,
-    responses=PROBLEMS,
-    summary="Remove a collection's schema; answers its last state",
-)
-async def delete_schema(request: Request, collection: str, if_match: IfMatch = None) -> Any:
-    op = _schema_op(request, "delete", collection, if_match, None)
+async def delete_schema(request: Request, collection: str) -> Response:
+    op = _schema_op(request, "delete", collection, request.headers.get("if-match"), None)
     runtime = runtime_of(request)
     async with runtime.schemas.setting(collection):
         [change] = await runtime.store.write([op])
@@ -169,3 +131,50 @@ async def _check_documents(runtime: Runtime, collection: str, validator: Any) ->
             "remove them first, nothing was changed",
             offenders=offenders,
         )
+
+
+TAGS = ("schemas",)
+WATCHABLE = {**PROBLEMS, **WATCH_STREAMS}
+ROUTES = [
+    Route(
+        "GET",
+        "/v1/_schemas",
+        list_or_watch_schemas,
+        "List the collections' schemas, or watch them",
+        TAGS,
+        response_model=ListOrPoll,
+        responses=WATCHABLE,
+        parameters=LIST_PARAMETERS,
+    ),
+    Route(
+        "GET",
+        "/v1/_schemas/{collection}",
+        get_or_watch_schema,
+        "Read a collection's schema, or watch it",
+        TAGS,
+        response_model=ResourceOrPoll,
+        responses=WATCHABLE,
+        parameters=READ_PARAMETERS,
+    ),
+    Route(
+        "PUT",
+        "/v1/_schemas/{collection}",
+        put_schema,
+        "Set a collection's schema (JSON Schema 2020-12); its documents must match it",
+        TAGS,
+        response_model=Written,
+        responses={**PROBLEMS, 409: PROBLEMS[422]},
+        parameters=[IF_MATCH, IF_NONE_MATCH_WRITE],
+        request_body=OBJECT_BODY,
+    ),
+    Route(
+        "DELETE",
+        "/v1/_schemas/{collection}",
+        delete_schema,
+        "Remove a collection's schema; answers its last state",
+        TAGS,
+        response_model=Written,
+        responses=PROBLEMS,
+        parameters=[IF_MATCH],
+    ),
+]

@@ -14,8 +14,8 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from watchroute.api.ui import SECURITY_HEADERS, etag_of, unchanged
 from watchroute.core.problems import Problem
+from watchroute.http.ui import SECURITY_HEADERS, etag_of, unchanged
 
 router = APIRouter(tags=["system"])
 

@@ -13,50 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from watchroute import __version__
-from watchroute.api.models import ProblemDetails, Resource
-from watchroute.core.revisions import MAX_REVISION
+from watchroute.http.models import ProblemDetails, Resource
+from watchroute.watch import params
 
 # What a watch sends, in every transport (in full or patch format); what a client sends on
 # `/v1/_watch`, and what it gets there.
 EVENTS = ("Change", "Patch", "Bookmark", "Error")
 CLIENT_OPS = ("Subscribe", "Unsubscribe", "Auth", "Ping")
 ANSWERS = ("Subscribed", "Unsubscribed", "Authenticated", "Pong", "SubscriptionEvent")
-WATCH_QUERY = {
-    "type": "object",
-    "properties": {
-        "watch": {
-            "type": "string",
-            "enum": ["true", "1", "longpoll"],
-            "description": "Watch instead of read (`longpoll`: one JSON answer per poll).",
-        },
-        "since": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_REVISION,
-            "description": "Changes after this revision (`Last-Event-ID` means the same and wins). "
-            "Older than the history horizon: 410 `Expired`.",
-        },
-        "initial": {
-            "type": "boolean",
-            "description": "First the current state as ADDED events, then a BOOKMARK with "
-            "`initial_events_end`.",
-        },
-        "filter": {"type": "string", "description": "Only resources matching this filter expression."},
-        "format": {
-            "type": "string",
-            "enum": ["full", "patch"],
-            "description": "`patch`: MODIFIED carries an RFC 7386 merge patch.",
-        },
-        "conflate": {"type": "boolean", "description": "While behind, only the newest state per resource."},
-        "heartbeat": {
-            "type": "number",
-            "minimum": 1,
-            "maximum": 300,
-            "description": "Seconds before a BOOKMARK.",
-        },
-        "timeout": {"type": "number", "description": "End the watch cleanly after this many seconds."},
-    },
-}
+# The watch route's query, and the fields of a subscription: both are `WatchParams`.
+WATCH_QUERY = params.json_schema()
 
 
 def _ref(path: str) -> dict[str, str]:
@@ -120,7 +86,7 @@ def _schemas() -> dict[str, Any]:
 
 def _multiplexed_schemas() -> dict[str, Any]:
     """What goes over `/v1/_watch` besides the events: `sub` names a subscription."""
-    options = {k: v for k, v in WATCH_QUERY["properties"].items() if k != "watch"}
+    options = {k: v for k, v in WATCH_QUERY["properties"].items() if k not in params.HTTP_ONLY}
     return {
         "Subscribe": _object(
             "Open a watch; the watch URL's parameters as fields.",

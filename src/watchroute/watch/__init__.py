@@ -1,0 +1,1 @@
+"""Watching: the parameters of a watch, the same for every transport, and opening one."""
