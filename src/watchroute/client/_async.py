@@ -78,7 +78,8 @@ class AsyncClient:
         try:
             response = await self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
+            # A timeout's text is empty: the fallback tests the text (an exception is always true).
+            raise ConnectionFailed(f"{method} {self.url}{path}: {str(exc) or type(exc).__name__}") from exc
         if response.status_code >= 400:
             raise error_from_body(response.status_code, response.content, response.headers)
         return orjson.loads(response.content)
