@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 
 from watchroute import __version__
 from watchroute.api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schemas.router)  # before `/v1/{collection}`, which refuses reserved names
     app.include_router(resources.router)
     routers = (system.router, ui.router, docs.router, batch.router, ws.router, resources.router)
-    runtime.http.learn([app.openapi_url or "", *(r.path for router in routers for r in router.routes)])
+    templates = [r.path for router in routers for r in router.routes if isinstance(r, Route | WebSocketRoute)]
+    runtime.http.learn([app.openapi_url or "", *templates])
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)
     _document_collection_schemas(app, runtime)
@@ -108,7 +110,7 @@ def _expose_server_send(app: FastAPI, http: HTTPCounts) -> None:
 
         return outermost
 
-    app.build_middleware_stack = build_stack  # type: ignore[method-assign]
+    app.build_middleware_stack = build_stack  # type: ignore[method-assign]  # this instance's stack only
 
 
 def _install_problem_handlers(app: FastAPI) -> None:
@@ -123,7 +125,8 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers).response()
+        headers = dict(exc.headers) if exc.headers else None
+        return Problem(exc.status_code, reason, str(exc.detail), headers=headers).response()
 
 
 def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:
@@ -139,7 +142,7 @@ def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:
             made["version"] = book.version
         return made["document"]
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document
 
 
 def _document_hand_read_bodies(app: FastAPI) -> None:
@@ -172,4 +175,4 @@ def _document_hand_read_bodies(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document

@@ -192,7 +192,7 @@ def guarded_http_protocol(limits: ConnectionLimits) -> type:
         connection_slot: Slot | None = None
         _head_deadline: Any = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             address = self.client[0] if self.client else None
             refused = limits.admit(address)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -35,6 +36,9 @@ _TITLES = {
 
 class Problem(Exception):
     """An error that reaches the client as problem details, with nothing written."""
+
+    # The write a store refused (store/ops.py): a batch names the op's index from it.
+    op: object = None
 
     def __init__(
         self,
@@ -125,7 +129,7 @@ def catching_up(since: int, seen: int) -> Problem:
     )
 
 
-def invalid_parameters(errors: list[Any]) -> Problem:
+def invalid_parameters(errors: Sequence[Any]) -> Problem:
     """400 for request parameters that fail their declared constraints (pydantic's errors)."""
     parts = []
     for error in errors:

@@ -49,11 +49,11 @@ class WatchrouteServer(uvicorn.Server):
         self.announced = announced  # this process says where the server listens
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.connections is not None:  # the store is open: what it holds is not for sockets
             self.connections.measure()
@@ -197,13 +197,15 @@ def _serve_one(
         log_config=log_config(settings),
         access_log=settings.access_log,
         backlog=BACKLOG,
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        # uvicorn annotates these two as int but only ever waits on them (wait_for, call_later):
+        # fractions of a second work, and the settings allow them.
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
         lifespan="on",
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval or None,
         ws_ping_timeout=settings.ws_ping_interval or None,
         ws_per_message_deflate=settings.ws_compression,
-        timeout_keep_alive=settings.idle_timeout,
+        timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]
         # X-Forwarded-For names the client only when a proxy we were told of sent it; uvicorn
         # would otherwise believe any local process, which could then pick the address that
         # rate limits count and the audit log names.

@@ -21,7 +21,7 @@ from watchroute.revisions import MAX_REVISION
 EVENTS = ("Change", "Patch", "Bookmark", "Error")
 CLIENT_OPS = ("Subscribe", "Unsubscribe", "Auth", "Ping")
 ANSWERS = ("Subscribed", "Unsubscribed", "Authenticated", "Pong", "SubscriptionEvent")
-WATCH_QUERY = {
+WATCH_QUERY: dict[str, Any] = {
     "type": "object",
     "properties": {
         "watch": {

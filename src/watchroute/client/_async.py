@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Unpack
@@ -157,7 +158,7 @@ class AsyncClient:
         self,
         collection: str,
         id: str,
-        patch: dict[str, Any] | list[dict[str, Any]],
+        patch: dict[str, Any] | builtins.list[dict[str, Any]],
         *,
         if_match: int | str | None = None,
         ttl: float | None = None,
@@ -182,7 +183,7 @@ class AsyncClient:
             "DELETE", resource_path(collection, id), headers=if_match_header(if_match)
         )
 
-    async def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
+    async def batch(self, ops: builtins.list[dict[str, Any]]) -> BatchResult:
         """Several writes, all or nothing: `{"op": "put"|"create"|"patch"|"delete",
         "collection", "id", "data"|"patch", "if_match"?, "ttl"?}` each."""
         body = await self._request("POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON)

@@ -295,8 +295,9 @@ class Hub:
                     ]
                 if not events:
                     continue
-                if watcher.push is not None:
-                    pushes.append((watcher, events))
+                push = watcher.push
+                if push is not None:
+                    pushes.append((watcher, push, events))
                 else:
                     woken.append(watcher)
             # Every watcher's events first, the writes after. A socket write runs the kernel's
@@ -304,10 +305,10 @@ class Hub:
             # full of the kernel's data: 1,000 filtered watchers, each receiving one of a
             # 1,000-change commit, took 19.1 us of CPU per delivery matched and written in
             # turn, 17.3 us this way.
-            for watcher, events in pushes:
+            for watcher, push, events in pushes:
                 # Synced: written from here, no task wake-up; they are the socket's now.
                 watcher.cursor = events[-1][1].revision
-                watcher.push(events)
+                push(events)
             pushed = len(pushes)
             for watcher in woken:
                 parked.discard(watcher)

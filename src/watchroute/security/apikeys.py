@@ -13,6 +13,7 @@ the PostgreSQL store it lives in watchroute's schema there (store/postgres/apike
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import logging
@@ -150,7 +151,7 @@ class APIKeyStore:
             conn.close()
         return [APIKey(r[0], r[1], tuple(orjson.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows]
 
-    def withdrawn(self, ids: list[str]) -> set[str]:
+    def withdrawn(self, ids: builtins.list[str]) -> set[str]:
         """Those of `ids` that no longer stand: revoked, expired or deleted."""
         if not ids:
             return set()

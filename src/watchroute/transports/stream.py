@@ -13,7 +13,7 @@ from watchroute.core.change import error_json
 from watchroute.core.watcher import Watcher
 from watchroute.problems import Problem
 from watchroute.transports.delivery import Delivery, SendNow, Write
-from watchroute.transports.framing import Framing
+from watchroute.transports.framing import StreamFraming
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
 from watchroute.watch import OpenedWatch
 
@@ -30,7 +30,7 @@ class WatchStream(Response):
     def __init__(
         self,
         opened: OpenedWatch,
-        framing: Framing,
+        framing: StreamFraming,
         *,
         heartbeat: float,
         timeout: float | None,

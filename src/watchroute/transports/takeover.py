@@ -179,13 +179,14 @@ def _claimable(server_send: Any) -> Any:
     transport = cycle.transport
     protocol = transport.get_protocol()
     if (
-        getattr(protocol, "cycle", None) is not cycle
-        or getattr(protocol, "pipeline", True)
+        getattr(protocol, "pipeline", True)
         or cycle.response_complete
         or cycle.disconnected
         or cycle.flow.write_paused
         or cycle.scope["method"] != "GET"
         or transport.is_closing()
+        # Last: an identity test against a maybe-None value narrows `cycle` for the type checker.
+        or getattr(protocol, "cycle", None) is not cycle
     ):
         return None
     return cycle

@@ -25,7 +25,7 @@ class _Connection:
         self._conn = conn
 
     def execute(self, query: str, params: Any = ()) -> psycopg.Cursor[Any]:
-        return self._conn.execute(query.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return self._conn.execute(query.replace("?", "%s"), params)
 
     def close(self) -> None:
         self._conn.close()

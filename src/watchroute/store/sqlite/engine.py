@@ -18,6 +18,7 @@ client hears of it (synchronous=NORMAL survives a process crash; FULL survives p
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import logging
@@ -562,11 +563,12 @@ class SQLiteStore:
         conn.execute("BEGIN")
         try:
             revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
+            rows: list[Row]
             if id is not None:
                 row = self._get(conn, collection, id)
                 rows = [row] if row is not None and (flt is None or flt.matches(row.data)) else []
                 return Page(rows, revision, None)
-            rows: list[Row] = []
+            rows = []
             cursor = after_id or ""
             now = time.time()
             while True:
@@ -639,7 +641,7 @@ class SQLiteStore:
 
         return await self._read(read)
 
-    async def collections(self) -> list[dict[str, Any]]:
+    async def collections(self) -> builtins.list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             rows = self._reader().execute(
                 f"SELECT collection, count(*) FROM resources WHERE {_LIVE} "
@@ -652,7 +654,7 @@ class SQLiteStore:
 
     # -- leases ------------------------------------------------------------------------------
 
-    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+    async def lapsed(self, now: float, limit: int) -> builtins.list[tuple[str, str, float]]:
         def read() -> list[tuple[str, str, float]]:
             return (
                 self._reader()
