@@ -19,12 +19,14 @@ serve: $(STAMP)
 cluster: $(STAMP)
 	deploy/cluster.sh $(DATABASE)
 
+# Type checking (mypy, configured in pyproject.toml) runs after the linters, before the tests.
 # Tests that restart a shared service run alone first (exit 5: there are none); then the rest,
 # a file per process (a module's server is started once), four at a time: most of a test's
 # time is a server starting or a watch waiting, not CPU.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -m serial || [ $$? -eq 5 ]
 	$(BIN)/pytest -m "not serial" -n 4 --dist loadfile
 
@@ -43,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/capture.py || echo "capture benchmark not run (PostgreSQL unreachable or not logical)"
 
 clean:
-	rm -rf $(VENV) *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

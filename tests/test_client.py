@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from watchroute.client import (
     Backoff,
     BadRequest,
     Client,
+    ConnectionFailed,
     Expired,
     LiveCollection,
     NotFound,
@@ -393,6 +395,17 @@ def test_a_malformed_event_is_a_protocol_error():
         with pytest.raises(ProtocolError):
             watch._accept(raw)  # type: ignore[arg-type]
     assert watch.revision == 6
+
+
+async def test_a_request_that_times_out_names_the_timeout():
+    # A server that takes the connection and never answers: httpx's ReadTimeout has no text of
+    # its own, and the error must still say what went wrong.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        async with AsyncClient(url, timeout=0.3) as client:
+            with pytest.raises(ConnectionFailed) as failed:
+                await client.get("stocks", "A")
+    assert str(failed.value) == f"GET {url}/v1/stocks/A: ReadTimeout"
 
 
 async def test_aclose_closes_only_its_own_http_client_and_limit_0_is_sent(server):

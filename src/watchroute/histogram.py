@@ -36,7 +36,8 @@ class Histogram:
 
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, observations <= le) for every bound and +Inf, as the format wants them."""
-        buckets, total = [], 0
+        buckets: list[tuple[str, float]] = []
+        total = 0
         for bound, count in zip((*self.bounds, float("inf")), list(self.counts), strict=True):
             total += count
             buckets.append((floatToGoString(bound), total))

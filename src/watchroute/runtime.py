@@ -83,8 +83,9 @@ class Runtime:
     async def _start_capture(self) -> None:
         from watchroute.capture.capturer import Capture
         from watchroute.capture.tables import CaptureRefused
+        from watchroute.store.postgres import PostgresStore
 
-        if not self.settings.database.startswith(("postgresql://", "postgres://")):
+        if not isinstance(self.store, PostgresStore):
             raise CaptureRefused("--capture needs the PostgreSQL store: --database postgresql://...")
         self.capture = Capture(self.settings, self.store, self._end_captured_watches)
         self.captured = self.capture.collections

@@ -185,6 +185,7 @@ class Capture:
                         cur = await conn.execute(
                             sql.SQL("SELECT pg_try_advisory_lock({})").format(self._lock("capture"))
                         )
+                        # One row always (psycopg types fetchone() as optional, hence the ignore).
                         if (await cur.fetchone())[0]:  # type: ignore[index]
                             break
                         await asyncio.sleep(LEADER_RETRY_SECONDS)

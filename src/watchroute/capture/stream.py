@@ -21,7 +21,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import psycopg2
@@ -151,7 +151,7 @@ class Stream:
                 key_at = [names.index(k) for k in table.key]
                 converts = [table.columns[name] for name in names]
                 with copier.cursor(name=f"copy_{table.collection}".replace("-", "_")) as rows:
-                    rows.execute(f"SELECT {select_list} FROM {table.qualified}")  # type: ignore[arg-type]
+                    rows.execute(f"SELECT {select_list} FROM {table.qualified}")
                     while chunk := rows.fetchmany(COPY_CHUNK):
                         self._hand(
                             CopyChunk(
@@ -237,19 +237,19 @@ class Stream:
         key_at = [names.index(k) for k in table.key]
         if change.kind == "delete":
             assert change.old is not None
-            return [Captured("delete", table.collection, tables.resource_id([change.old[i] for i in key_at]))]  # type: ignore[misc]
+            return [Captured("delete", table.collection, tables.resource_id(_key_texts(change.old, key_at)))]
         assert change.new is not None
         new = change.new
-        rid = tables.resource_id([new[i] for i in key_at])  # type: ignore[misc]
+        rid = tables.resource_id(_key_texts(new, key_at))
         unchanged = [name for name, value in zip(names, new, strict=True) if value is pgoutput.UNCHANGED]
         # An unchanged TOAST value keeps its column's place (None until the store fills it in).
         data = {
-            name: None if value is None or value is pgoutput.UNCHANGED else convert(value)  # type: ignore[arg-type]
+            name: convert(value) if isinstance(value, str) else None
             for (name, convert), value in zip(columns, new, strict=True)
         }
         upsert = Captured("upsert", table.collection, rid, data, unchanged)
         if change.old is not None and key_at:
-            old_id = tables.resource_id([change.old[i] for i in key_at])  # type: ignore[misc]
+            old_id = tables.resource_id(_key_texts(change.old, key_at))
             if old_id != rid:
                 upsert.old_id = old_id
         return [upsert]
@@ -264,3 +264,9 @@ def _document(names: list[str], converts: list[values.Convert], row: tuple[Any, 
         name: None if value is None else convert(value)
         for name, convert, value in zip(names, converts, row, strict=True)
     }
+
+
+def _key_texts(row: pgoutput.Tuple, key_at: list[int]) -> list[str]:
+    # A key column always arrives as its text: never NULL (a primary key), never an unchanged
+    # TOAST value (PostgreSQL always sends the key).
+    return [cast(str, row[i]) for i in key_at]

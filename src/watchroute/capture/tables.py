@@ -72,6 +72,7 @@ def resource_id(key_texts: list[str]) -> str:
 def check(conn: psycopg.Connection[Any], tables: list[Table]) -> None:
     """Fill in each table's key and columns; raise CaptureRefused, saying what to run, when
     logical decoding is off or a table cannot be captured."""
+    # One row always (psycopg types fetchone() as optional, hence the ignore).
     (level,) = conn.execute("SHOW wal_level").fetchone()  # type: ignore[misc]
     if level != "logical":
         raise CaptureRefused(
@@ -80,8 +81,9 @@ def check(conn: psycopg.Connection[Any], tables: list[Table]) -> None:
         )
     (can_replicate,) = conn.execute(
         "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()  # type: ignore[misc]
+    ).fetchone()  # type: ignore[misc]  # one row always
     if not can_replicate:
+        # One row always (psycopg types fetchone() as optional, hence the ignore).
         (user,) = conn.execute("SELECT current_user").fetchone()  # type: ignore[misc]
         raise CaptureRefused(
             f"change capture needs a role that may replicate: run ALTER ROLE {user} REPLICATION"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Unpack
@@ -90,7 +91,8 @@ class AsyncClient:
         try:
             response = await self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
+            # A timeout's text is empty: the fallback tests the text (an exception is always true).
+            raise ConnectionFailed(f"{method} {self.url}{path}: {str(exc) or type(exc).__name__}") from exc
         if response.status_code >= 400:
             raise error_from_body(response.status_code, response.content, response.headers)
         return orjson.loads(response.content)
@@ -168,7 +170,7 @@ class AsyncClient:
         self,
         collection: str,
         id: str,
-        patch: dict[str, Any] | list[dict[str, Any]],
+        patch: dict[str, Any] | builtins.list[dict[str, Any]],
         *,
         if_match: int | str | None = None,
         ttl: float | None = None,
@@ -193,7 +195,7 @@ class AsyncClient:
             "DELETE", resource_path(collection, id), headers=if_match_header(if_match)
         )
 
-    async def batch(self, ops: list[dict[str, Any]]) -> BatchResult:
+    async def batch(self, ops: builtins.list[dict[str, Any]]) -> BatchResult:
         """Several writes, all or nothing: `{"op": "put"|"create"|"patch"|"delete",
         "collection", "id", "data"|"patch", "if_match"?, "ttl"?}` each."""
         body = await self._request("POST", "/v1/_batch", content=orjson.dumps({"ops": ops}), headers=_JSON)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args
 
 import httpx
@@ -190,7 +190,7 @@ class AsyncWatch:
             params["since"] = self.revision
         return params
 
-    async def _run(self) -> AsyncIterator[WatchEvent]:
+    async def _run(self) -> AsyncGenerator[WatchEvent, None]:
         reader = READERS[self.transport]
         while True:
             hint = 0.0

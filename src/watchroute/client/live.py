@@ -32,7 +32,8 @@ from watchroute.watch.params import HEARTBEAT_DEFAULT
 if TYPE_CHECKING:
     from watchroute.client._async import AsyncClient
     from watchroute.client._sync import Client
-    from watchroute.client._watch import Format, Transport
+    from watchroute.client._transports import Transport
+    from watchroute.client._watch import Format
 
 log = logging.getLogger("watchroute.client")
 
@@ -127,7 +128,10 @@ class LiveCollection(Mapping[str, Resource]):
 
     async def wait_for_revision(self, revision: int, timeout: float | None = None) -> bool:
         """Wait until the copy is at `revision` or later (e.g. a write's); False on timeout."""
-        reached = lambda: self.revision is not None and self.revision >= revision  # noqa: E731
+
+        def reached() -> bool:
+            return self.revision is not None and self.revision >= revision
+
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._until(reached)

@@ -53,12 +53,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 __all__ = ["Filter", "FilterError", "compile_filter"]
 
 Value = str | int | float | bool | None
 _Getter = Callable[[object], object]
 _Test = Callable[[object], bool]
+# Ordering operands are narrowed to two strings or two numbers (``_order_test``) before
+# the call, which no ``object``-typed signature can say.
+_Compare = Callable[[Any, Any], bool]
 
 
 _MISSING = object()  # sentinel returned by getters for absent paths
@@ -71,7 +75,7 @@ _LITERALS: dict[str, Value] = {"true": True, "false": False, "null": None}
 _OPS = ("==", "!=", "<=", ">=", "=", "<", ">")  # longest first
 _absent: _Test = partial(operator.is_, _MISSING)
 _present: _Test = partial(operator.is_not, _MISSING)
-_ORDER: dict[str, Callable[[object, object], bool]] = {
+_ORDER: dict[str, _Compare] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
@@ -162,7 +166,7 @@ def _in_test(values: list[Value]) -> _Test:
     return test
 
 
-def _order_test(cmp: Callable[[object, object], bool], lit: Value) -> _Test:
+def _order_test(cmp: _Compare, lit: Value) -> _Test:
     if isinstance(lit, str):
         return lambda v: isinstance(v, str) and cmp(v, lit)
     if _is_num(lit):

@@ -8,6 +8,7 @@ Starlette response), the same bytes either way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -36,6 +37,9 @@ _TITLES = {
 
 class Problem(Exception):
     """An error that reaches the client as problem details, with nothing written."""
+
+    # The write a store refused (store/ops.py): a batch names the op's index from it.
+    op: object = None
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ def catching_up(since: int, seen: int) -> Problem:
     )
 
 
-def invalid_parameters(errors: list[Any]) -> Problem:
+def invalid_parameters(errors: Sequence[Any]) -> Problem:
     """400 for request parameters that fail their declared constraints (pydantic's errors)."""
     parts = []
     for error in errors:

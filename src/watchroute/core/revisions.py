@@ -32,8 +32,8 @@ def invalid_revision(
     value: object, name: str, expected: str | None = None, *, reason: str = "BadParameter"
 ) -> Problem:
     # repr() of an integer of thousands of digits raises too
-    big = type(value) is int and value.bit_length() > 64
-    shown = f"an integer of {value.bit_length()} bits" if big else repr(value)  # type: ignore[attr-defined]
+    bits = value.bit_length() if type(value) is int else 0
+    shown = f"an integer of {bits} bits" if bits > 64 else repr(value)
     if len(shown) > 40:
         shown = shown[:37] + "..."
     what = expected or f"a revision (an integer from 0 to {MAX_REVISION})"

@@ -214,13 +214,14 @@ class Watcher:
         if self.conflate:
             return await self._read_conflated(limit)
         changes = self.window.after(self.cursor, SCAN_BATCH)
+        events: list[tuple[str, Change]]
         if changes is None:
             # Behind the window: read the log up to where the window starts.
             piece = await self._read_log(limit)
             events = [(t, c) for c in piece.changes if (t := self.classify(c)) is not None]
             self.cursor = max(self.cursor, piece.scanned_to)
             return events
-        events: list[tuple[str, Change]] = []
+        events = []
         for change in changes:
             kind = self.classify(change)
             if kind is not None:
@@ -248,6 +249,7 @@ class Watcher:
         """Like _read, but the changes of one resource within what is read fold into one event;
         read as much as one pass may (not `limit` changes), so that more of them fold."""
         changes = self.window.after(self.cursor, SCAN_BATCH)
+        events: list[tuple[str, Change]]
         if changes is None:
             piece = await self._read_log(max(limit, SCAN_BATCH))
             changes, scanned_to = piece.changes, piece.scanned_to

@@ -37,10 +37,8 @@ def parse_op(index: int, raw: Any, max_ttl: float) -> WriteOp:
     if not isinstance(collection, str):
         raise bad_request("BadBatch", f"{where}.collection must be a string")
     check_collection(collection)
-    id = raw.get("id")
-    if id is None and kind == "create":
-        id = new_id()
-    check_id(id)
+    raw_id = raw.get("id")
+    id = check_id(new_id() if raw_id is None and kind == "create" else raw_id)
     if_match = raw.get("if_match")
     if if_match is not None:
         if_match = parse_revision(if_match, f"{where}.if_match", reason="BadBatch", text=False)
@@ -111,7 +109,7 @@ async def batch(request: Request) -> Response:
         changes = await runtime.store.write(ops)
     except Problem as problem:
         # A refusal inside the transaction (If-Match, absent, patch): name the op, as parsing does.
-        refused = getattr(problem, "op", None)
+        refused = problem.op
         for index, op in enumerate(ops):
             if op is refused:
                 problem.extra["op_index"] = index

@@ -44,12 +44,15 @@ def too_large(max_bytes: int) -> Problem:
     return Problem(413, "TooLarge", f"the request body is larger than {max_bytes} bytes")
 
 
+_KINDS: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+
+
 def json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if value is None:
         return "null"
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+    return _KINDS.get(type(value), "a number")
 
 
 # orjson reads an integer beyond 64 bits as a float, which would store another number than the

@@ -10,11 +10,17 @@ from pydantic.json_schema import SkipJsonSchema
 
 from watchroute.core.revisions import MAX_REVISION
 
+
+def _without_default(schema: dict[str, Any]) -> None:
+    """Drops the null default of a field that is left out rather than null."""
+    schema.pop("default", None)
+
+
 # A lease's expiry (a write with `ttl`), RFC 3339 in UTC; absent on a permanent resource.
 EXPIRES_AT = Field(
     None,
     description="When the lease lapses and the resource is deleted; absent when it is permanent",
-    json_schema_extra=lambda schema: schema.pop("default", None),
+    json_schema_extra=_without_default,
 )
 
 
@@ -39,7 +45,7 @@ class Written(BaseModel):
     data: dict[str, Any] | SkipJsonSchema[None] = Field(
         None,
         description="Absent when the credential may not read the collection",
-        json_schema_extra=lambda schema: schema.pop("default", None),
+        json_schema_extra=_without_default,
     )
 
 

@@ -216,9 +216,9 @@ async def list_or_watch(request: Request, collection: str) -> Response:
         # Nothing has committed since the list this client holds: a poller pays no body.
         return Response(status_code=304, headers={"ETag": latest})
     if revision is not None and revision > runtime.store.revision:
-        latest = await runtime.store.committed_revision()
-        if revision > latest:
-            raise future_revision(revision, latest)
+        committed = await runtime.store.committed_revision()
+        if revision > committed:
+            raise future_revision(revision, committed)
     after_id, first_revision = None, None
     if continue_:
         after_id, first_revision = decode_continue(continue_, q.filter)

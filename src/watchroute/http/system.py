@@ -33,8 +33,8 @@ async def readyz(request: Request) -> Any:
         why = str(exc)
     if why is not None:
         # The same reason a write gets now: a balancer stops sending writes that would fail.
-        body = {"status": "unavailable", "reason": "StoreUnavailable", "detail": why}
-        return JSONResponse(body, status_code=503)
+        unavailable = {"status": "unavailable", "reason": "StoreUnavailable", "detail": why}
+        return JSONResponse(unavailable, status_code=503)
     lag = committed - runtime.tailer.revision
     status = 200 if lag <= 0 or await runtime.tailer.wait_for(committed, 1.0) else 503
     body: dict[str, Any] = {

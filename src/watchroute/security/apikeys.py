@@ -13,6 +13,7 @@ their own in the SQLite file (store/sqlite/apikeys.py) or in watchroute's Postgr
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import logging
@@ -92,7 +93,7 @@ class APIKeyStore:
     def list(self) -> list[APIKey]:
         return [_record(stored) for stored in self.table.all()]
 
-    def withdrawn(self, ids: list[str]) -> set[str]:
+    def withdrawn(self, ids: builtins.list[str]) -> set[str]:
         """Those of `ids` that no longer stand: revoked, expired or deleted."""
         if not ids:
             return set()

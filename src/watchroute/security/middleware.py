@@ -189,9 +189,9 @@ class SecurityDoor:
                 return token, "query"
         cookie = headers.get("cookie")
         if cookie:
-            value = cookie_parser(cookie).get(self.security.settings.auth_cookie)
-            if value:
-                return value, "cookie"
+            from_cookie = cookie_parser(cookie).get(self.security.settings.auth_cookie)
+            if from_cookie:
+                return from_cookie, "cookie"
         return None, None
 
     def _browser_refusal(

@@ -46,7 +46,7 @@ class WatchSession:
         self.identity = identity
         self.address = address
         self.auth_timeout = auth_timeout
-        self._watchers: dict[str, Watcher] = {}
+        self._watchers: dict[str, GuardedWatcher] = {}  # what `track` kept: guarded ones only
         self._on_lapse: OnLapse | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._untrack: Callable[[], None] | None = None
@@ -137,7 +137,7 @@ class WatchSession:
         if self._on_lapse is not None:
             self._follow(identity)
         for sub, watcher in list(self._watchers.items()):
-            if not isinstance(watcher, GuardedWatcher) or watcher.ended:
+            if watcher.ended:
                 del self._watchers[sub]
                 continue
             try:

@@ -197,11 +197,12 @@ class SharedWatchCounts(WatchCounts):
             if why is not None:
                 return why
             region.q[self._total_at] += 1
-            if at is not None:
-                region.q[at + self.column] += 1
-                self._slot_of[key] = at  # type: ignore[index]
-            elif key is not None:
-                self._alone[key] += 1
+            if key is not None:
+                if at is not None:
+                    region.q[at + self.column] += 1
+                    self._slot_of[key] = at
+                else:
+                    self._alone[key] += 1
         return None
 
     def add(self, key: str | None) -> None:

@@ -134,7 +134,8 @@ class JWTVerifier:
             jwk = await self.jwks.key(kid if isinstance(kid, str) else None)
             if jwk is None:
                 raise TokenError(unauthorized("the token's signing key is unknown"), f"kid {kid!r}")
-            if jwk.key_type == "oct" or alg not in FAMILIES.get(jwk.key_type, ()):
+            # PyJWK refuses a JWK without `kty`, but types `key_type` as optional.
+            if jwk.key_type == "oct" or alg not in FAMILIES.get(jwk.key_type or "", ()):
                 raise TokenError(unauthorized("the token's algorithm is not accepted"), f"alg {alg} for jwk")
             return jwk.key, alg
         raise TokenError(unauthorized("the token's algorithm is not accepted"), f"alg {alg} no key")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -35,7 +36,7 @@ def apply(
         return _apply(op, current, revision, ts, max_document_bytes)
     except Problem as problem:
         # The refused op itself, so that a batch can say which of its ops it was (`op_index`).
-        problem.op = op  # type: ignore[attr-defined]
+        problem.op = op
         raise
 
 
@@ -129,7 +130,7 @@ def batch_too_large(op: WriteOp, max_bytes: int) -> Problem:
         f"the documents this batch would leave hold more than {max_bytes} bytes in all "
         "(max_batch_bytes); split it",
     )
-    problem.op = op  # type: ignore[attr-defined]
+    problem.op = op
     return problem
 
 
@@ -149,13 +150,14 @@ def apply_job(
     resource written in a group is its last change (None: deleted): a Change carries what a Row
     does (revision, created_revision, data_json, data), decoded already.
     """
-    changes = []
+    changes: list[Change] = []
     # The job's own writes: a later op of a batch sees an earlier one's state.
     written: dict[tuple[str, str], Change | None] = {}
     left = max_batch_bytes
     for op in write_ops:
         revision += 1
         key = (op.collection, op.id)
+        current: Row | Change | None
         if key in written:
             current = written[key]
         elif key in staged:
@@ -200,7 +202,7 @@ def wanted(jobs_ops: Iterable[list[WriteOp]]) -> dict[str, list[str]]:
     return {collection: list(named) for collection, named in ids.items()}
 
 
-def encode_early(data: dict) -> bytes | None:
+def encode_early(data: dict[str, Any]) -> bytes | None:
     """`data` encoded for `WriteOp.data_json`; None when it cannot be (the store then refuses it,
     after the checks that come first)."""
     try:
@@ -209,14 +211,14 @@ def encode_early(data: dict) -> bytes | None:
         return None
 
 
-def _data_json(op: WriteOp, data: dict, max_bytes: int) -> bytes:
+def _data_json(op: WriteOp, data: dict[str, Any], max_bytes: int) -> bytes:
     data_json = op.data_json if op.data_json is not None else _encode(data)
     if len(data_json) > max_bytes:
         raise document_too_large(max_bytes, len(data_json))
     return data_json
 
 
-def _encode(data: dict) -> bytes:
+def _encode(data: dict[str, Any]) -> bytes:
     try:
         return encode(data)
     except orjson.JSONEncodeError as exc:

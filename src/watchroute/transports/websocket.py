@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -202,7 +203,7 @@ class Multiplexer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _parse(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _parse(self, message: Mapping[str, Any]) -> dict[str, Any]:
         text = message.get("text")
         if text is None:
             raise bad_request("BadMessage", "send JSON text messages, not binary ones")
@@ -250,17 +251,17 @@ class Multiplexer:
                 return
             task = asyncio.create_task(self._subscription(sub, op))
             self.subscriptions[sub] = task
-            task.add_done_callback(lambda t, sub=sub: self._ended(sub, t))
+            task.add_done_callback(functools.partial(self._ended, sub))
             if self._idle is not None:
                 self._idle.cancel()
                 self._idle = None
         else:  # unsubscribe
             sub = _sub_of(op)
-            task = self.subscriptions.pop(sub, None)
-            if task is None:
+            subscription = self.subscriptions.pop(sub, None)
+            if subscription is None:
                 raise Problem(404, "NotSubscribed", f"no active subscription {sub!r}", sub=sub)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            subscription.cancel()
+            await asyncio.gather(subscription, return_exceptions=True)
             # Sent after the task has ended: no event of `sub` follows this message.
             await self.outbox.send(sub_prefix(sub) + b'"type":"UNSUBSCRIBED"}')
             self._arm_idle()
@@ -290,9 +291,9 @@ class Multiplexer:
             pass
         except Exception:
             log.exception("subscription %r failed", sub)
-            problem = Problem(500, "Internal", "the subscription failed on the server")
+            failure = Problem(500, "Internal", "the subscription failed on the server")
             with contextlib.suppress(Exception):
-                await self.outbox.send(prefix + error_json(problem.to_dict())[1:])
+                await self.outbox.send(prefix + error_json(failure.to_dict())[1:])
 
     def _ended(self, sub: str, task: asyncio.Task[None] | None) -> None:
         if self.subscriptions.get(sub) is task:

@@ -35,7 +35,7 @@ def check_format(value: object) -> str:
         return "full"
     if value not in FORMATS:
         raise bad_request("BadParameter", f"format must be full or patch, not {value!r:.40}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 class Admission(Protocol):

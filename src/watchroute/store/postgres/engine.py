@@ -16,6 +16,7 @@ once the database is back.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -296,12 +297,14 @@ class PostgresStore:
         async with conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cur = await conn.execute("SELECT value FROM meta WHERE key = 'revision'")
+            # One row always (psycopg types fetchone() as optional, hence the ignore).
             (revision,) = await cur.fetchone()  # type: ignore[misc]
+            rows: list[Row]
             if id is not None:
                 row = await self._get(conn, collection, id)
                 rows = [row] if row is not None and (flt is None or flt.matches(row.data)) else []
                 return Page(rows, revision, None)
-            rows: list[Row] = []
+            rows = []
             cursor = after_id or ""
             now = time.time()
             while True:
@@ -380,6 +383,7 @@ class PostgresStore:
     async def committed_revision(self) -> int:
         async def read(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute("SELECT value FROM meta WHERE key = 'revision'")
+            # One row always (psycopg types fetchone() as optional, hence the ignore).
             (revision,) = await cur.fetchone()  # type: ignore[misc]
             return revision
 
@@ -388,7 +392,7 @@ class PostgresStore:
             self._writer.request_catch_up()  # someone was told of it: no need to wait for a tick
         return revision
 
-    async def collections(self) -> list[dict[str, Any]]:
+    async def collections(self) -> builtins.list[dict[str, Any]]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
             cur = await conn.execute(
                 f"SELECT collection, count(*) FROM resources WHERE {_LIVE} "
@@ -401,7 +405,7 @@ class PostgresStore:
 
     # -- leases ------------------------------------------------------------------------------
 
-    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+    async def lapsed(self, now: float, limit: int) -> builtins.list[tuple[str, str, float]]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, str, float]]:
             cur = await conn.execute(
                 "SELECT collection, id, expires_at FROM resources WHERE expires_at <= %s "

@@ -89,7 +89,7 @@ def migrate(conn: psycopg.Connection, schema: str) -> int:
                 "schema (WATCHROUTE_POSTGRES_SCHEMA)"
             )
         for step in MIGRATIONS[version:]:
-            conn.execute(step)  # type: ignore[arg-type]  # our own literal DDL
+            conn.execute(step)
         if version < SCHEMA_VERSION:
             conn.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'", (SCHEMA_VERSION,))
         return SCHEMA_VERSION

@@ -45,7 +45,7 @@ class PostgresSnapshot:
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             # The first read starts the snapshot: the revision and every page are read at it.
             cur = await conn.execute("SELECT value FROM meta WHERE key = 'revision'")
-            (self.revision,) = await cur.fetchone()  # type: ignore[misc]
+            (self.revision,) = await cur.fetchone()
         except BaseException:
             await self._release()
             raise

@@ -252,6 +252,7 @@ class Writer:
                 since = await conn.execute(_LOG_AFTER, (self.seen, CATCH_UP_CHUNK))
                 current = await conn.execute(_CURRENT_ROWS, self._wanted(jobs))
                 await pipeline.sync()
+                # One row always (psycopg types fetchone() as optional, hence the ignore).
                 (latest,) = await counter.fetchone()  # type: ignore[misc]
                 others = log_changes(await since.fetchall())
                 if len(others) == CATCH_UP_CHUNK:

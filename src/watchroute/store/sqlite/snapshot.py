@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from watchroute.core.filter import Filter
@@ -102,6 +102,7 @@ class SQLiteSnapshot:
 
     def _read(self, conn: sqlite3.Connection, flt: Filter | None, max_rows: int, max_bytes: int) -> list[Row]:
         collection = self.collection
+        found: Iterable[Any]
         if self.id is not None:
             self.done = True
             found = conn.execute(
