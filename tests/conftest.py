@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database of the test's own (tests/postgres.py), dropped after."""
-    from tests.postgres import fresh_database
+    from tests.support.postgres import fresh_database
 
     with fresh_database() as url:
         yield url
@@ -71,7 +71,7 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pg_module_url() -> Iterator[str]:
     """The same for a module's tests together."""
-    from tests.postgres import fresh_database
+    from tests.support.postgres import fresh_database
 
     with fresh_database() as url:
         yield url

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_ui import browser  # noqa: F401 - the module's Chromium, shared
+from tests.e2e.test_ui import browser  # noqa: F401 - the module's Chromium, shared
 
 pytestmark = pytest.mark.timeout(90)
 

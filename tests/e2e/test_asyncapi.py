@@ -12,9 +12,9 @@ import httpx
 import jsonschema_rs
 from websockets.asyncio.client import connect
 
-from tests.server import ServerProcess
-from tests.watching import sse
-from tests.ws import recv, send, ws_url
+from tests.support.server import ServerProcess
+from tests.support.watching import sse
+from tests.support.ws import recv, send, ws_url
 
 SPEC_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json"
 

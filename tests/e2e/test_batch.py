@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.rest import UUID7, assert_problem, store_revision
+from tests.support.rest import UUID7, assert_problem, store_revision
 
 
 def batch(c: httpx.Client, *ops: dict[str, Any]) -> httpx.Response:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.capture_db import CaptureDb, capture_database
-from tests.server import ServerProcess
+from tests.support.capture_db import CaptureDb, capture_database
+from tests.support.server import ServerProcess
 from watchroute.capture import tables, values
 
 SETUP = """

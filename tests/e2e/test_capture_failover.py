@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.capture_db import CaptureDb, capture_database
-from tests.server import ServerProcess
+from tests.support.capture_db import CaptureDb, capture_database
+from tests.support.server import ServerProcess
 
 SETUP = "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); CREATE TABLE u (LIKE t INCLUDING ALL);"
 
@@ -243,7 +243,7 @@ def test_a_lost_slot_is_made_again_with_a_new_copy_that_leaves_nothing_stale(tmp
         finally:
             proc.stop()
         # As a failover to a standby without the slot would: gone, and changes made meanwhile.
-        from tests.capture_db import drop_slot
+        from tests.support.capture_db import drop_slot
 
         drop_slot(db.slot)
         db.sql("DELETE FROM t WHERE id <= 10; UPDATE t SET v = 7 WHERE id > 40; INSERT INTO t VALUES (99, 1)")
@@ -283,7 +283,7 @@ def test_a_slot_lost_while_capturing_ends_the_watches_and_a_resume_from_before_i
 
             watcher = threading.Thread(target=watch)
             watcher.start()
-            from tests.capture_db import drop_slot
+            from tests.support.capture_db import drop_slot
 
             drop_slot(db.slot)  # as PostgreSQL does to a slot past max_slot_wal_keep_size
             db.sql("UPDATE t SET v = 1 WHERE id = 1")

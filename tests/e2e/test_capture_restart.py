@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.private_postgres import private_postgres, wait_until_up
-from tests.server import ServerProcess
-from tests.test_capture_failover import all_events, listed
+from tests.e2e.test_capture_failover import all_events, listed
+from tests.support.private_postgres import private_postgres, wait_until_up
+from tests.support.server import ServerProcess
 
 
 def test_a_postgresql_crash_while_capturing_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:

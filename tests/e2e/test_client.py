@@ -20,9 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.security_keys import create_apikey
-from tests.server import ServerProcess
-from tests.test_security_tls import throwaway_certificate
+from tests.e2e.test_security_tls import throwaway_certificate
+from tests.support import REPO
+from tests.support.security_keys import create_apikey
+from tests.support.server import ServerProcess
 from watchroute.client import (
     BOOKMARK,
     RESYNC,
@@ -411,7 +412,7 @@ async def test_aclose_closes_only_its_own_http_client_and_limit_0_is_sent(server
 def test_docs_examples_run(server):
     """Every python and sh block of docs/client.md and of the README's client section, in
     order, against one server."""
-    root = Path(__file__).parent.parent
+    root = REPO
     readme = (root / "README.md").read_text()
     section = readme[readme.index("## Python client and CLI") :]
     section = section[: section.index("\n## ", 1)]

@@ -19,7 +19,7 @@ from unittest import mock
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 HEADER_TIMEOUT = 2.0
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import uvicorn
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 from watchroute import create_app
 
 

@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 
-from tests.server import ServerProcess
+from tests.support import REPO
+from tests.support.server import ServerProcess
 
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
+DEMOS = REPO / "demos"
 
 
 def test_the_ticker_writes_each_move_as_a_patch_a_watcher_can_replay(server):

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_ui
-from tests.server import ServerProcess
-from tests.test_demos import DEMOS
-from tests.test_ui import eventually, lists
+from tests.e2e import test_ui
+from tests.e2e.test_demos import DEMOS
+from tests.e2e.test_ui import eventually, lists
+from tests.support.server import ServerProcess
 
 # The dashboard's browser (one Chromium for the module) and its pages that fail on a script error.
 browser = test_ui.browser

@@ -15,8 +15,8 @@ import pytest
 from jsonpointer import JsonPointerException
 from typer.testing import CliRunner
 
-from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
-from tests.server import ServerProcess
+from tests.support.rest import JSON_PATCH, MERGE, assert_problem, store_revision
+from tests.support.server import ServerProcess
 from watchroute.cli import app
 from watchroute.patches import json_patch
 from watchroute.problems import Problem

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
+from tests.support.rest import JSON_PATCH, MERGE, assert_problem, store_revision
 
 
 def body_writes(c: httpx.Client, coll: str) -> list[tuple[str, str, dict[str, str]]]:

@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import free_port
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
+from tests.support.server import free_port
 
 
 @pytest.mark.timeout(400)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import httpx
 
-from tests.rest import MERGE, assert_problem, store_revision
+from tests.support.rest import MERGE, assert_problem, store_revision
 from watchroute.security.identity import Identity
 
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.test_metrics import scrape
-from tests.ws import send, ws_url
+from tests.e2e.test_metrics import scrape
+from tests.support.ws import send, ws_url
 from watchroute.mergepatch import merge
 
 PAD = "x" * 1000  # about 1 KB a document
@@ -244,7 +244,7 @@ def k_is_a(data: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 def paged_server(tmp_path_factory: pytest.TempPathFactory):
-    from tests.server import ServerProcess
+    from tests.support.server import ServerProcess
 
     proc = ServerProcess(tmp_path_factory.mktemp("initial"), initial_page_bytes=PAGE_BYTES).start()
     try:
@@ -377,7 +377,7 @@ def test_a_snapshot_held_too_long_is_let_go_and_the_watch_gets_410(make_server):
 
 @pytest.mark.timeout(60)
 def test_a_rule_and_a_filter_hold_on_every_page(make_server):
-    from tests.security_keys import AUDIENCE, SECRET, hs_token
+    from tests.support.security_keys import AUDIENCE, SECRET, hs_token
 
     server = make_server(
         auth="jwt",

@@ -3,7 +3,7 @@ is refused, not rounded to the nearest float; filter literals compare exactly wh
 
 from __future__ import annotations
 
-from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
+from tests.support.rest import JSON_PATCH, MERGE, assert_problem, store_revision
 
 BIG = "123456789012345678901234567890"
 

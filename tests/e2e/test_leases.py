@@ -24,9 +24,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.rest import MERGE, assert_problem
-from tests.server import ServerProcess
-from tests.watching import ndjson
+from tests.support.rest import MERGE, assert_problem
+from tests.support.server import ServerProcess
+from tests.support.watching import ndjson
 from watchroute.client import Client
 from watchroute.problems import Problem
 from watchroute.store import WriteOp

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 from watchroute.client import (
     AsyncClient,
     Backoff,

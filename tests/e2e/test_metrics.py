@@ -14,9 +14,9 @@ import psutil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.security_keys import create_apikey
-from tests.server import ServerProcess
-from tests.watching import sse
+from tests.support.security_keys import create_apikey
+from tests.support.server import ServerProcess
+from tests.support.watching import sse
 from watchroute.worker_metrics import SLOT_BYTES, WorkerMetrics
 
 

@@ -10,19 +10,19 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server import ServerProcess
-from tests.test_metrics import wait_for
-from tests.watching import longpoll, sse
+from tests.e2e.test_metrics import wait_for
+from tests.support import REPO
+from tests.support.server import ServerProcess
+from tests.support.watching import longpoll, sse
 from watchroute.histogram import Histogram
 
-DASHBOARD = Path(__file__).parent.parent / "deploy" / "grafana" / "watchroute.json"
+DASHBOARD = REPO / "deploy" / "grafana" / "watchroute.json"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

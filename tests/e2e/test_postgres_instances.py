@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.server import ServerProcess
-from tests.test_watch_properties import scenario, watcher, write_op
+from tests.e2e.test_watch_properties import scenario, watcher, write_op
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_a_sigkilled_instance_loses_no_acknowledged_write_and_watchers_get_exact
 def test_an_instance_that_loses_postgresql_refuses_writes_keeps_its_watches_and_recovers(
     pg_url: str, tmp_path: Path
 ) -> None:
-    from tests.postgres import set_connections_allowed
+    from tests.support.postgres import set_connections_allowed
 
     proc = ServerProcess(tmp_path, database=pg_url).start()
     try:

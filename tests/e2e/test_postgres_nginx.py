@@ -19,10 +19,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from tests.server import ServerProcess, free_port
-from tests.test_postgres_instances import watch_across, write_for
+from tests.e2e.test_postgres_instances import watch_across, write_for
+from tests.support import REPO
+from tests.support.server import ServerProcess, free_port
 
-CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+CONFIG = REPO / "deploy" / "nginx.conf"
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess
-from tests.test_batch import *  # noqa: F403
-from tests.test_group_writes import *  # noqa: F403
-from tests.test_rest import *  # noqa: F403
-from tests.test_watch_ndjson_longpoll import *  # noqa: F403
-from tests.test_watch_sse import *  # noqa: F403
+from tests.e2e.test_batch import *  # noqa: F403
+from tests.e2e.test_group_writes import *  # noqa: F403
+from tests.e2e.test_rest import *  # noqa: F403
+from tests.e2e.test_watch_ndjson_longpoll import *  # noqa: F403
+from tests.e2e.test_watch_sse import *  # noqa: F403
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def server(pg_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def make_server(pg_url: str, tmp_path: Path) -> Iterator:
     """Servers with settings of the test's own, each on a database of its own."""
-    from tests.postgres import fresh_database
+    from tests.support.postgres import fresh_database
 
     started: list[ServerProcess] = []
     databases = []

@@ -19,8 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.server import ServerProcess
-from tests.test_postgres_instances import watch_across
+from tests.e2e.test_postgres_instances import watch_across
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.serial
 

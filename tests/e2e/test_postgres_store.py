@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.security_keys import apikey_cli, create_apikey
-from tests.server import ServerProcess
+from tests.support.security_keys import apikey_cli, create_apikey
+from tests.support.server import ServerProcess
 from watchroute.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore
@@ -253,7 +253,7 @@ async def test_a_snapshot_reads_every_page_at_its_one_revision(pg_url: str) -> N
 
 
 async def test_unavailable_says_why_writes_fail_and_clears_once_the_database_is_back(pg_url: str) -> None:
-    from tests.postgres import set_connections_allowed
+    from tests.support.postgres import set_connections_allowed
 
     store = PostgresStore(pg_url)
     await store.open(lambda changes: None)

@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
+
 README = REPO / "README.md"
 
 pytestmark = pytest.mark.timeout(120)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.rest import JSON_PATCH, MERGE, UUID7, assert_problem, store_revision
+from tests.support.rest import JSON_PATCH, MERGE, UUID7, assert_problem, store_revision
 
 
 def etag(revision: int) -> str:

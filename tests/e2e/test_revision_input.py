@@ -15,10 +15,10 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.rest import JSON_PATCH, MERGE, assert_problem, store_revision
-from tests.security_keys import AUDIENCE, ISSUER, SECRET, claims
-from tests.server import ServerProcess
-from tests.ws import recv, send, ws_url
+from tests.support.rest import JSON_PATCH, MERGE, assert_problem, store_revision
+from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, claims
+from tests.support.server import ServerProcess
+from tests.support.ws import recv, send, ws_url
 
 ABSURD = ["9" * 5000, str(2**63), str(2**64 - 1), "0" * 4400 + "1" + "0" * 20]
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
-from tests.ws import recv, send
+from tests.e2e.test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.ws import recv, send
 
 STOCK = {
     "type": "object",

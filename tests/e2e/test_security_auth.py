@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.security_keys import (
+from tests.support.security_keys import (
     AUDIENCE,
     ISSUER,
     SECRET,
@@ -29,7 +29,7 @@ from tests.security_keys import (
     pem_public,
     write_pem,
 )
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 KEYS = new_keys()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.security_keys import AUDIENCE, ISSUER, SECRET, create_apikey, hs_token
-from tests.server import ServerProcess
+from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, create_apikey, hs_token
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")

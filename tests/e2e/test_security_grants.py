@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security_keys import AUDIENCE, SECRET, create_apikey, hs_token
-from tests.server import ServerProcess
+from tests.support.security_keys import AUDIENCE, SECRET, create_apikey, hs_token
+from tests.support.server import ServerProcess
 from watchroute.client import Client
 
 PIN = "pin-4921-kept-secret"

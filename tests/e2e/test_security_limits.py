@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +22,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess
+from tests.support import REPO
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
 REDIS_URL = os.environ.get("WATCHROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -168,9 +168,9 @@ async def test_flood_from_one_identity_leaves_others_served(make_server: Any) ->
         rate_limit_ip="400/s",
     )
     flooder = subprocess.Popen(
-        [sys.executable, "-m", "tests.flood", proc.url, hs_token(sub="flooder"), "2000"],
+        [sys.executable, "-m", "tests.support.flood", proc.url, hs_token(sub="flooder"), "2000"],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
+        cwd=REPO,
     )
     latencies: list[float] = []
     started = time.monotonic()

@@ -12,9 +12,9 @@ from uvicorn.logging import AccessFormatter
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess
-from tests.ws import recv, send, ws_url
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess
+from tests.support.ws import recv, send, ws_url
 from watchroute.security import redaction
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,8 +15,8 @@ from httpx_sse import aconnect_sse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess
 
 RULES = {"notes": "owner=$sub", "p-*": "owner in ($sub,public)", "org-*": "org=$org"}
 ADMIN = hs_token(sub="admin", scope="read:* write:* watch:* bypass:*")

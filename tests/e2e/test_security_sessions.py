@@ -18,9 +18,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess
-from tests.ws import recv, send, ws_url
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess
+from tests.support.ws import recv, send, ws_url
 from watchroute.security.apikeys import APIKeyStore
 from watchroute.security.identity import UNAUTHENTICATED, Identity
 from watchroute.security.policy import Security

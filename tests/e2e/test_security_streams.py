@@ -14,9 +14,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess
-from tests.ws import recv, send, ws_url
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess
+from tests.support.ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 APP = "https://app.example"

@@ -18,8 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.security_keys import AUDIENCE, SECRET, hs_token
-from tests.server import ServerProcess, free_port
+from tests.support.security_keys import AUDIENCE, SECRET, hs_token
+from tests.support.server import ServerProcess, free_port
 from watchroute.security.leases import CapReached, WatchLeases
 from watchroute.security.limits import WatchCounts, redis_client
 

@@ -16,14 +16,14 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from tests.server import free_port
+from tests.support import REPO
+from tests.support.server import free_port
 from watchroute import __version__
 from watchroute.cli import app
 from watchroute.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 WIDE = {"COLUMNS": "400"}  # the message on one line of the help's box
 

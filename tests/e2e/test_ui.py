@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
-from tests.server import ServerProcess
+from tests.support import REPO
+from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
+from tests.support.server import ServerProcess
 from watchroute.api.demo_pages import FILES as DEMO_FILES
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
@@ -476,7 +477,7 @@ def test_a_refused_watch_says_why_and_a_token_lets_it_in(jwt_server: ServerProce
 def test_the_wheel_carries_the_dashboard_and_the_demo_pages(tmp_path: Path):
     # Package data: a server installed from the wheel, not from this checkout, serves /ui and
     # /demos/ too. One wheel built for both: a build takes seconds.
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     source = tmp_path / "source"  # built from a copy: the build leaves its files beside the source
     shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):

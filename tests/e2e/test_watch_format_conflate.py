@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from tests.watching import longpoll, ndjson, sse
-from tests.ws import recv, send, ws_url
+from tests.support.watching import longpoll, ndjson, sse
+from tests.support.ws import recv, send, ws_url
 from watchroute.client import AsyncClient, LiveCollection
 
 BIG = {"name": "a resource with a long name", "owner": {"id": "u1", "team": "blue"}, "n": 1}
@@ -322,7 +322,7 @@ def catch_up(c: httpx.Client, coll: str, params: dict[str, Any], resume: int, co
 
 @pytest.fixture(scope="module")
 def small_window_server(tmp_path_factory):
-    from tests.server import ServerProcess
+    from tests.support.server import ServerProcess
 
     # A window of 16 changes and 3 events per write: catching up reads the log, and folds are
     # cut at the write limit.

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.watching import longpoll, ndjson
+from tests.support.watching import longpoll, ndjson
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.watching import sse
+from tests.support.watching import sse
 
 
 @pytest.fixture

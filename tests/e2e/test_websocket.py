@@ -17,8 +17,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server import ServerProcess
-from tests.ws import recv, send, ws_url
+from tests.support.server import ServerProcess
+from tests.support.ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.test_crash_and_shutdown import storm, watch_all
+from tests.e2e.test_crash_and_shutdown import storm, watch_all
 from watchroute.core.change import Change
 from watchroute.core.hub import Hub
 from watchroute.core.tailer import Tailer
@@ -224,7 +224,7 @@ def test_a_server_will_not_start_on_a_port_something_else_listens_on(tmp_path: P
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path):
-    from tests.server import ServerProcess
+    from tests.support.server import ServerProcess
 
     (tmp_path / "taken").write_text("a file where the database's directory should be")
     server = ServerProcess(tmp_path, workers=2)

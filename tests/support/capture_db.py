@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tests.postgres import _admin, fresh_database
+from tests.support.postgres import _admin, fresh_database
 
 
 @dataclass

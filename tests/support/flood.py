@@ -1,5 +1,5 @@
 """A bounded flood for test_security_limits: N watch connection attempts on loopback, each on a
-new connection, from one identity. Run as `python -m tests.flood URL TOKEN N`; prints the status
+new connection, from one identity. Run as `python -m tests.support.flood URL TOKEN N`; prints the status
 counts as JSON. A process of its own, so that the flood's client work does not slow down the
 measured client's event loop (only the server is meant to be under test)."""
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from tests.server import ServerProcess
+from tests.support.server import ServerProcess
 
 
 def ws_url(server: ServerProcess, path: str) -> str:
