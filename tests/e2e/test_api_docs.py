@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_ui import browser  # noqa: F401 - the module's Chromium, shared
-
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -43,7 +41,7 @@ def test_swagger_ui_is_sent_gzipped_and_revalidated(api):
     assert again.status_code == 304
 
 
-def test_swagger_ui_renders_offline_under_the_policy(api, browser):  # noqa: F811
+def test_swagger_ui_renders_offline_under_the_policy(api, browser):
     base = str(api.base_url).rstrip("/")
     context = browser.new_context()
     elsewhere: list[str] = []

@@ -20,10 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.test_security_tls import throwaway_certificate
 from tests.support import REPO
-from tests.support.security_keys import create_apikey
+from tests.support.security_keys import create_apikey, throwaway_certificate
 from tests.support.server import ServerProcess
+from tests.support.watching import compacted_past
 from watchroute.client import (
     BOOKMARK,
     RESYNC,
@@ -83,17 +83,6 @@ class Collector:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         await self.watch.aclose()
-
-
-async def compacted_past(client: AsyncClient, revision: int) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                async for _ in client.watch("stocks", since=revision, transport="longpoll", heartbeat=1):
-                    break
-            except Expired:
-                return
-            await asyncio.sleep(0.1)
 
 
 # -- reads and writes --------------------------------------------------------------------------
@@ -210,7 +199,7 @@ async def test_expired_history_raises_or_relists(make_server):
             await client.put("stocks", f"s{i % 4}", {"i": i})
         gone = await client.put("stocks", "gone", {})
         await client.delete("stocks", "gone")
-        await compacted_past(client, 1)
+        await compacted_past(server.url, 1)
 
         for transport in TRANSPORTS:
             with pytest.raises(Expired) as info:

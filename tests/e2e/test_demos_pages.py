@@ -14,14 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e import test_ui
-from tests.e2e.test_demos import DEMOS
-from tests.e2e.test_ui import eventually, lists
+from tests.support import REPO
+from tests.support.browser import eventually, lists
 from tests.support.server import ServerProcess
-
-# The dashboard's browser (one Chromium for the module) and its pages that fail on a script error.
-browser = test_ui.browser
-open_page = test_ui.open_page
 
 MARKUP = "<img src=x onerror=window.pwned=1>"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -120,7 +115,7 @@ def test_the_dashboard_of_the_simulators_sensors_shows_what_the_server_holds(
     eventually(lambda: page.get_attribute("#state", "data-state") == "live")
     options = ["--url", demo_server.url, "--collection", "fleet", "--sensors", "60", "--count", "600"]
     done = subprocess.run(
-        [sys.executable, str(DEMOS / "iot.py"), *options, "--rate", "2000", "--seed", "7"],
+        [sys.executable, str(REPO / "demos" / "iot.py"), *options, "--rate", "2000", "--seed", "7"],
         capture_output=True,
         text=True,
         timeout=60,

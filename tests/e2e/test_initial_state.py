@@ -21,7 +21,7 @@ import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.test_metrics import scrape
+from tests.support.metrics import scrape
 from tests.support.ws import send, ws_url
 from watchroute.mergepatch import merge
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from typing import Any
 
 import httpx
@@ -14,29 +13,11 @@ import psutil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import scrape, wait_for
 from tests.support.security_keys import create_apikey
 from tests.support.server import ServerProcess
 from tests.support.watching import sse
 from watchroute.worker_metrics import SLOT_BYTES, WorkerMetrics
-
-
-def scrape(url: str, headers: dict[str, str] | None = None, **labels: str) -> dict[str, float]:
-    """Every sample of one scrape, by name; with `labels`, only the samples that carry them."""
-    r = httpx.get(url + "/metrics", headers=headers, timeout=10)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            if all(s.labels.get(k) == v for k, v in labels.items()):
-                samples[s.name] = s.value
-    return samples
-
-
-async def wait_for(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the figures never got there"
-        await asyncio.sleep(0.05)
 
 
 async def test_figures_follow_writes_and_watchers(server: ServerProcess, coll: str) -> None:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_metrics import wait_for
 from tests.support import REPO
+from tests.support.metrics import wait_for
 from tests.support.server import ServerProcess
 from tests.support.watching import longpoll, sse
 from watchroute.histogram import Histogram

@@ -17,24 +17,15 @@ from websockets.asyncio.client import connect
 
 from tests.support.rest import JSON_PATCH, MERGE, assert_problem, store_revision
 from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, claims
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 from tests.support.ws import recv, send, ws_url
 
 ABSURD = ["9" * 5000, str(2**63), str(2**64 - 1), "0" * 4400 + "1" + "0" * 20]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("revisions")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 @pytest.fixture
-def c(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+def c(shared_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=shared_server.url, timeout=10) as client:
         yield client
 
 
@@ -94,15 +85,17 @@ def test_batch_if_match_and_continue_tokens(c, coll):
     assert store_revision(c) == before
 
 
-async def _websocket_refusals(server: ServerProcess, coll: str) -> None:
+async def _websocket_refusals(shared_server: ServerProcess, coll: str) -> None:
     for value in ABSURD:
-        async with connect(ws_url(server, f"/v1/{coll}?since={value}")) as ws:
+        async with connect(ws_url(shared_server, f"/v1/{coll}?since={value}")) as ws:
             error = await recv(ws)
             assert error["type"] == "ERROR" and error["error"]["reason"] == "BadParameter", error
-        async with connect(ws_url(server, f"/v1/{coll}"), additional_headers={"Last-Event-ID": value}) as ws:
+        async with connect(
+            ws_url(shared_server, f"/v1/{coll}"), additional_headers={"Last-Event-ID": value}
+        ) as ws:
             error = await recv(ws)
             assert error["type"] == "ERROR" and error["error"]["reason"] == "BadParameter", error
-    async with connect(ws_url(server, "/v1/_watch")) as ws:
+    async with connect(ws_url(shared_server, "/v1/_watch")) as ws:
         for since in [*ABSURD, 2**63, 2**64 - 1]:
             await send(ws, {"op": "subscribe", "sub": "s", "collection": coll, "since": since})
             error = await recv(ws)
@@ -115,31 +108,27 @@ async def _websocket_refusals(server: ServerProcess, coll: str) -> None:
         assert event["sub"] == "ok" and event["type"] != "ERROR", event
 
 
-def test_since_and_last_event_id_on_websockets(server, coll):
-    httpx.put(f"{server.url}/v1/{coll}/a", json={"v": 1})
-    asyncio.run(_websocket_refusals(server, coll))
+def test_since_and_last_event_id_on_websockets(shared_server, coll):
+    httpx.put(f"{shared_server.url}/v1/{coll}/a", json={"v": 1})
+    asyncio.run(_websocket_refusals(shared_server, coll))
 
 
 # -- a lone surrogate in a signed token --------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def ruled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def ruled(module_servers: ServerFactory) -> ServerProcess:
     """JWT with a per-owner rule and a per-identity limit: the subject is substituted and used
     as a key."""
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("ruled"),
+    return module_servers(
+        "ruled",
         auth="jwt",
         jwt_secret=SECRET,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         rules=json.dumps({"notes": "owner=$sub"}),
         rate_limit_identity="1000/s",
-    ).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,7 @@ from tests.support.security_keys import (
     pem_public,
     write_pem,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 
 KEYS = new_keys()
 
@@ -39,26 +38,16 @@ def start(tmp: Path, **settings: object) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start(
-        tmp_path_factory.mktemp("hs"),
-        auth="jwt",
-        jwt_secret=SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
-        jwt_leeway=5,
+def hs(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(
+        "hs", auth="jwt", jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, jwt_leeway=5
     )
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")
-def rsa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("rsa")
-    pem = write_pem(tmp / "rsa.pem", KEYS["RS256"][0])
-    proc = start(tmp, auth="jwt", jwt_public_key=pem, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
-    yield proc
-    proc.stop()
+def rsa_server(module_servers: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    pem = write_pem(tmp_path_factory.mktemp("rsa-key") / "rsa.pem", KEYS["RS256"][0])
+    return module_servers("rsa", auth="jwt", jwt_public_key=pem, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
 
 
 def get(proc: ServerProcess, token: str | None, path: str = "/v1/notes") -> httpx.Response:

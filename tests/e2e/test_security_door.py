@@ -7,22 +7,19 @@ import base64
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, create_apikey, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def open_server(shared_server: ServerProcess) -> ServerProcess:
     """--auth none, the default: the server a rebinding page would aim at."""
-    proc = ServerProcess(tmp_path_factory.mktemp("open")).start()
-    yield proc
-    proc.stop()
+    return shared_server
 
 
 def request(port: int, head: str) -> bytes:
@@ -146,16 +143,8 @@ def test_forwarded_allow_ips_must_be_addresses(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("jwt"),
-        auth="jwt",
-        jwt_secret=SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
-    ).start()
-    yield proc
-    proc.stop()
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers("jwt", auth="jwt", jwt_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
 
 
 def test_metrics_need_the_metrics_scope_under_jwt(jwt_server: ServerProcess) -> None:

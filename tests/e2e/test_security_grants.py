@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.security_keys import AUDIENCE, SECRET, create_apikey, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 from watchroute.client import Client
 
 PIN = "pin-4921-kept-secret"
@@ -23,24 +23,20 @@ WRITTEN_KEYS = {"id", "revision", "created_revision"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("grants"), auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE
-    ).start()
-    yield proc
-    proc.stop()
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers("grants", auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE)
 
 
-def as_scope(server: ServerProcess, scope: str) -> httpx.Client:
+def as_scope(jwt_server: ServerProcess, scope: str) -> httpx.Client:
     token = hs_token(sub="writer", scope=scope)
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return httpx.Client(base_url=jwt_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 @pytest.fixture
-def stored(server: ServerProcess) -> Iterator[tuple[str, httpx.Client]]:
+def stored(jwt_server: ServerProcess) -> Iterator[tuple[str, httpx.Client]]:
     """A collection of the test's own, holding s1 and s2 with the secret, and an owner who reads."""
     coll = "s" + uuid.uuid4().hex[:10]
-    with as_scope(server, "read:* write:*") as owner:
+    with as_scope(jwt_server, "read:* write:*") as owner:
         for id in ("s1", "s2"):
             assert owner.put(f"/v1/{coll}/{id}", json=STORED).status_code == 201
         yield coll, owner
@@ -57,10 +53,10 @@ def assert_blind(r: httpx.Response, status: int) -> dict:
 
 
 def test_a_write_only_credential_gets_no_document_back(
-    server: ServerProcess, stored: tuple[str, httpx.Client]
+    jwt_server: ServerProcess, stored: tuple[str, httpx.Client]
 ) -> None:
     coll, owner = stored
-    with as_scope(server, f"write:{coll}") as writer:
+    with as_scope(jwt_server, f"write:{coll}") as writer:
         assert writer.get(f"/v1/{coll}/s1").status_code == 403  # it may not read...
         # ...and no write reads for it: not a merge patch that changes nothing (the attack)...
         assert_blind(writer.patch(f"/v1/{coll}/s1", json={}), 200)
@@ -83,7 +79,7 @@ def test_a_write_only_credential_gets_no_document_back(
 
 
 def test_no_batch_op_gives_a_write_only_credential_the_document(
-    server: ServerProcess, stored: tuple[str, httpx.Client]
+    jwt_server: ServerProcess, stored: tuple[str, httpx.Client]
 ) -> None:
     coll, owner = stored
     ops: list[dict[str, Any]] = [
@@ -93,7 +89,7 @@ def test_no_batch_op_gives_a_write_only_credential_the_document(
         {"op": "put", "id": "s3", "data": {"mine": 1}},
         {"op": "create", "data": {"mine": 2}},
     ]
-    with as_scope(server, f"write:{coll} read:other") as writer:
+    with as_scope(jwt_server, f"write:{coll} read:other") as writer:
         r = writer.post("/v1/_batch", json={"ops": [{**op, "collection": coll} for op in ops]})
     assert r.status_code == 200, r.text
     assert PIN not in r.text
@@ -106,11 +102,11 @@ def test_no_batch_op_gives_a_write_only_credential_the_document(
 
 
 def test_a_batch_shows_the_documents_of_the_collections_the_caller_may_read(
-    server: ServerProcess, stored: tuple[str, httpx.Client]
+    jwt_server: ServerProcess, stored: tuple[str, httpx.Client]
 ) -> None:
     coll, _ = stored
     other = coll + "-r"
-    with as_scope(server, f"write:{coll} read:{other} write:{other}") as writer:
+    with as_scope(jwt_server, f"write:{coll} read:{other} write:{other}") as writer:
         r = writer.post(
             "/v1/_batch",
             json={
@@ -126,13 +122,13 @@ def test_a_batch_shows_the_documents_of_the_collections_the_caller_may_read(
     assert set(blind) == WRITTEN_KEYS and PIN not in r.text
 
 
-def test_a_json_patch_test_op_is_a_read(server: ServerProcess, stored: tuple[str, httpx.Client]) -> None:
+def test_a_json_patch_test_op_is_a_read(jwt_server: ServerProcess, stored: tuple[str, httpx.Client]) -> None:
     """A `test` op succeeds or fails by the stored value: answered, it would let a credential
     that may not read guess the value one write at a time. It takes the read grant."""
     coll, owner = stored
     revision = owner.get(f"/v1/{coll}/s1").json()["revision"]
     guess = [{"op": "test", "path": "/pin", "value": PIN}, {"op": "add", "path": "/n", "value": 9}]
-    with as_scope(server, f"write:{coll}") as writer:
+    with as_scope(jwt_server, f"write:{coll}") as writer:
         r = writer.patch(f"/v1/{coll}/s1", content=json.dumps(guess), headers=JSON_PATCH)
         assert r.status_code == 403 and r.json()["reason"] == "Forbidden", r.text
         assert f"read:{coll}" in r.json()["detail"] and PIN not in r.text
@@ -155,7 +151,7 @@ def test_a_json_patch_test_op_is_a_read(server: ServerProcess, stored: tuple[str
     ],
 )
 def test_a_failing_json_patch_never_quotes_the_stored_document(
-    server: ServerProcess, stored: tuple[str, httpx.Client], patch: list, status: int, reason: str
+    jwt_server: ServerProcess, stored: tuple[str, httpx.Client], patch: list, status: int, reason: str
 ) -> None:
     coll, owner = stored
     r = owner.patch(f"/v1/{coll}/s1", content=json.dumps(patch), headers=JSON_PATCH)
@@ -168,7 +164,7 @@ def test_a_failing_json_patch_never_quotes_the_stored_document(
 
 
 def test_a_caller_who_may_read_gets_the_document_as_before(
-    server: ServerProcess, stored: tuple[str, httpx.Client]
+    jwt_server: ServerProcess, stored: tuple[str, httpx.Client]
 ) -> None:
     coll, owner = stored
     r = owner.patch(f"/v1/{coll}/s1", json={"n": 2})

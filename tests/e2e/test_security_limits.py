@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,11 +22,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 from tests.support import REPO
+from tests.support.redis import REDIS_URL, redis_or_skip
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
-REDIS_URL = os.environ.get("WATCHROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 OTHER_ADDRESS = "127.0.0.2"  # another client on loopback: per-address limits must not mix them
 
 
@@ -129,17 +128,8 @@ def test_filter_length_and_complexity(limited: ServerProcess) -> None:
         assert http.get("/v1/x", params={"filter": "a=1,b=2,c=3"}).status_code == 200
 
 
-def _redis_or_skip() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} cannot be reached: {exc}")
-
-
 async def test_rate_limits_are_shared_through_redis(make_server: Any) -> None:
-    _redis_or_skip()
+    redis_or_skip()
     prefix = f"watchroute-test-{uuid.uuid4().hex[:8]}:"
     shared = {"rate_limit_ip": "20/60s", "redis_url": REDIS_URL, "redis_prefix": prefix}
     one, two = make_server(**shared), make_server(**shared)

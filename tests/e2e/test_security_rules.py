@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,32 +16,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 
 RULES = {"notes": "owner=$sub", "p-*": "owner in ($sub,public)", "org-*": "org=$org"}
 ADMIN = hs_token(sub="admin", scope="read:* write:* watch:* bypass:*")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("rules"),
-        auth="jwt",
-        jwt_secret=SECRET,
-        jwt_audience=AUDIENCE,
-        rules=json.dumps(RULES),
-    ).start()
-    yield proc
-    proc.stop()
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(
+        "rules", auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, rules=json.dumps(RULES)
+    )
 
 
-def as_user(server: ServerProcess, sub: str, **kw: Any) -> httpx.Client:
+def as_user(jwt_server: ServerProcess, sub: str, **kw: Any) -> httpx.Client:
     token = hs_token(sub=sub, scope="read:* write:* watch:*", **kw)
-    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return httpx.Client(base_url=jwt_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
-def test_rest_reads_and_writes_keep_to_the_rule(server: ServerProcess) -> None:
-    with as_user(server, "alice") as alice, as_user(server, "bob") as bob:
+def test_rest_reads_and_writes_keep_to_the_rule(jwt_server: ServerProcess) -> None:
+    with as_user(jwt_server, "alice") as alice, as_user(jwt_server, "bob") as bob:
         assert alice.put("/v1/notes/a1", json={"owner": "alice", "text": "mine"}).status_code == 201
         assert bob.put("/v1/notes/b1", json={"owner": "bob", "text": "his"}).status_code == 201
         assert [r["id"] for r in alice.get("/v1/notes").json()["items"]] == ["a1"]
@@ -75,17 +69,17 @@ def test_rest_reads_and_writes_keep_to_the_rule(server: ServerProcess) -> None:
         assert listed["notes"] == {"name": "notes"}
 
 
-def test_claims_are_values_not_filter_text(server: ServerProcess) -> None:
-    with as_user(server, "alice") as alice:
+def test_claims_are_values_not_filter_text(jwt_server: ServerProcess) -> None:
+    with as_user(jwt_server, "alice") as alice:
         alice.put("/v1/notes/c1", json={"owner": "alice"})
     # A subject crafted to add a clause is one quoted string: it matches no owner.
-    with as_user(server, "x,owner!=nobody") as sneaky:
+    with as_user(jwt_server, "x,owner!=nobody") as sneaky:
         assert sneaky.get("/v1/notes").json()["items"] == []
         assert sneaky.get("/v1/notes/c1").status_code == 404
     # A rule naming a claim the token lacks shows nothing; with the claim, its documents.
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+    with httpx.Client(base_url=jwt_server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
         admin.put("/v1/org-x/d1", json={"org": "acme"})
-    with as_user(server, "carol") as no_org, as_user(server, "carol", org="acme") as acme:
+    with as_user(jwt_server, "carol") as no_org, as_user(jwt_server, "carol", org="acme") as acme:
         assert no_org.get("/v1/org-x").json()["items"] == []
         assert [r["id"] for r in acme.get("/v1/org-x").json()["items"]] == ["d1"]
 
@@ -98,10 +92,12 @@ async def _events(client: httpx.AsyncClient, path: str, params: dict) -> AsyncIt
                 yield json.loads(message.data)
 
 
-async def test_leaving_the_rule_arrives_as_deleted_without_the_new_state(server: ServerProcess) -> None:
+async def test_leaving_the_rule_arrives_as_deleted_without_the_new_state(jwt_server: ServerProcess) -> None:
     token = hs_token(sub="alice", scope="watch:notes")
-    admin = httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"})
-    watcher = httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    admin = httpx.AsyncClient(base_url=jwt_server.url, headers={"Authorization": f"Bearer {ADMIN}"})
+    watcher = httpx.AsyncClient(
+        base_url=jwt_server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
     async with admin, watcher:
         await admin.put("/v1/notes/w1", json={"owner": "alice", "text": "draft"})
         stream = _events(watcher, "/v1/notes", {"initial": "true"})
@@ -199,9 +195,9 @@ async def _scenario(url: str, docs: list, ops: list, filters: dict[str, int | No
     filters=st.fixed_dictionaries({u: st.one_of(st.none(), st.integers(0, 9)) for u in USERS}),
 )
 def test_no_watcher_ever_receives_what_its_rule_hides(
-    server: ServerProcess, docs: list, ops: list, filters: dict
+    jwt_server: ServerProcess, docs: list, ops: list, filters: dict
 ) -> None:
-    asyncio.run(_scenario(server.url, docs, ops, filters))
+    asyncio.run(_scenario(jwt_server.url, docs, ops, filters))
 
 
 # -- a hidden document answers writes as an absent one -------------------------------------------
@@ -255,11 +251,11 @@ def _answer(r: httpx.Response, id: str) -> tuple[int, dict, Any]:
     return r.status_code, headers, body
 
 
-def _hidden_and_absent(server: ServerProcess) -> tuple[str, str, int]:
+def _hidden_and_absent(jwt_server: ServerProcess) -> tuple[str, str, int]:
     """A document of bob's, hidden from alice, and a free id of the same length; its revision."""
     suffix = uuid.uuid4().hex[:8]
     hidden, absent = f"h{suffix}", f"a{suffix}"
-    with as_user(server, "bob") as bob:
+    with as_user(jwt_server, "bob") as bob:
         r = bob.put(f"/v1/notes/{hidden}", json={"owner": "bob", "text": "secret"})
         assert r.status_code == 201, r.text
     return hidden, absent, r.json()["revision"]
@@ -285,53 +281,53 @@ def _batch(client: httpx.Client, id: str, op: dict, rev: int) -> httpx.Response:
 
 @pytest.mark.parametrize(("name", "method", "headers", "body"), WRITES, ids=[w[0] for w in WRITES])
 def test_a_write_to_a_hidden_document_is_answered_as_for_an_absent_one(
-    server: ServerProcess, name: str, method: str, headers: dict, body: Any
+    jwt_server: ServerProcess, name: str, method: str, headers: dict, body: Any
 ) -> None:
-    hidden, absent, rev = _hidden_and_absent(server)
-    with as_user(server, "alice") as alice:
+    hidden, absent, rev = _hidden_and_absent(jwt_server)
+    with as_user(jwt_server, "alice") as alice:
         seen = _answer(_send(alice, method, hidden, headers, body, rev), hidden)
         expected = _answer(_send(alice, method, absent, headers, body, rev), absent)
         assert seen == expected
         assert seen[0] in (403, 404, 412), seen
-    with as_user(server, "bob") as bob:  # and nothing was written
+    with as_user(jwt_server, "bob") as bob:  # and nothing was written
         assert bob.get(f"/v1/notes/{hidden}").json()["revision"] == rev
 
 
 @pytest.mark.parametrize(("name", "op"), BATCH_OPS, ids=[b[0] for b in BATCH_OPS])
 def test_a_batch_op_on_a_hidden_document_is_answered_as_on_an_absent_one(
-    server: ServerProcess, name: str, op: dict
+    jwt_server: ServerProcess, name: str, op: dict
 ) -> None:
-    hidden, absent, rev = _hidden_and_absent(server)
-    with as_user(server, "alice") as alice:
+    hidden, absent, rev = _hidden_and_absent(jwt_server)
+    with as_user(jwt_server, "alice") as alice:
         seen = _answer(_batch(alice, hidden, op, rev), hidden)
         expected = _answer(_batch(alice, absent, op, rev), absent)
         assert seen == expected
         assert seen[0] in (403, 404, 412) and seen[2]["op_index"] == 1, seen
         assert alice.get(f"/v1/notes/x{hidden}").status_code == 404  # all or nothing
-    with as_user(server, "bob") as bob:
+    with as_user(jwt_server, "bob") as bob:
         assert bob.get(f"/v1/notes/{hidden}").json()["revision"] == rev
 
 
 def test_creating_over_a_hidden_document_is_refused_as_a_creation_the_rule_forbids(
-    server: ServerProcess,
+    jwt_server: ServerProcess,
 ) -> None:
     """The one request an absent id answers differently: a creation alice may make. Over a
     hidden document it cannot be made, and is refused exactly as creating a state her rule
     hides is: the same 403 RuleViolation, detail and all (docs/security.md, Writes)."""
     for headers in ({}, {"If-None-Match": "*"}):
-        hidden, absent, rev = _hidden_and_absent(server)
-        with as_user(server, "alice") as alice:
+        hidden, absent, rev = _hidden_and_absent(jwt_server)
+        with as_user(jwt_server, "alice") as alice:
             refused = _answer(_send(alice, "PUT", hidden, headers, MINE, rev), hidden)
             forbidden = _answer(_send(alice, "PUT", absent, headers, THEIRS, rev), absent)
             assert refused == forbidden and refused[2]["reason"] == "RuleViolation"
             assert "secret" not in json.dumps(refused)
             assert _send(alice, "PUT", absent, headers, MINE, rev).status_code == 201
         for op in ({"op": "put", "data": MINE}, {"op": "create", "data": MINE}):
-            hidden, absent, rev = _hidden_and_absent(server)
-            with as_user(server, "alice") as alice:
+            hidden, absent, rev = _hidden_and_absent(jwt_server)
+            with as_user(jwt_server, "alice") as alice:
                 refused = _answer(_batch(alice, hidden, op, rev), hidden)
                 forbidden = _answer(_batch(alice, absent, {**op, "data": THEIRS}, rev), absent)
                 assert refused == forbidden and refused[2]["reason"] == "RuleViolation"
                 assert _batch(alice, absent, op, rev).status_code == 200
-        with as_user(server, "bob") as bob:
+        with as_user(jwt_server, "bob") as bob:
             assert bob.get(f"/v1/notes/{hidden}").json()["data"]["owner"] == "bob"

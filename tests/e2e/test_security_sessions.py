@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 from tests.support.ws import recv, send, ws_url
 from watchroute.security.apikeys import APIKeyStore
 from watchroute.security.identity import UNAUTHENTICATED, Identity
@@ -33,29 +32,23 @@ AUTH_DEADLINE = 1.0
 
 
 @pytest.fixture(scope="module")
-def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("sessions-jwt"),
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(
+        "sessions-jwt",
         auth="jwt",
         jwt_secret=SECRET,
         jwt_audience=AUDIENCE,
         jwt_leeway=0,
         ws_idle_timeout=IDLE,
         ws_auth_timeout=AUTH_DEADLINE,
-    ).start()
-    yield proc
-    proc.stop()
+    )
 
 
 @pytest.fixture(scope="module")
-def key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def key_server(module_servers: ServerFactory) -> ServerProcess:
     # Lookups remembered for 30 s, and open watches' keys checked as seldom: what a subscribe
     # refuses here, it refuses by asking the store itself.
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("sessions-key"), auth="apikey", apikey_cache_seconds=30
-    ).start()
-    yield proc
-    proc.stop()
+    return module_servers("sessions-key", auth="apikey", apikey_cache_seconds=30)
 
 
 def create_key(server: ServerProcess, *scopes: str) -> tuple[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 from tests.support.ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,37 +22,34 @@ APP = "https://app.example"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp("streams"),
-        auth="jwt",
-        jwt_secret=SECRET,
-        jwt_audience=AUDIENCE,
-        jwt_leeway=0,
-        cors_origins=APP,
-    ).start()
-    yield proc
-    proc.stop()
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers(
+        "streams", auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_leeway=0, cors_origins=APP
+    )
 
 
-async def write(server: ServerProcess, id: str, data: dict[str, Any]) -> None:
+async def write(jwt_server: ServerProcess, id: str, data: dict[str, Any]) -> None:
     token = hs_token(sub="writer")
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=jwt_server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         assert (await http.put(f"/v1/notes/{id}", json=data)).status_code in (200, 201)
 
 
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
-async def test_a_stream_ends_with_an_error_when_its_token_expires(server: ServerProcess, accept: str) -> None:
+async def test_a_stream_ends_with_an_error_when_its_token_expires(
+    jwt_server: ServerProcess, accept: str
+) -> None:
     token = hs_token(scope="watch:notes", ttl=2)
     headers = {"Authorization": f"Bearer {token}", "Accept": accept}
     lines: list[dict] = []
     async with (
-        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        httpx.AsyncClient(base_url=jwt_server.url, timeout=10) as http,
         http.stream("GET", "/v1/notes", params={"watch": "true"}, headers=headers) as response,
     ):
         assert response.status_code == 200
         id = f"before-{uuid.uuid4().hex[:8]}"
-        await write(server, id, {"n": 1})
+        await write(jwt_server, id, {"n": 1})
         async with asyncio.timeout(8):
             async for line in response.aiter_lines():
                 line = line.removeprefix("data: ")
@@ -65,9 +61,9 @@ async def test_a_stream_ends_with_an_error_when_its_token_expires(server: Server
     assert lines[-1]["error"]["status"] == 401 and lines[-1]["error"]["reason"] == "TokenExpired"
 
 
-async def test_a_websocket_watch_ends_when_its_token_expires(server: ServerProcess) -> None:
+async def test_a_websocket_watch_ends_when_its_token_expires(jwt_server: ServerProcess) -> None:
     token = hs_token(scope="watch:notes", ttl=2)
-    async with connect(ws_url(server, f"/v1/notes?watch=true&access_token={token}")) as ws:
+    async with connect(ws_url(jwt_server, f"/v1/notes?watch=true&access_token={token}")) as ws:
         event = await recv(ws, 6)
         assert event["type"] == "ERROR" and event["error"]["reason"] == "TokenExpired"
         with pytest.raises(ConnectionClosed) as closed:
@@ -75,8 +71,8 @@ async def test_a_websocket_watch_ends_when_its_token_expires(server: ServerProce
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
-async def test_a_bad_token_on_upgrade_is_an_error_and_4401(server: ServerProcess) -> None:
-    async with connect(ws_url(server, "/v1/notes?watch=true&access_token=nonsense")) as ws:
+async def test_a_bad_token_on_upgrade_is_an_error_and_4401(jwt_server: ServerProcess) -> None:
+    async with connect(ws_url(jwt_server, "/v1/notes?watch=true&access_token=nonsense")) as ws:
         event = await recv(ws)
         assert event["type"] == "ERROR" and event["error"]["status"] == 401
         with pytest.raises(ConnectionClosed) as closed:
@@ -84,10 +80,10 @@ async def test_a_bad_token_on_upgrade_is_an_error_and_4401(server: ServerProcess
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
-async def test_multiplexed_refresh_keeps_subscriptions_and_rechecks_grants(server: ServerProcess) -> None:
+async def test_multiplexed_refresh_keeps_subscriptions_and_rechecks_grants(jwt_server: ServerProcess) -> None:
     short = hs_token(scope="watch:notes watch:other", ttl=2)
     headers = {"Authorization": f"Bearer {short}"}
-    async with connect(ws_url(server, "/v1/_watch"), additional_headers=headers) as ws:
+    async with connect(ws_url(jwt_server, "/v1/_watch"), additional_headers=headers) as ws:
         await send(ws, {"op": "subscribe", "sub": "s1", "collection": "notes"})
         await send(ws, {"op": "subscribe", "sub": "s2", "collection": "other"})
         assert {(await recv(ws))["type"], (await recv(ws))["type"]} == {"SUBSCRIBED"}
@@ -100,7 +96,7 @@ async def test_multiplexed_refresh_keeps_subscriptions_and_rechecks_grants(serve
         answer = await recv(ws)
         assert answer["type"] == "AUTHENTICATED" and answer["subject"] == "alice"
         await asyncio.sleep(2.5)
-        await write(server, "after-expiry", {"n": 2})
+        await write(jwt_server, "after-expiry", {"n": 2})
         event = await recv(ws)
         assert event["sub"] == "s1" and event["object"]["id"] == "after-expiry"
         # A refresh that drops a grant ends that subscription, and only that one.
@@ -109,14 +105,14 @@ async def test_multiplexed_refresh_keeps_subscriptions_and_rechecks_grants(serve
         ended = next(m for m in messages if m["type"] == "ERROR")
         assert ended["sub"] == "s2" and ended["error"]["status"] == 403
         assert any(m["type"] == "AUTHENTICATED" for m in messages)
-        await write(server, "still", {"n": 3})
+        await write(jwt_server, "still", {"n": 3})
         event = await recv(ws)
         assert event["sub"] == "s1" and event["object"]["id"] == "still"
 
 
-async def test_multiplexed_connection_ends_when_its_token_expires(server: ServerProcess) -> None:
+async def test_multiplexed_connection_ends_when_its_token_expires(jwt_server: ServerProcess) -> None:
     token = hs_token(scope="watch:notes", ttl=2)
-    async with connect(ws_url(server, f"/v1/_watch?access_token={token}")) as ws:
+    async with connect(ws_url(jwt_server, f"/v1/_watch?access_token={token}")) as ws:
         await send(ws, {"op": "subscribe", "sub": "s1", "collection": "notes"})
         assert (await recv(ws))["type"] == "SUBSCRIBED"
         ended = await recv(ws, 6)
@@ -131,8 +127,8 @@ async def test_multiplexed_connection_ends_when_its_token_expires(server: Server
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "TokenExpired")
 
 
-async def test_multiplexed_may_authenticate_by_message(server: ServerProcess) -> None:
-    async with connect(ws_url(server, "/v1/_watch")) as ws:
+async def test_multiplexed_may_authenticate_by_message(jwt_server: ServerProcess) -> None:
+    async with connect(ws_url(jwt_server, "/v1/_watch")) as ws:
         await send(ws, {"op": "subscribe", "sub": "s1", "collection": "notes"})
         refused = await recv(ws)
         assert refused["type"] == "ERROR" and refused["sub"] == "s1" and refused["error"]["status"] == 401
@@ -142,10 +138,10 @@ async def test_multiplexed_may_authenticate_by_message(server: ServerProcess) ->
         assert (await recv(ws))["type"] == "SUBSCRIBED"
 
 
-async def test_websocket_origin_checks(server: ServerProcess) -> None:
+async def test_websocket_origin_checks(jwt_server: ServerProcess) -> None:
     token = hs_token(scope="watch:notes")
     cookie = {"Cookie": f"access_token={token}"}
-    url = ws_url(server, "/v1/notes?watch=true")
+    url = ws_url(jwt_server, "/v1/notes?watch=true")
     # A cookie from a foreign page is ambient authority: refused at the handshake.
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, origin="https://evil.example", additional_headers=cookie):  # type: ignore[arg-type]
@@ -160,9 +156,9 @@ async def test_websocket_origin_checks(server: ServerProcess) -> None:
         assert (await recv(ws))["type"] == "PONG"
 
 
-def test_cors_and_cookie_writes(server: ServerProcess) -> None:
+def test_cors_and_cookie_writes(jwt_server: ServerProcess) -> None:
     token = hs_token()
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+    with httpx.Client(base_url=jwt_server.url, timeout=10) as http:
         pre = http.options(
             "/v1/notes/x",
             headers={

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import subprocess
 import time
@@ -18,32 +17,23 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.redis import REDIS_URL, redis_or_skip
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
 from tests.support.server import ServerProcess, free_port
 from watchroute.security.leases import CapReached, WatchLeases
 from watchroute.security.limits import WatchCounts, redis_client
 
 pytestmark = pytest.mark.timeout(90)
-REDIS_URL = os.environ.get("WATCHROUTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_audience": AUDIENCE}
 # How long a closed stream may take to reach the server and give its place back: far below the
 # lease time (10 s), so a place that comes back within it was freed, not left to lapse.
 FREED_WITHIN = 3.0
 
 
-def _redis_or_skip() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_URL} cannot be reached: {exc}")
-
-
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A key prefix of the test's own, and its keys deleted after it."""
-    _redis_or_skip()
+    redis_or_skip()
     import redis
 
     prefix = f"watchroute-test-{uuid.uuid4().hex[:8]}:"

@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.test_metrics import scrape
+from tests.support.metrics import scrape
 
 EVENTS = 100_000
 BATCH = 1_000

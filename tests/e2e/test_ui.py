@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ import httpx
 import pytest
 
 from tests.support import REPO
+from tests.support.browser import eventually, lists
 from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
-from tests.support.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 from watchroute.api.demo_pages import FILES as DEMO_FILES
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
@@ -75,47 +75,8 @@ def test_the_page_is_public_where_the_api_asks_for_a_credential(jwt_server: Serv
 
 
 @pytest.fixture(scope="module")
-def jwt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("jwt"), **JWT).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip(
-            "no Chromium on this machine (Debian: apt-get install chromium); the /ui browser tests need it"
-        )
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
-    with sync_api.sync_playwright() as playwright:
-        # No sandbox: CI runs as root, where Chromium's sandbox cannot start.
-        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
-    """Opens a URL in a fresh browser context; fails the test on any script error of the page.
-    The page's requests are kept in `page.sent`."""
-    contexts, errors = [], []
-
-    def open_(url: str, **context_options: Any) -> Any:
-        context = browser.new_context(**context_options)
-        contexts.append(context)
-        page = context.new_page()
-        page.sent = []
-        page.on("request", lambda request: page.sent.append(request))
-        page.on("pageerror", lambda error: errors.append(error))
-        page.goto(url)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+def jwt_server(module_servers: ServerFactory) -> ServerProcess:
+    return module_servers("jwt", **JWT)
 
 
 def cell(value: Any) -> str:
@@ -161,31 +122,6 @@ def shown(page: Any) -> tuple[str, str, int, str]:
         page.inner_text("#revision"),
         int(page.inner_text("#count")),
         page.inner_text("#problem") if page.is_visible("#problem") else "",
-    )
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            assert check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def lists(page: Any) -> int:
-    """How many watches the server answered with the whole state: asked with `initial=true` and
-    not resuming with `Last-Event-ID`, as EventSource does on its own when it reconnects.
-    (Attempts that found no server are left out: they were never answered.)"""
-    return sum(
-        1
-        for request in page.sent
-        if "initial=true" in request.url
-        and request.response() is not None
-        and "last-event-id" not in request.all_headers()
     )
 
 
@@ -566,11 +502,9 @@ def test_the_status_figures_are_every_workers_with_each_write_counted_once(make_
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def console(shared_server: ServerProcess) -> ServerProcess:
     """One server for the console's tests, each on collections of its own."""
-    proc = ServerProcess(tmp_path_factory.mktemp("console")).start()
-    yield proc
-    proc.stop()
+    return shared_server
 
 
 def put(server: ServerProcess, collection: str, id: str, data: dict[str, Any]) -> int:

@@ -5,16 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
-import pytest
-
 from tests.support.watching import longpoll, ndjson
-
-
-@pytest.fixture
-async def aclient(server):
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
-        yield c
 
 
 async def test_ndjson_is_one_event_per_line(server, aclient):

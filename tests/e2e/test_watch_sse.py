@@ -5,15 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 
 from tests.support.watching import sse
-
-
-@pytest.fixture
-async def aclient(server):
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
-        yield c
 
 
 async def collect(aclient, path, params, n, last_event_id=None):

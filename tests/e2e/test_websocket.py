@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.server import ServerProcess
+from tests.support.watching import compacted_past
 from tests.support.ws import recv, send, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,18 +38,6 @@ async def put(server: ServerProcess, collection: str, id: str, data: dict[str, A
         response = await http.put(f"/v1/{collection}/{id}", json=data)
         assert response.status_code in (200, 201), response.text
         return response.json()["revision"]
-
-
-async def compacted_past(server: ServerProcess, revision: int, deadline: float = 10.0) -> None:
-    """Wait until the server's history no longer reaches back to `revision`."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            r = await http.get("/v1/stocks", params={"watch": "longpoll", "since": revision, "timeout": 0.05})
-            if r.status_code == 410:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError("the log was never compacted")
 
 
 # -- an upgraded watch URL ---------------------------------------------------------------------
@@ -106,7 +95,7 @@ async def test_expired_resume_point_is_410_on_both_endpoints(make_server):
     server = make_server(history_events=5, compaction_interval=0.2)
     for i in range(20):
         await put(server, "stocks", f"s{i}", {"i": i})
-    await compacted_past(server, 1)
+    await compacted_past(server.url, 1)
     async with connect(ws_url(server, "/v1/stocks?since=1")) as ws:
         error = await recv(ws)
         assert error["error"]["status"] == 410 and error["error"]["reason"] == "Expired"

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_workers import connections_by_worker, worker_pids
+from tests.support.workers import connections_by_worker, worker_pids
 from watchroute.security.limits import Rate
 from watchroute.security.shared_limits import WorkerLimits
 

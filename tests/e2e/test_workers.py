@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests.e2e.test_crash_and_shutdown import storm, watch_all
+from tests.support.workers import connections_by_worker, worker_pids
 from watchroute.core.change import Change
 from watchroute.core.hub import Hub
 from watchroute.core.tailer import Tailer
@@ -32,22 +33,6 @@ from watchroute.store import WriteOp
 from watchroute.store.peers import PEERS_SCHEMA, Peers
 from watchroute.store.sqlite.engine import SQLiteStore
 from watchroute.workers import die_with_parent
-
-
-def worker_pids(server_pid: int) -> list[int]:
-    return [child.pid for child in psutil.Process(server_pid).children()]
-
-
-def connections_by_worker(server_pid: int, port: int) -> dict[int, int]:
-    """Established connections to the server's port, per worker."""
-    return {
-        pid: sum(
-            1
-            for conn in psutil.Process(pid).net_connections(kind="tcp")
-            if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == port
-        )
-        for pid in worker_pids(server_pid)
-    }
 
 
 async def test_watchers_of_every_worker_see_every_commit_in_revision_order(make_server, coll):

@@ -1,4 +1,5 @@
-"""A real watchroute server process for tests: start, stop with a signal, kill -9, restart."""
+"""A real watchroute server process, for the tests and the benchmarks: start, stop with a signal,
+kill -9, restart."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,9 +28,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, workdir: Path, database: str | None = None, **settings: object) -> None:
+    def __init__(
+        self, workdir: Path, database: str | None = None, port: int | None = None, **settings: object
+    ) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        # A port chosen by the caller (a benchmark's) is kept: one in use is an error, not a retry.
+        self.fixed_port = port is not None
+        self.port = port if port is not None else free_port()
         self.database = database or f"sqlite:///{workdir / 'watchroute.db'}"
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +51,7 @@ class ServerProcess:
             try:
                 return self._start(timeout)
             except RuntimeError as exc:
-                if not (first and PORT_IN_USE in str(exc)):
+                if not (first and not self.fixed_port and PORT_IN_USE in str(exc)):
                     raise
                 self.port = free_port()  # taken by another test's server meanwhile: another
         raise RuntimeError(f"no free port found: {self.log()}")
@@ -117,3 +123,7 @@ class ServerProcess:
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+
+# What the `module_servers` and `make_server` fixtures give: a server started with these settings.
+ServerFactory = Callable[..., ServerProcess]

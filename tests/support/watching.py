@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,3 +43,16 @@ async def longpoll(
     r.raise_for_status()
     body = r.json()
     return body["events"], body["revision"]
+
+
+async def compacted_past(url: str, revision: int, collection: str = "stocks", deadline: float = 10.0) -> None:
+    """Wait until the server's history no longer reaches back to `revision` (a watch from there
+    is 410), as a test of expired resume points needs before it tries one."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            params = {"watch": "longpoll", "since": revision, "timeout": 0.05}
+            if (await http.get(f"/v1/{collection}", params=params)).status_code == 410:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the log was never compacted")
