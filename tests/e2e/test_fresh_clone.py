@@ -15,6 +15,7 @@ from tests.support import REPO
 from tests.support.server import free_port
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_make_serve_from_a_fresh_clone(tmp_path: Path) -> None:
     if not (REPO / ".git").exists():

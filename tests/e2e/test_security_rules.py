@@ -188,6 +188,7 @@ async def _scenario(url: str, docs: list, ops: list, filters: dict[str, int | No
             assert view == expected, (sub, view, expected)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     docs=st.lists(st.tuples(IDS, OWNERS, st.integers(0, 9)), max_size=6, unique_by=lambda d: d[0]),

@@ -410,6 +410,7 @@ def test_a_refused_watch_says_why_and_a_token_lets_it_in(jwt_server: ServerProce
     assert httpx.get(f"{jwt_server.url}/v1/secrets/s2", headers=auth).json()["data"] == {"v": 2}
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_the_dashboard_and_the_demo_pages(tmp_path: Path):
     # Package data: a server installed from the wheel, not from this checkout, serves /ui and
     # /demos/ too. One wheel built for both: a build takes seconds.
