@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import select
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,32 +29,15 @@ import httpx
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.support.capture_db import drop_slot  # noqa: E402 - the checkout is on the path first
+from tests.support.server import ServerProcess  # noqa: E402
+
 ADMIN = os.environ.get("WATCHROUTE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _url(name: str) -> str:
     return ADMIN.rpartition("/")[0] + "/" + name
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _drop_slot(conn: psycopg.Connection, slot: str) -> None:
-    for _ in range(100):
-        row = conn.execute(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-        ).fetchone()
-        if row is None:
-            return
-        if row[0] is not None:
-            conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-            time.sleep(0.1)
-            continue
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        return
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -65,19 +46,11 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 def through_watchroute(url: str, slot: str, rows: int, rate: float, seconds: float) -> dict:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "WATCHROUTE_DATABASE": url,
-        "WATCHROUTE_PORT": str(port),
-        "WATCHROUTE_CAPTURE": "bench",
-        "WATCHROUTE_CAPTURE_SLOT": slot,
-        "WATCHROUTE_LOG_LEVEL": "warning",
-        "WATCHROUTE_HISTORY_EVENTS": str(rows * 4),
-    }
-    base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen([sys.executable, "-m", "watchroute", "serve"], env=env, cwd=workdir)
+        server = ServerProcess(
+            Path(workdir), database=url, capture="bench", capture_slot=slot, history_events=rows * 4
+        ).start(timeout=120)
+        base = server.url
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -157,8 +130,7 @@ def through_watchroute(url: str, slot: str, rows: int, rate: float, seconds: flo
             result["latency_p99_ms"] = round(_percentile(latencies, 0.99), 2)
             return result
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop(timeout=30)
 
 
 def decoders(url: str, rows: int) -> dict:
@@ -231,8 +203,8 @@ def decoders(url: str, rows: int) -> dict:
             else:
                 result["wal2json"] = "not installed, or not allowed by output_plugin_libraries"
         finally:
-            _drop_slot(conn, slot_p)
-            _drop_slot(conn, slot_w)
+            drop_slot(slot_p)
+            drop_slot(slot_w)
             conn.execute("DROP PUBLICATION IF EXISTS bench_pub")
     return result
 
@@ -261,7 +233,7 @@ def main() -> None:
                 result.update(decoders(url, args.rows))
             print(json.dumps(result, indent=2))
         finally:
-            _drop_slot(admin, slot)
+            drop_slot(slot)
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

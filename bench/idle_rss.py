@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,9 @@ import httpx
 import orjson
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.server import ServerProcess, free_port  # noqa: F401 - free_port: for postgres_cluster.py
 
 HEARTBEAT = 300  # idle: no heartbeats while measuring
 SUBSCRIPTIONS_PER_SOCKET = 500
@@ -41,38 +44,18 @@ def raise_nofile(want: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
+    """A fresh watchroute for the idle figures, started as the tests start one."""
+
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(
-            os.environ,
-            WATCHROUTE_PORT=str(self.port),
-            WATCHROUTE_DATABASE=f"sqlite:///{workdir / 'idle.db'}",
-            WATCHROUTE_LOG_LEVEL="warning",
-            WATCHROUTE_WS_IDLE_TIMEOUT="0",
-            WATCHROUTE_MAX_CONNECTIONS_PER_IP="0",  # every watcher comes from this one address
-        )
-        self.log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "watchroute", "serve"], env=env, stdout=self.log, stderr=self.log
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("server did not start")
-        self.process = psutil.Process(self.proc.pid)
+        self.launcher = ServerProcess(
+            workdir,
+            database=f"sqlite:///{workdir / 'idle.db'}",
+            ws_idle_timeout=0,
+            max_connections_per_ip=0,  # every watcher comes from this one address
+        ).start()
+        self.port, self.url = self.launcher.port, self.launcher.url
+        self.process = psutil.Process(self.launcher.pid)
 
     def rss(self) -> int:
         return self.process.memory_info().rss
@@ -88,13 +71,8 @@ class Server:
         return self.rss()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # killed once the wait ran out
+            self.launcher.stop(timeout=15)
 
 
 # -- idle SSE watches: bare protocols, so that the generator costs little -----------------------

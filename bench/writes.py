@@ -216,7 +216,7 @@ def section(res: dict, seconds: float) -> str:
         f"Each on a fresh server, {seconds:g} s, no watcher open; the load generator on the same "
         "machine. watchroute on its default embedded SQLite with group commit: a write is answered "
         "only once its commit is done, so every acknowledged write survives `kill -9` "
-        "(`tests/test_crash_and_shutdown.py` kills the server under load and finds every one). "
+        "(`tests/e2e/test_crash_and_shutdown.py` kills the server under load and finds every one). "
         "Single writes: wrk with `bench/put_unique.lua`, every request a new resource with a "
         "~100-byte document. The floor row is the same wrk against `bench/asgi_floor.py` on "
         "uvicorn with httptools and uvloop, as watchroute is served: what the HTTP server alone "

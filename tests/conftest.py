@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.server import ServerFactory, ServerProcess
 
 
 @pytest.fixture
@@ -37,14 +37,32 @@ def make_server(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """One server for a module (starting one takes most of a second); tests use own collections."""
-    proc = ServerProcess(tmp_path_factory.mktemp("api")).start()
-    try:
-        with httpx.Client(base_url=proc.url, timeout=10) as c:
-            yield c
-    finally:
+def module_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """A factory for servers a module's tests share (starting one takes most of a second), each
+    with settings of its own (auth, rules, limits); all stopped when the module is done."""
+    started: list[ServerProcess] = []
+
+    def make(name: str, **settings: object) -> ServerProcess:
+        proc = ServerProcess(tmp_path_factory.mktemp(name), **settings)
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(module_servers: ServerFactory) -> ServerProcess:
+    """One server with the default settings for a module; tests use collections of their own."""
+    return module_servers("shared")
+
+
+@pytest.fixture(scope="module")
+def api(shared_server: ServerProcess) -> Iterator[httpx.Client]:
+    """A client of the module's shared server."""
+    with httpx.Client(base_url=shared_server.url, timeout=10) as c:
+        yield c
 
 
 @pytest.fixture
@@ -60,9 +78,15 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+async def aclient(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database of the test's own (tests/postgres.py), dropped after."""
-    from tests.postgres import fresh_database
+    from tests.support.postgres import fresh_database
 
     with fresh_database() as url:
         yield url
@@ -71,7 +95,7 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pg_module_url() -> Iterator[str]:
     """The same for a module's tests together."""
-    from tests.postgres import fresh_database
+    from tests.support.postgres import fresh_database
 
     with fresh_database() as url:
         yield url

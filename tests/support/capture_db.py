@@ -1,0 +1,59 @@
+"""A database of a change capture test's own, with the tables it captures: its replication slot
+is dropped after, even when the test failed (a forgotten slot keeps WAL for ever), then the
+database."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tests.support.postgres import _admin, fresh_database
+
+
+@dataclass
+class CaptureDb:
+    url: str
+    slot: str
+
+    def sql(self, statement: str, params: tuple | None = None) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+
+def drop_slot(slot: str) -> None:
+    with _admin() as conn:
+        for _ in range(100):
+            row = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                return
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                time.sleep(0.05)
+                continue
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            except Exception:
+                time.sleep(0.05)
+    raise AssertionError(f"the replication slot {slot} could not be dropped")
+
+
+@contextmanager
+def capture_database(setup: str) -> Iterator[CaptureDb]:
+    slot = "wr_test_" + uuid.uuid4().hex[:12]
+    with fresh_database() as url:
+        db = CaptureDb(url, slot)
+        if setup:
+            db.sql(setup)
+        try:
+            yield db
+        finally:
+            drop_slot(slot)
