@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from watchroute.problems import Problem
 
 from watchroute.core.change import Change
+from watchroute.core.problems import Problem
 from watchroute.store.base import WriteOp
 from watchroute.store.sqlite.engine import SQLiteStore
 

@@ -8,7 +8,6 @@ import asyncio
 from typing import cast
 
 import orjson
-from watchroute.transports.ndjson import NDJSONFraming
 
 from watchroute.core.change import Change
 from watchroute.core.hub import Hub
@@ -18,6 +17,7 @@ from watchroute.core.window import Window
 from watchroute.store.base import Store
 from watchroute.transports.delivery import Delivery
 from watchroute.watch import OpenedWatch
+from watchroute.wire.ndjson import NDJSONFraming
 
 
 class FakeSocket:

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.rest import assert_problem
-from tests.ws import recv, ws_url
+from tests.support.rest import assert_problem
+from tests.support.ws import recv, ws_url
 from watchroute.server import uvicorn as internals
 
 FALLBACK = "serving on plain ASGI"
