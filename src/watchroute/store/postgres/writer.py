@@ -46,7 +46,9 @@ from watchroute.problems import store_unavailable
 from watchroute.store import ops
 from watchroute.store.base import Row, WriteOp
 from watchroute.store.figures import WriteFigures
+from watchroute.store.postgres import group
 from watchroute.store.postgres.connect import UNAVAILABLE
+from watchroute.store.postgres.group import log_changes
 
 log = logging.getLogger("watchroute")
 
@@ -54,46 +56,12 @@ MAX_JOBS_PER_COMMIT = 1024
 CATCH_UP_CHUNK = 4096  # other instances' changes read per pass
 CONNECT_SECONDS = 5.0
 
-_LOG_COLUMNS = "revision, ts, type, collection, id, created_revision, data, prev, expires_at"
-_LOCK_COUNTER = "SELECT value FROM meta WHERE key = 'revision' FOR UPDATE"
-_CURRENT_ROWS = (
-    "SELECT collection, id, revision, created_revision, data, expires_at FROM resources "
-    "JOIN unnest(%s::text[], %s::text[]) AS wanted (collection, id) USING (collection, id)"
-)
-_INSERT_LOG = (
-    f"INSERT INTO log ({_LOG_COLUMNS}) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], "
-    "%s::text[], %s::text[], %s::bigint[], %s::bytea[], %s::bytea[], %s::float8[])"
-)
-_UPSERT_RESOURCES = (
-    "INSERT INTO resources (collection, id, revision, created_revision, data, expires_at) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bytea[], %s::float8[]) "
-    "ON CONFLICT (collection, id) DO UPDATE SET revision = excluded.revision, "
-    "created_revision = excluded.created_revision, data = excluded.data, expires_at = excluded.expires_at"
-)
-_DELETE_RESOURCES = (
-    "DELETE FROM resources r USING unnest(%s::text[], %s::text[]) AS gone (collection, id) "
-    "WHERE r.collection = gone.collection AND r.id = gone.id"
-)
-_SET_COUNTER = "UPDATE meta SET value = %s WHERE key = 'revision'"
-# Change capture's applied position (capture/): with the changes it made, in their transaction.
-_SET_CAPTURED = (
-    "INSERT INTO meta VALUES ('capture_lsn', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-)
 # The doorbell, after the COMMIT in the same round trip but a transaction of its own: a NOTIFY
 # inside the write transaction would hold the cluster's notify lock through the commit. It needs
 # no flush to disk: a ring lost in a crash costs a tick, not a change.
 _RING = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, %s)"
 # "Too many notifications in the NOTIFY queue": the ring is lost, the commit before it is not.
 _RING_REFUSED = "54000"
-_IDLE, _FAILED = TransactionStatus.IDLE, TransactionStatus.INERROR
-_LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision LIMIT %s"
-
-
-def log_changes(rows: list[tuple[Any, ...]]) -> list[Change]:
-    return [
-        Change(rev, type, collection, rid, created, data, prev, ts, expires_at=expires)
-        for rev, ts, type, collection, rid, created, data, prev, expires in rows
-    ]
 
 
 UNLIMITED = (sys.maxsize, sys.maxsize)
@@ -234,7 +202,9 @@ class Writer:
 
     def _catch_up(self) -> None:
         conn = self._connection()
-        others = log_changes(conn.execute(_LOG_AFTER, (self.seen, CATCH_UP_CHUNK)).fetchall())
+        others = log_changes(
+            conn.execute(group.LOG_AFTER, (self.seen, CATCH_UP_CHUNK), binary=True).fetchall()
+        )
         if not others:
             return
         if others[0].revision != self.seen + 1:
@@ -260,14 +230,7 @@ class Writer:
         outcomes: list[list[Change] | BaseException] = []
         others: list[Change] = []
         try:
-            conn = self._connection()
-            try:
-                self._transaction(conn, jobs, outcomes, others)
-            except psycopg.Error as exc:
-                # Only the ring can fail this way once the COMMIT has gone through.
-                if exc.sqlstate != _RING_REFUSED or conn.info.transaction_status != _IDLE or not outcomes:
-                    raise
-                log.warning("could not ring the other instances: %s", exc)
+            self._transaction(self._connection(), jobs, outcomes, others)
             self.unreachable = ""
             self.figures.committed(job.queued for job in jobs)
         except _FarBehind:
@@ -288,11 +251,6 @@ class Writer:
                 )
                 if self._conn is not None and (self._conn.broken or self._conn.closed):
                     self._drop_connection()
-                elif self._conn is not None and self._conn.info.transaction_status == _FAILED:
-                    # A statement refused in the pipeline skipped the rest up to the sync,
-                    # the COMMIT included, and left the transaction open.
-                    with contextlib.suppress(psycopg.Error):
-                        self._conn.execute("ROLLBACK")
             outcomes = [exc] * len(jobs)
             others = []  # read again by the next catch-up, with whatever this group may have made
             self.request_catch_up()
@@ -307,52 +265,87 @@ class Writer:
     ) -> None:
         """One group's transaction; fills `outcomes` (one per job) and `others` (the other
         instances' commits it read first)."""
+        try:
+            self._pipelined(conn, jobs, outcomes, others)
+        except BaseException as exc:
+            status = conn.info.transaction_status
+            if (
+                status == TransactionStatus.IDLE
+                and outcomes
+                and getattr(exc, "sqlstate", None) == _RING_REFUSED
+            ):
+                # Only the ring fails this way once the COMMIT has gone through.
+                log.warning("could not ring the other instances: %s", exc)
+                return
+            if not conn.broken and status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                # A statement refused in the pipeline skipped the rest up to the sync, the
+                # COMMIT included, and left the transaction open.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _pipelined(
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: list[_Job],
+        outcomes: list[list[Change] | BaseException],
+        others: list[Change],
+    ) -> None:
         # Two round trips: BEGIN, the counter's lock and the reads; then the writes, the counter,
-        # COMMIT and the ring. The reads run once the lock is held, so they see every commit
-        # before this one: the other instances' changes since `seen`, the current rows.
-        with conn.pipeline() as pipeline:
-            with conn.transaction():
-                counter = conn.execute(_LOCK_COUNTER)
-                since = conn.execute(_LOG_AFTER, (self.seen, CATCH_UP_CHUNK))
-                current = conn.execute(_CURRENT_ROWS, self._wanted(jobs))
-                pipeline.sync()
-                (latest,) = counter.fetchone()  # type: ignore[misc]
-                others += log_changes(since.fetchall())
-                if len(others) == CATCH_UP_CHUNK:
-                    # Far behind (its catch-ups failed for a while): read the rest without the
-                    # counter's lock, which every instance's writes wait for.
-                    raise _FarBehind(others)
-                start = revision = latest
-                stored = {
-                    (collection, rid): Row(collection, rid, rev, created, data, expires)
-                    for collection, rid, rev, created, data, expires in current.fetchall()
-                }
-                ts = time.time()
-                # The group's writes so far, by resource (None: deleted): a later job sees them,
-                # and each resource is written once, in its final state.
-                staged: dict[tuple[str, str], Change | None] = {}
-                for job in jobs:
-                    try:
-                        # A captured row is the table's truth, whatever its size: the limits
-                        # are for what clients send.
-                        limits = self.limits if job.position is None else UNLIMITED
-                        changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *limits)
-                    except Exception as exc:
-                        outcomes.append(exc)
-                        continue
-                    staged.update(written)
-                    revision += len(changes)
-                    outcomes.append(changes)
-                position = max(
-                    (
-                        job.position
-                        for job, outcome in zip(jobs, outcomes, strict=True)
-                        if job.position is not None and isinstance(outcome, list)
-                    ),
-                    default=None,
-                )
-                if revision != start or position is not None:
-                    self._write_group(conn, outcomes, staged, revision, position)
+        # COMMIT and the ring (and before them, for a large group, its COPYs). The reads run once
+        # the lock is held, so they see every commit before this one: the other instances'
+        # changes since `seen`, the current rows.
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            counter = conn.execute(group.LOCK_COUNTER, binary=True)
+            since = conn.execute(group.LOG_AFTER, (self.seen, CATCH_UP_CHUNK), binary=True)
+            current = conn.execute(group.CURRENT_ROWS, self._wanted(jobs), binary=True)
+        (latest,) = counter.fetchone()  # type: ignore[misc]
+        others += log_changes(since.fetchall())
+        if len(others) == CATCH_UP_CHUNK:
+            # Far behind (its catch-ups failed for a while): read the rest without the counter's
+            # lock, which every instance's writes wait for.
+            raise _FarBehind(others)
+        start = revision = latest
+        stored = {
+            (collection, rid): Row(collection, rid, rev, created, data, expires)
+            for collection, rid, rev, created, data, expires in current.fetchall()
+        }
+        ts = time.time()
+        # The group's writes so far, by resource (None: deleted): a later job sees them, and each
+        # resource is written once, in its final state.
+        staged: dict[tuple[str, str], Change | None] = {}
+        for job in jobs:
+            try:
+                # A captured row is the table's truth, whatever its size: the limits are for
+                # what clients send.
+                limits = self.limits if job.position is None else UNLIMITED
+                changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *limits)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            staged.update(written)
+            revision += len(changes)
+            outcomes.append(changes)
+        position = max(
+            (
+                job.position
+                for job, outcome in zip(jobs, outcomes, strict=True)
+                if job.position is not None and isinstance(outcome, list)
+            ),
+            default=None,
+        )
+        writes = revision != start or position is not None
+        changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
+        kept = [c for c in staged.values() if c is not None]
+        copied = len(changes) >= group.COPY_FROM
+        if copied:
+            group.copy_writes(conn, changes, kept)
+        with conn.pipeline():
+            if writes:
+                gone = [key for key, c in staged.items() if c is None]
+                group.queue_writes(conn, changes, kept, gone, revision, position, copied)
+            conn.execute("COMMIT")
             if revision != start:
                 conn.execute(_RING, (self.channel, str(revision)))
 
@@ -365,50 +358,6 @@ class Writer:
             collections += [collection] * len(named)
             ids += named
         return collections, ids
-
-    @staticmethod
-    def _write_group(
-        conn: psycopg.Connection[Any],
-        outcomes: list[list[Change] | BaseException],
-        staged: dict[tuple[str, str], Change | None],
-        revision: int,
-        position: int | None = None,
-    ) -> None:
-        changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
-        kept = [c for c in staged.values() if c is not None]
-        gone = [key for key, c in staged.items() if c is None]
-        # Queued in the caller's pipeline, with the COMMIT that follows them.
-        conn.execute(
-            _INSERT_LOG,
-            (
-                [c.revision for c in changes],
-                [c.ts for c in changes],
-                [c.type for c in changes],
-                [c.collection for c in changes],
-                [c.id for c in changes],
-                [c.created_revision for c in changes],
-                [c.data_json for c in changes],
-                [c.prev_json for c in changes],
-                [c.expires_at for c in changes],
-            ),
-        )
-        if kept:
-            conn.execute(
-                _UPSERT_RESOURCES,
-                (
-                    [c.collection for c in kept],
-                    [c.id for c in kept],
-                    [c.revision for c in kept],
-                    [c.created_revision for c in kept],
-                    [c.data_json for c in kept],
-                    [c.expires_at for c in kept],
-                ),
-            )
-        if gone:
-            conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
-        if position is not None:
-            conn.execute(_SET_CAPTURED, (position,))
-        conn.execute(_SET_COUNTER, (revision,))
 
     def _hand_over(
         self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], others: list[Change]
