@@ -10,11 +10,13 @@ captured by a watchroute server; then
   with pg_logical_slot_get_changes (needs the postgresql-NN-wal2json package).
 
     .venv/bin/python bench/capture.py --decoders
+    .venv/bin/python bench/capture.py --repeat 2 --write-docs   # also its section of docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import select
@@ -209,13 +211,8 @@ def decoders(url: str, rows: int) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--decoders", action="store_true", help="also compare pgoutput and wal2json")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict:
+    """One run on a database of its own, dropped after with its slot."""
     name = "watchroute_bench_" + uuid.uuid4().hex[:8]
     slot = name
     with psycopg.connect(ADMIN, autocommit=True) as admin:
@@ -231,10 +228,69 @@ def main() -> None:
             result = through_watchroute(url, slot, args.rows, args.rate, args.seconds)
             if args.decoders:
                 result.update(decoders(url, args.rows))
-            print(json.dumps(result, indent=2))
+            return result
         finally:
             drop_slot(slot)
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The command's arguments as the docs show them: without where its files went."""
+    shown: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--json", "--docs-path"):
+            skip = True
+        elif not arg.startswith(("--json=", "--docs-path=")):
+            shown.append(arg)
+    return shown
+
+
+def main() -> None:
+    from capture_report import replace_section, section
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--repeat", type=int, default=1, help="runs (1)")
+    parser.add_argument("--decoders", action="store_true", help="also compare pgoutput and wal2json")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--report-from", help="measure nothing: write the section of this --json file")
+    parser.add_argument("--write-docs", action="store_true", help="replace its section of docs/benchmarks.md")
+    parser.add_argument("--docs-path", default=str(REPO / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    if args.report_from:
+        res = json.loads(Path(args.report_from).read_text())
+    else:
+        with psycopg.connect(ADMIN) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
+        res = {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": " ".join([".venv/bin/python bench/capture.py", *_shown(sys.argv[1:])]),
+            "server_version": version,
+            "load": f"{os.getloadavg()[0]:.0f}",
+            "rate": args.rate,
+            "runs": [],
+        }
+        for n in range(args.repeat):
+            print(f"== change capture ({n + 1} of {args.repeat})", flush=True)
+            run = measure(args)
+            print(json.dumps(run, indent=2), flush=True)
+            decoded = {k: run.pop(k) for k in list(run) if k.startswith(("pgoutput", "wal2json"))}
+            if decoded:
+                res["decoders"] = decoded
+            res["runs"].append(run)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    text = section(res)
+    print(text)
+    if args.write_docs:
+        path = Path(args.docs_path)
+        path.write_text(replace_section(path.read_text() if path.exists() else "", text))
+        print(f"wrote its section of {path}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,26 @@ def test_a_resume_on_an_instance_behind_waits_for_it_rather_than_refusing(
         slow.stop()
 
 
+def test_a_list_etag_is_not_answered_304_once_another_instance_has_committed(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # The tick far apart and no ring: the instance has not read the other commit when asked.
+    slow = ServerProcess(tmp_path, database=pg_url, postgres_tail_interval=60).start()
+    try:
+        assert httpx.put(slow.url + "/v1/e/a", json={}).status_code == 201
+        first = httpx.get(slow.url + "/v1/e")
+        etag = first.headers["ETag"]
+        assert httpx.get(slow.url + "/v1/e", headers={"If-None-Match": etag}).status_code == 304
+        revision = external_commit(pg_url, "e", "b", {"n": 1})
+        r = httpx.get(slow.url + "/v1/e", headers={"If-None-Match": etag})
+        assert r.status_code == 200, r.text
+        assert r.json()["revision"] == revision
+        assert sorted(item["id"] for item in r.json()["items"]) == ["a", "b"]
+        assert r.headers["ETag"] != etag
+    finally:
+        slow.stop()
+
+
 def test_an_instance_that_cannot_catch_up_answers_503_after_a_bounded_wait(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -213,6 +213,10 @@ async def list_or_watch(request: Request, collection: str) -> Response:
     rule = _read_rule(request, collection)  # refused before anything is said of the collection
     latest = preconditions.etag(runtime.store.revision)
     if if_none_match is not None and not continue_ and latest in if_none_match:
+        # What this instance has read may lag the database (another instance's commit not yet
+        # read): only the committed revision can say that nothing has changed since.
+        latest = preconditions.etag(await runtime.store.committed_revision())
+    if if_none_match is not None and not continue_ and latest in if_none_match:
         # Nothing has committed since the list this client holds: a poller pays no body.
         return Response(status_code=304, headers={"ETag": latest})
     if revision is not None and revision > runtime.store.revision:

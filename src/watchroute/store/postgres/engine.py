@@ -4,9 +4,9 @@ Writes go through the instance's writer (writer.py: group commit, the counter ro
 connection from a bounded pool, whatever the number of watchers: a watcher reads the log only
 while it is behind the window. Each instance learns of the others' commits from the log itself,
 read in revision order by its writer; a NOTIFY sent after each commit (outside the write
-transaction) rings the others early, on one LISTEN connection per instance, and a periodic tick
-covers a ring that is lost (a dropped LISTEN connection, a restart). Connections per instance:
-the pool's, the writer's and the listener's.
+transaction) rings the others early, on one LISTEN connection per instance (doorbell.py), and a
+periodic tick covers a ring that is lost (a dropped LISTEN connection, a restart). Connections
+per instance: the pool's, the writer's and the listener's.
 
 When the database is out of reach, writes and reads answer 503 StoreUnavailable with
 Retry-After; open watches keep their connections and their bookmarks, and read on from the log
@@ -35,6 +35,7 @@ from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.postgres import schema
 from watchroute.store.postgres.connect import UNAVAILABLE, channel, session_setup
+from watchroute.store.postgres.doorbell import Doorbell
 from watchroute.store.postgres.snapshot import PostgresSnapshot
 from watchroute.store.postgres.writer import CONNECT_SECONDS, Writer
 
@@ -45,7 +46,6 @@ COMPACTION_STEP = 10_000  # log entries dropped per transaction
 # How long a read waits for a pooled connection before it answers 503 (all busy, or the
 # database is out of reach and the pool is reconnecting).
 POOL_WAIT_SECONDS = 2.0
-RELISTEN_SECONDS = 1.0
 # A stored resource is live while it has no lease, or its lease has not lapsed; reads leave a
 # lapsed lease out before the sweep has deleted it.
 _LIVE = "(expires_at IS NULL OR expires_at > %s)"
@@ -89,10 +89,8 @@ class PostgresStore:
         self._on_commit: CommitListener | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._writer: Writer | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._doorbell: Doorbell | None = None
         self._tick: asyncio.TimerHandle | None = None
-        self._ringer: asyncio.Task[None] | None = None
-        self._ring_to = 0  # the newest revision to tell the others of
 
     @classmethod
     def from_settings(cls, settings: Any) -> PostgresStore:
@@ -131,23 +129,21 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             self.revision, self.compacted = await self._read_meta(conn)
         self._writer = Writer(
-            self.url, self.writer_setup, self.revision, self._hand_on, self._ring, self.limits, self.figures
+            self.url, self.writer_setup, self.revision, self._hand_on, self.channel, self.limits, self.figures
         )
         self._writer.start()
-        self._listener = asyncio.create_task(self._listen(), name="watchroute-listener")
+        self._doorbell = Doorbell(self.url, self.channel, self._writer)
+        self._doorbell.start()
         self._schedule_tick()
 
     async def close(self) -> None:
         if self._tick is not None:
             self._tick.cancel()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        if self._doorbell is not None:
+            self._doorbell.stop()
+            await asyncio.to_thread(self._doorbell.join)
         if self._writer is not None:
             await self._writer.stop()
-        if self._ringer is not None:
-            await self._ringer
         if self._pool is not None:
             await self._pool.close()
 
@@ -174,55 +170,6 @@ class PostgresStore:
         assert self._writer is not None
         self._writer.request_catch_up()
         self._schedule_tick()
-
-    def _ring(self, revision: int) -> None:
-        """Tell the other instances that `revision` has committed, without holding up the writer:
-        one ring at a time, the newest revision in it."""
-        self._ring_to = revision
-        if self._ringer is None or self._ringer.done():
-            self._ringer = asyncio.create_task(self._ring_until_told(), name="watchroute-ring")
-
-    async def _ring_until_told(self) -> None:
-        rung = 0
-        while self._ring_to > rung:
-            rung = self._ring_to
-            try:
-                async with self._reading() as conn:
-                    # After the commit, outside its transaction: a NOTIFY inside it would hold
-                    # the cluster's notify lock through the commit. Its own transaction needs no
-                    # flush to disk: a ring lost in a crash costs a tick, not a change.
-                    await conn.execute(
-                        "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, %s)",
-                        (self.channel, str(rung)),
-                    )
-            except Exception as exc:  # the others find the commit on their tick
-                log.debug("could not ring the other instances: %s", exc)
-                return
-
-    async def _listen(self) -> None:
-        """Ring the writer when another instance has committed past what it has handed on."""
-        assert self._writer is not None
-        failing = False
-        while True:
-            try:
-                async with asyncio.timeout(CONNECT_SECONDS):
-                    conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    failing = False
-                    self._writer.request_catch_up()  # what was rung while nobody listened
-                    async for notify in conn.notifies():
-                        try:
-                            revision = int(notify.payload)
-                        except ValueError:
-                            continue
-                        if revision > self._writer.seen:
-                            self._writer.request_catch_up()
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                if not failing:  # once per outage
-                    log.warning("listening for other instances' commits failed (%s); the tick goes on", exc)
-                failing = True
-            await asyncio.sleep(RELISTEN_SECONDS)
 
     # -- writes ------------------------------------------------------------------------------
 
