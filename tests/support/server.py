@@ -45,7 +45,7 @@ class ServerProcess:
         scheme = "https" if "tls_cert" in self.settings else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         first = self.proc is None
         for _ in range(5):
             try:
@@ -80,6 +80,10 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        # Not left running: a server that started late would hold its port and its CPU for as
+        # long as the machine runs.
+        self.proc.kill()
+        self.proc.wait()
         raise RuntimeError(f"server did not start: {self.log()}")
 
     def _listening(self) -> bool:
