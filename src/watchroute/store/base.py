@@ -50,6 +50,9 @@ class WriteOp:
     # The sweep's delete of a lapsed lease: only while the resource still expires at exactly
     # this time (a renewal, or another sweeper, got there first otherwise: the op is refused).
     lapsed_at: float | None = None
+    # A patch of a resource that does not exist applies to an empty object and creates it,
+    # instead of 404: a bridge's merge of a message whose resource comes into being with it.
+    create_missing: bool = False
 
 
 class WriteGuard(Protocol):

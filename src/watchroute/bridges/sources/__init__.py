@@ -1,0 +1,1 @@
+"""Inbound sources: one module per broker, each a `Source` (bridges/base.py)."""
