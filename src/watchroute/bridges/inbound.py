@@ -1,8 +1,9 @@
 """The inbound runner: broker messages become writes on a collection, in the broker's order.
 
-One loop per bridge: connect the source, read the stored position, and for each message the
-write it asks for (bridges/translation.py). Messages that are ready together are written in one
-store transaction, with the position of the last one (`store.write(ops, position=...)`), so that:
+The manager connects the bridge's source and hands it here: the stored position is read, and
+each message becomes the write it asks for (bridges/translation.py). Messages that are ready
+together are written in one store transaction, with the position of the last one
+(`store.write(ops, position=...)`), so that:
 
 - where the broker has positions (JetStream stream sequence, Redis entry id) the position and the
   writes commit together, and a restart reads on from exactly after the last committed message:
@@ -13,12 +14,12 @@ store transaction, with the position of the last one (`store.write(ops, position
   the same body writes the same document again, on a new revision).
 
 A message the bridge cannot write (not JSON, not an object, no id, larger than
-max_document_bytes, refused by the collection's schema) is counted by reason, logged with its
-reason and never its body, and rejected through the source (dead-lettered where the broker has
+max_document_bytes, refused by the collection's schema) is counted (the status' `rejected`), logged
+with its reason and never its body, and rejected through the source (dead-lettered where the broker has
 it, else acknowledged and dropped): it never stalls the bridge. A broker out of reach (BridgeDown)
-pauses the bridge, which reconnects with capped backoff and reads on from the stored position or
-the broker's unacknowledged messages. A store that refuses writes (its database out of reach) is
-retried with the same messages, unacknowledged.
+ends the runner: the manager pauses the bridge and reconnects with capped backoff, and it reads on
+from the stored position or the broker's unacknowledged messages. A store that refuses writes
+(its database out of reach) is retried with the same messages, unacknowledged.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable
 
 from watchroute.bridges.base import BridgeDown, Inbound, Source
+from watchroute.bridges.state import Bridge
 from watchroute.bridges.translation import Malformed, Rules, translate
 from watchroute.client.backoff import Backoff
 from watchroute.problems import Problem
-from watchroute.store.base import WriteOp
+from watchroute.store.base import Store, WriteOp
+from watchroute.store.ops import MAX_DOCUMENT_BYTES
 
-log = logging.getLogger("watchroute.bridges")
+log = logging.getLogger("watchroute")
 
 # The most messages one transaction takes: enough to pay the commit once for many, few enough
 # that a refused op (which has the rest written again without it) costs little.
@@ -49,91 +50,36 @@ READ_AHEAD = 2 * MAX_BATCH
 REJECT_LOG_SECONDS = 1.0
 
 
-def position_key(name: str) -> str:
-    """The key a bridge's position is stored under, beside the log."""
-    return f"bridge:{name}"
+async def run_inbound(bridge: Bridge, source: Source, store: Store) -> None:
+    """Read `source` from the stored position and write each message to the log, for ever.
 
-
-@dataclass(slots=True)
-class InboundStatus:
-    """What GET /v1/_bridges and /metrics show of an inbound bridge."""
-
-    state: str = "starting"  # starting | running | down | stopped
-    position: str | None = None  # the last broker position committed with a write
-    received: int = 0  # messages read from the broker
-    written: int = 0  # messages whose write committed
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason
-    error: str | None = None  # why the bridge is down, or the last store refusal
-    last_message_at: float | None = None  # time.time() of the last message read
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "position": self.position,
-            "received": self.received,
-            "written": self.written,
-            "rejected": self.rejected_total,
-            "rejected_by_reason": dict(self.rejected),
-            "error": self.error,
-            "last_message_at": self.last_message_at,
-        }
+    Called by the manager with the source connected; raises BridgeDown when the broker goes
+    away (the manager reconnects with capped backoff) and returns only when cancelled.
+    """
+    runner = InboundRunner(bridge, store)
+    after = await store.position(bridge.position_name)
+    bridge.state.position = after
+    await runner.pump(source, after)
 
 
 class _StoreRefused(Exception):
     """The store did not take the writes (and not because of one op): try them again."""
 
 
-class InboundBridge:
-    """Runs one inbound bridge until cancelled."""
+class InboundRunner:
+    """One inbound bridge's writes, from one connection of its source."""
 
-    def __init__(
-        self,
-        name: str,
-        config: Any,
-        store: Any,
-        schemas: Any,
-        max_document_bytes: int,
-        source_factory: Callable[[], Source],
-    ) -> None:
-        self.name = name
-        self.key = position_key(name)
-        self.rules = Rules.of(config, max_document_bytes)
-        self.status = InboundStatus()
+    def __init__(self, bridge: Bridge, store: Store) -> None:
+        self.name = bridge.name
+        self.key = bridge.position_name
+        self.state = bridge.state
+        self.rules = Rules.of(bridge.config, document_limit(store))
         self._store = store
-        self._check = schemas.check
-        self._source_factory = source_factory
-        self._backoff = Backoff(initial=0.2, maximum=10.0)
+        self._check = bridge.check
         self._unlogged_rejects = 0
         self._reject_logged_at = 0.0
 
-    async def run(self) -> None:
-        try:
-            while True:
-                source = self._source_factory()
-                try:
-                    await source.connect()
-                    after = await self._store.position(self.key)
-                    self.status.position = after
-                    self.status.state = "running"
-                    self.status.error = None
-                    self._backoff.reset()
-                    await self._pump(source, after)
-                except BridgeDown as exc:
-                    self.status.state = "down"
-                    self.status.error = str(exc) or type(exc).__name__
-                    log.warning("bridge %s: the broker is out of reach: %s", self.name, self.status.error)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await source.close()
-                await asyncio.sleep(self._backoff.next_delay())
-        finally:
-            self.status.state = "stopped"
-
-    async def _pump(self, source: Source, after: str | None) -> None:
+    async def pump(self, source: Source, after: str | None) -> None:
         ready: asyncio.Queue[Inbound | BaseException] = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(source, after, ready), name=f"bridge-{self.name}-reader")
         try:
@@ -157,8 +103,7 @@ class InboundBridge:
     ) -> None:
         try:
             async for message in source.messages(after):
-                self.status.received += 1
-                self.status.last_message_at = time.time()
+                self.state.received += 1
                 await ready.put(message)
             await ready.put(BridgeDown("the broker ended the subscription"))
         except asyncio.CancelledError:
@@ -178,7 +123,7 @@ class InboundBridge:
             except Malformed as exc:
                 await self._reject(message, exc.reason, exc.detail)
                 continue
-            if op.kind != "delete":
+            if op.kind != "delete" and self._check is not None:
                 op.check = self._check
             writes.append((op, message))
         position = next((m.position for m in reversed(messages) if m.position is not None), None)
@@ -188,10 +133,10 @@ class InboundBridge:
             try:
                 await self._write([op for op, _ in writes], position)
                 done.extend(m for _, m in writes)
-                self.status.written += len(writes)
+                self.state.written += len(writes)
                 break
             except _StoreRefused as exc:
-                self.status.error = str(exc)
+                self.state.error = str(exc)
                 await asyncio.sleep(delay.next_delay())
             except Problem as problem:
                 refused = getattr(problem, "op", None)
@@ -204,13 +149,13 @@ class InboundBridge:
                     done.append(message)  # delivered again after its first delete committed
                 else:
                     await self._reject(message, _reason_of(problem), problem.detail)
-        if not writes and position is not None and self.status.position != position:
+        if not writes and position is not None and self.state.position != position:
             # Every message of the batch refused: their position is kept with no write, so a
-            # restart does not read them again (a store without a write of no ops skips this).
-            with contextlib.suppress(Problem, _StoreRefused, TypeError, ValueError):
+            # restart does not read them again (should the store refuse it, they are refused again).
+            with contextlib.suppress(Problem, _StoreRefused):
                 await self._write([], position)
         if position is not None:
-            self.status.position = position
+            self.state.position = position
         for message in done:
             if message.ack is not None:
                 await _settle(message.ack())
@@ -225,10 +170,10 @@ class InboundBridge:
         while True:
             try:
                 await self._write([op], position)
-                self.status.written += 1
+                self.state.written += 1
                 break
             except _StoreRefused as exc:
-                self.status.error = str(exc)
+                self.state.error = str(exc)
                 await asyncio.sleep(delay.next_delay())
             except Problem as problem:
                 if not (op.kind == "delete" and problem.status == 404):
@@ -236,7 +181,7 @@ class InboundBridge:
                     return
                 break
         if position is not None:
-            self.status.position = position
+            self.state.position = position
         if message.ack is not None:
             await _settle(message.ack())
 
@@ -251,7 +196,7 @@ class InboundBridge:
             raise _StoreRefused(f"{type(exc).__name__}: {exc}") from None
 
     async def _reject(self, message: Inbound, reason: str, detail: str) -> None:
-        self.status.rejected[reason] = self.status.rejected.get(reason, 0) + 1
+        self.state.rejected += 1
         now = time.monotonic()
         if now - self._reject_logged_at >= REJECT_LOG_SECONDS:
             more = ""
@@ -277,6 +222,16 @@ async def _settle(answer: Awaitable[None]) -> None:
         raise
     except Exception as exc:
         raise BridgeDown(f"acknowledging: {type(exc).__name__}: {exc}") from exc
+
+
+def document_limit(store: Store) -> int:
+    """The largest document the store takes (max_document_bytes): a larger message is refused
+    before it is parsed."""
+    limit = getattr(store, "max_document_bytes", None)
+    if limit is None:
+        limits = getattr(store, "limits", None)  # the PostgreSQL engine: (document, batch)
+        limit = limits[0] if limits else MAX_DOCUMENT_BYTES
+    return int(limit)
 
 
 def _reason_of(problem: Problem) -> str:

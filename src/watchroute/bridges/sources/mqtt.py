@@ -39,7 +39,7 @@ def client_id(bridge: str) -> str:
     return "watchroute-" + re.sub(r"[^A-Za-z0-9_-]", "_", bridge)
 
 
-class MqttSource:
+class MQTTSource:
     def __init__(self, name: str, config: Any) -> None:
         parts = urlsplit(config.url)
         self.host = parts.hostname or "127.0.0.1"

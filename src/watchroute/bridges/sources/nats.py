@@ -38,7 +38,7 @@ def consumer_name(bridge: str) -> str:
     return "watchroute-" + re.sub(r"[^A-Za-z0-9_-]", "_", bridge)
 
 
-class NatsSource:
+class JetStreamSource:
     def __init__(self, name: str, config: Any) -> None:
         self.url = config.url
         self.subject = config.topic

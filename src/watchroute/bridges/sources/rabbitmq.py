@@ -6,10 +6,10 @@ delivered unacknowledged, and so what one store transaction can take. A rejected
 `basic.reject`ed without requeue: the broker dead-letters it when the queue has a dead-letter
 exchange (`x-dead-letter-exchange`, set by the queue's owner or a policy), and drops it otherwise.
 
-The bridge's `topic` is the queue's name; the queue is declared durable when it does not exist
-yet (an existing queue is used as it is, whatever its arguments). With `?exchange=NAME` in the
-URL the queue is also bound to that exchange with the routing key `?routing_key=KEY` (default:
-`#`, everything a topic exchange takes).
+Without `exchange`, the bridge's `topic` is the queue's name. With `exchange`, `topic` is a
+routing key (a pattern, for a topic exchange) and the bridge reads a queue of its own,
+`watchroute-NAME`, bound to the exchange with it. A queue is declared durable when it does not
+exist yet; an existing one is used as it is, whatever its arguments.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -28,14 +27,12 @@ from watchroute.bridges.base import BridgeDown, Inbound
 PREFETCH = 1000  # unacknowledged messages the broker may send ahead of the commits
 
 
-class RabbitSource:
+class RabbitMQSource:
     def __init__(self, name: str, config: Any) -> None:
-        parts = urlsplit(config.url)
-        query = parse_qs(parts.query)
-        self.url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        self.exchange = query.get("exchange", [None])[0]
-        self.routing_key = query.get("routing_key", ["#"])[0]
-        self.queue_name = config.topic
+        self.url = config.url
+        self.exchange = config.exchange
+        self.routing_key = config.topic
+        self.queue_name = f"watchroute-{name}" if config.exchange else config.topic
         self.tag = f"watchroute-{name}"
         self._connection: Any = None
         self._queue: Any = None
