@@ -13,7 +13,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from watchroute import __version__
-from watchroute.api import batch, demo_pages, docs, resources, schema_documents, schemas, system, ui, ws
+from watchroute.api import (
+    batch,
+    bridges,
+    demo_pages,
+    docs,
+    resources,
+    schema_documents,
+    schemas,
+    system,
+    ui,
+    ws,
+)
 from watchroute.api.models import BatchOp, BatchRequest
 from watchroute.api.watch_front import StreamingWatchFront
 from watchroute.api.write_front import WriteFront
@@ -59,9 +70,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(demo_pages.router)
     app.include_router(batch.router)
     app.include_router(ws.router)
+    app.include_router(bridges.router)  # before `/v1/{collection}`, like schemas
     app.include_router(schemas.router)  # before `/v1/{collection}`, which refuses reserved names
     app.include_router(resources.router)
-    routers = (system.router, ui.router, docs.router, batch.router, ws.router, resources.router)
+    routers = (
+        system.router,
+        ui.router,
+        docs.router,
+        batch.router,
+        ws.router,
+        bridges.router,
+        resources.router,
+    )
     runtime.http.learn([app.openapi_url or "", *(r.path for router in routers for r in router.routes)])
     _install_problem_handlers(app)
     _document_hand_read_bodies(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from watchroute.settings import Settings
-from watchroute.store.base import LogSlice, Page, Row, Store, WriteOp
+from watchroute.store.base import LogSlice, Page, Position, Row, Store, WriteOp
 
 
 def open_store(settings: Settings) -> Store:
@@ -24,4 +24,4 @@ def open_store(settings: Settings) -> Store:
     raise ValueError(f"unsupported database URL {url!r}: expected sqlite:///PATH or postgresql://...")
 
 
-__all__ = ["LogSlice", "Page", "Row", "Store", "WriteOp", "open_store"]
+__all__ = ["LogSlice", "Page", "Position", "Row", "Store", "WriteOp", "open_store"]

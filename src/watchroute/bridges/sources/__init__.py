@@ -1,1 +1,1 @@
-"""Inbound sources: one module per broker, each a `Source` (bridges/base.py)."""
+"""Sources: one module per broker, messages into the log (bridges/base.py, Source)."""

@@ -36,7 +36,7 @@ from psycopg import sql
 from watchroute.core.change import Change
 from watchroute.problems import store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import Row, WriteOp
+from watchroute.store.base import Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.postgres.connect import UNAVAILABLE
 
@@ -67,9 +67,11 @@ _DELETE_RESOURCES = (
     "WHERE r.collection = gone.collection AND r.id = gone.id"
 )
 _SET_COUNTER = "UPDATE meta SET value = %s WHERE key = 'revision'"
-# Change capture's applied position (capture/): with the changes it made, in their transaction.
-_SET_CAPTURED = (
-    "INSERT INTO meta VALUES ('capture_lsn', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+# Named positions (change capture's LSN, a bridge's broker position): with the changes they came
+# with, in their transaction (store/base.py, Position).
+_SET_POSITIONS = (
+    "INSERT INTO positions SELECT * FROM unnest(%s::text[], %s::text[]) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
 _LOG_AFTER = f"SELECT {_LOG_COLUMNS} FROM log WHERE revision > %s ORDER BY revision LIMIT %s"
 
@@ -88,12 +90,12 @@ class _Job:
     __slots__ = ("future", "ops", "position", "queued")
 
     def __init__(
-        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: int | None = None
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
     ) -> None:
         self.ops = ops
         self.future = future
         self.queued = WriteFigures.now()
-        self.position = position  # a captured transaction's commit LSN, stored with its changes
+        self.position = position  # stored with the job's changes, if it commits
 
 
 class _FarBehind(Exception):
@@ -142,10 +144,12 @@ class Writer:
             await self._conn.close()
             self._conn = None
 
-    async def write(self, write_ops: list[WriteOp], position: int | None = None) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         return await self.submit(write_ops, position)
 
-    def submit(self, write_ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+    def submit(
+        self, write_ops: list[WriteOp], position: Position | None = None
+    ) -> asyncio.Future[list[Change]]:
         """Queue a job now, in the order of the calls: its future has the job's changes."""
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
         self._jobs.put_nowait(_Job(write_ops, future, position))
@@ -271,7 +275,8 @@ class Writer:
                     try:
                         # A captured row is the table's truth, whatever its size: the limits
                         # are for what clients send.
-                        limits = self.limits if job.position is None else UNLIMITED
+                        captured = job.position is not None and job.position[0] == "capture"
+                        limits = UNLIMITED if captured else self.limits
                         changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *limits)
                     except Exception as exc:
                         outcomes.append(exc)
@@ -279,16 +284,14 @@ class Writer:
                     staged.update(written)
                     revision += len(changes)
                     outcomes.append(changes)
-                position = max(
-                    (
-                        job.position
-                        for job, outcome in zip(jobs, outcomes, strict=True)
-                        if job.position is not None and isinstance(outcome, list)
-                    ),
-                    default=None,
-                )
-                if revision != start or position is not None:
-                    await self._write_group(conn, outcomes, staged, revision, position)
+                # In commit order: each name keeps the last value its committed jobs carried.
+                positions = {
+                    job.position[0]: job.position[1]
+                    for job, outcome in zip(jobs, outcomes, strict=True)
+                    if job.position is not None and isinstance(outcome, list)
+                }
+                if revision != start or positions:
+                    await self._write_group(conn, outcomes, staged, revision, positions)
             committed = True
             self.unreachable = ""
             self.figures.committed(job.queued for job in jobs)
@@ -333,7 +336,7 @@ class Writer:
         outcomes: list[list[Change] | BaseException],
         staged: dict[tuple[str, str], Change | None],
         revision: int,
-        position: int | None = None,
+        positions: dict[str, str] | None = None,
     ) -> None:
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
@@ -367,8 +370,8 @@ class Writer:
             )
         if gone:
             await conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
-        if position is not None:
-            await conn.execute(_SET_CAPTURED, (position,))
+        if positions:
+            await conn.execute(_SET_POSITIONS, (list(positions), list(positions.values())))
         await conn.execute(_SET_COUNTER, (revision,))
 
     def _settle(

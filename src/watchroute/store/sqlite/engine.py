@@ -35,7 +35,7 @@ from watchroute.core.change import Change
 from watchroute.core.filter import Filter
 from watchroute.problems import Problem, store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
+from watchroute.store.base import CommitListener, LogSlice, Page, Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.health import FileHealth, file_error
 from watchroute.store.peers import PEERS_SCHEMA, Peers, WriterTurn
@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS log (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
+-- How far each follower of something outside the store has got (a bridge's broker position),
+-- written in the transaction of what it applied (store/base.py, Position).
+CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 # Columns added since a release that made the tables: (table, column, its type). Each is added
 # to a database that lacks it when the store opens; new columns go last, as ALTER TABLE puts them.
@@ -137,12 +140,15 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int, rows: list[tup
 
 
 class _Job:
-    __slots__ = ("future", "ops", "queued")
+    __slots__ = ("future", "ops", "position", "queued")
 
-    def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
+    def __init__(
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
+    ) -> None:
         self.ops = ops
         self.future = future
         self.queued = WriteFigures.now()
+        self.position = position  # stored with the job's changes, if it commits
 
 
 # A job that writes nothing: read what other processes have committed.
@@ -323,11 +329,18 @@ class SQLiteStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, write_ops: list[WriteOp]) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         assert self._loop is not None, "store is not open"
         future: asyncio.Future[list[Change]] = self._loop.create_future()
-        self._jobs.put(_Job(write_ops, future))
+        self._jobs.put(_Job(write_ops, future, position))
         return await future
+
+    async def position(self, name: str) -> str | None:
+        def read() -> str | None:
+            row = self._reader().execute("SELECT value FROM positions WHERE name = ?", (name,)).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(read)
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         seen = self.revision  # the last revision handed to the listener
@@ -428,9 +441,16 @@ class SQLiteStore:
                         )
                         for c in changes
                     ]
+                positions = {
+                    job.position[0]: job.position[1]
+                    for job, outcome in zip(jobs, outcomes, strict=True)
+                    if job.position is not None and isinstance(outcome, list)
+                }
+                if positions:
+                    conn.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", positions.items())
                 if revision != start:
                     self._write_group(conn, log_rows, staged, revision)
-                elif self.health.failing is not None:
+                elif self.health.failing is not None and not positions:
                     for statement in _TOUCH:
                         conn.execute(statement)
                 # Last before COMMIT: a commit into a file that has left its path is lost.
