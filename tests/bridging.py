@@ -162,7 +162,9 @@ class Mosquitto(BrokerProcess):
     def command(self) -> list[str]:
         config = self.workdir / "mosquitto.conf"
         config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            # `user root`: started as root, it would write its database as `mosquitto`, which
+            # may not enter the test's directory (as any other user, the line is ignored).
+            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
         )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,25 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, PubRecReasonCode
 
 from watchroute.bridges.base import BridgeDown, Inbound
+
+# The runner reconnects (with backoff, and the bridge shown paused meanwhile): gmqtt must not
+# also reconnect on its own, or two connections under one client id take the session from each
+# other. A negative retry count other than gmqtt's "unlimited" (-1) lets it make none.
+NO_RECONNECTS = -2
+# What gmqtt says about that choice, and about an acknowledgement of a message whose connection
+# has gone (the broker delivers it again): expected here, not worth a warning each.
+EXPECTED = ("max number of failed connection attempts", "TRYING WRITE TO CLOSED SOCKET")
+
+
+class _Expected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(expected in message for expected in EXPECTED)
+
+
+log = logging.getLogger("watchroute.bridges.mqtt")
+log.addFilter(_Expected())
+logging.getLogger("gmqtt.mqtt.protocol").addFilter(_Expected())
 
 RECEIVE_MAXIMUM = 1000  # QoS 1 messages the broker may send ahead of their acknowledgements
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600  # how long the broker keeps a bridge's session unconnected
@@ -60,7 +80,9 @@ class MQTTSource:
             optimistic_acknowledgement=False,
             session_expiry_interval=SESSION_EXPIRY_SECONDS,
             receive_maximum=RECEIVE_MAXIMUM,
+            logger=log,
         )
+        client.reconnect_retries = NO_RECONNECTS
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -83,10 +105,10 @@ class MQTTSource:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None and client.is_connected:
+        if client is not None:
             # Keeps the session: what is unacknowledged is delivered again on the next one.
-            with contextlib.suppress(OSError, ConnectionError):
-                await client.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), 5)
 
     # gmqtt's callbacks -----------------------------------------------------------------------
 
