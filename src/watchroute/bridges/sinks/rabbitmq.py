@@ -11,16 +11,24 @@ exchange; with one, a durable topic exchange of that name is declared and publis
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 
 from watchroute.bridges.base import BridgeDown
 from watchroute.bridges.config import BridgeConfig, masked_url
 
 TIMEOUT_SECONDS = 5.0
+# The client logs every lost connection and failed reconnect with a traceback: the bridge's
+# runner says it once per outage, with the status' error.
+for _noisy in ("aiormq", "aio_pika"):
+    logging.getLogger(_noisy).setLevel(logging.CRITICAL)
+# A channel closed under a publish (the connection lost) is not an AMQPError.
+_DOWN = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError)
 
 
 class RabbitMQSink:
@@ -42,7 +50,7 @@ class RabbitMQSink:
             else:
                 await channel.declare_queue(self.routing_key, durable=True)
                 self._exchange = channel.default_exchange
-        except (AMQPError, OSError, TimeoutError) as exc:
+        except _DOWN as exc:
             await self.close()
             raise BridgeDown(f"RabbitMQ at {masked_url(self.url)}: {exc or type(exc).__name__}") from exc
 
@@ -59,11 +67,11 @@ class RabbitMQSink:
         )
         try:
             await self._exchange.publish(message, self.routing_key, timeout=TIMEOUT_SECONDS)
-        except (AMQPError, OSError, TimeoutError) as exc:
+        except _DOWN as exc:
             raise BridgeDown(f"RabbitMQ: {exc or type(exc).__name__}") from exc
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(AMQPError, OSError, TimeoutError):
+            with contextlib.suppress(*_DOWN):
                 await connection.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from watchroute.bridges.config import BridgeConfig, masked_url
 from watchroute.bridges.state import DELIVERIES_KEPT
 
 TIMEOUT_SECONDS = 10.0
+# httpx logs each request with its URL at INFO: a webhook URL may carry a token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 SIGNATURE = "Watchroute-Signature"
 TIMESTAMP = "Watchroute-Timestamp"
 
