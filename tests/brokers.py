@@ -86,7 +86,12 @@ def redis_broker(workdir: Path) -> BrokerProcess:
 def mosquitto_broker(workdir: Path) -> BrokerProcess:
     def argv(port: int) -> list[str]:
         conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Persistent: a subscriber's session (and the QoS 1 messages queued for it) outlives a
+        # restart of the broker, so a test can tell what the bridge published across one.
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\n"
+        )
         return ["mosquitto", "-c", str(conf)]
 
     return BrokerProcess(workdir, argv, "mqtt")

@@ -215,9 +215,8 @@ class BridgeManager:
 
     async def _run_out(self, bridge: Bridge) -> None:
         sink = sink_for(bridge.name, bridge.config)
-        deliveries = getattr(sink, "deliveries", None)
-        if deliveries is not None:  # webhooks keep a log of their deliveries
-            bridge.state.deliveries = deliveries
+        if hasattr(sink, "deliveries"):  # webhooks log their deliveries: kept across reconnects
+            sink.deliveries = bridge.state.deliveries
         try:
             await sink.connect()
             await run_outbound(bridge, sink, self.runtime)

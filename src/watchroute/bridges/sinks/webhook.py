@@ -43,9 +43,9 @@ class WebhookSink:
         self.shown_url = masked_url(config.url)
         self._secret = config.secret.get_secret_value().encode() if config.secret is not None else None
         self.timeout = config.timeout or TIMEOUT_SECONDS
+        # The runner hands in the bridge's own, which outlives a reconnect (manager.py).
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=DELIVERIES_KEPT)
         self._client: httpx.AsyncClient | None = None
-        self._attempts = (0, 0)  # (revision, attempts of it so far)
 
     async def connect(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
@@ -59,8 +59,8 @@ class WebhookSink:
         sent = {**headers, "Content-Type": "application/json", TIMESTAMP: timestamp}
         if self._secret is not None:
             sent[SIGNATURE] = signature(self._secret, timestamp, event)
-        attempt = self._attempts[1] + 1 if self._attempts[0] == revision else 1
-        self._attempts = (revision, attempt)
+        last = self.deliveries[-1] if self.deliveries else None
+        attempt = last["attempt"] + 1 if last is not None and last["revision"] == revision else 1
         started = time.monotonic()
         status: int | None = None
         error: str | None = None
