@@ -90,6 +90,12 @@ def test_changes_arrive_in_revision_order_with_their_revision_as_message_id(
         assert shown["published"] == 40
         # The cursor: past the other collection's changes too, which concern the bridge not.
         assert int(shown["position"]) > written[-1]
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'watchroute_bridge_published_total{bridge="orders-out"} 40.0' in metrics
+        assert 'watchroute_bridge_state{bridge="orders-out",state="running"} 1.0' in metrics
+        assert 'watchroute_bridge_lag{bridge="orders-out"} 0.0' in metrics
+        [row] = httpx.get(f"{server.url}/ui/status.json").json()["bridges"]
+        assert row == {"name": "orders-out", "state": "running", "lag": 0, "published": 40, "errors": 0}
     finally:
         server.stop()
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from prometheus_client.core import Metric
 
 from watchroute.bridges.base import BridgeDown
 from watchroute.bridges.config import BridgeConfig
@@ -27,6 +29,7 @@ from watchroute.bridges.inbound import run_inbound
 from watchroute.bridges.leader import leadership_for
 from watchroute.bridges.outbound import run_outbound
 from watchroute.bridges.state import FAILED, PAUSED, RUNNING, STANDBY, Bridge, status_name
+from watchroute.bridges.status_metrics import bridge_families
 from watchroute.problems import Problem
 
 log = logging.getLogger("watchroute")
@@ -235,6 +238,12 @@ class BridgeManager:
                 await source.close()
 
     # -- status ----------------------------------------------------------------------------------
+
+    def families(self) -> Iterator[Metric]:
+        """`watchroute_bridge_*` for /metrics, labelled `bridge`: this instance's view of each
+        bridge; the figures of the one that leads it (`watchroute_bridge_leader` 1) are the
+        bridge's."""
+        return bridge_families(self.bridges.values(), self.runtime.store.revision)
 
     async def _store_status_forever(self) -> None:
         while True:
