@@ -203,3 +203,29 @@ def test_two_instances_on_postgresql_publish_each_change_once(
     finally:
         for p in servers:
             p.stop()
+
+
+def test_past_the_history_horizon_the_bridge_says_so_and_goes_on_from_now(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path / "s", history_events=20, compaction_interval=0.2, window_events=16)
+    server.workdir.mkdir()
+    server.start(timeout=START_SECONDS)
+    try:
+        put_bridge(
+            server.url, "h", direction="out", url=broker.url, collection="orders", subject="wr.h", stream="H"
+        )
+        before = write_changes(server.url, "orders", 0, 5)
+        wait_for(lambda: revisions_in(broker.url, "H") == before)
+        broker.stop()
+        write_changes(server.url, "orders", 5, 100)  # more than the log keeps
+        wait_for(lambda: status(server.url, "h")["state"] == "paused")
+        broker.start(timeout=START_SECONDS)
+        shown = wait_for(lambda: (s := status(server.url, "h"))["restarts_from_now"] == 1 and s)
+        assert "compacted" in shown["error"]
+        after = write_changes(server.url, "orders", 105, 5)
+        wait_for(lambda: revisions_in(broker.url, "H")[-5:] == after)
+        assert revisions_in(broker.url, "H") == before + after
+    finally:
+        server.stop()
+    assert "WARNING" in server.log() and "compacted past revision" in server.log()
