@@ -14,7 +14,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from tests.bridging import (
+from tests.bridging_in import (
     Mosquitto,
     items_of,
     log_of,

@@ -13,7 +13,7 @@ import httpx
 import nats
 import pytest
 
-from tests.bridging import (
+from tests.bridging_in import (
     NatsServer,
     items_of,
     log_of,

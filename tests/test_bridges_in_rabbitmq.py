@@ -15,7 +15,7 @@ import aio_pika
 import httpx
 import pytest
 
-from tests.bridging import (
+from tests.bridging_in import (
     items_of,
     log_of,
     put_bridge,

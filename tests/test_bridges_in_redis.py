@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.bridging import (
+from tests.bridging_in import (
     RedisServer,
     items_of,
     log_of,

@@ -60,6 +60,8 @@ class BridgeConfig(BaseModel):
     exchange: str | None = Field(default=None, max_length=256)  # RabbitMQ exchange ("": the default)
     filter: str | None = Field(default=None, max_length=4096)  # out: the watch filter language
     secret: SecretStr | None = Field(default=None, max_length=1024)  # webhooks: HMAC-SHA256 key
+    # out: the seconds a delivery may take (a webhook's answer, a broker's acknowledgement).
+    timeout: float | None = Field(default=None, gt=0, le=300)
 
     @property
     def scheme(self) -> str:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from prometheus_client.core import Metric
 
 from watchroute.bridges.base import BridgeDown
 from watchroute.bridges.config import BridgeConfig
@@ -27,6 +29,7 @@ from watchroute.bridges.inbound import run_inbound
 from watchroute.bridges.leader import leadership_for
 from watchroute.bridges.outbound import run_outbound
 from watchroute.bridges.state import FAILED, PAUSED, RUNNING, STANDBY, Bridge, status_name
+from watchroute.bridges.status_metrics import bridge_families
 from watchroute.problems import Problem
 
 log = logging.getLogger("watchroute")
@@ -215,9 +218,8 @@ class BridgeManager:
 
     async def _run_out(self, bridge: Bridge) -> None:
         sink = sink_for(bridge.name, bridge.config)
-        deliveries = getattr(sink, "deliveries", None)
-        if deliveries is not None:  # webhooks keep a log of their deliveries
-            bridge.state.deliveries = deliveries
+        if hasattr(sink, "deliveries"):  # webhooks log their deliveries: kept across reconnects
+            sink.deliveries = bridge.state.deliveries
         try:
             await sink.connect()
             await run_outbound(bridge, sink, self.runtime)
@@ -236,6 +238,12 @@ class BridgeManager:
                 await source.close()
 
     # -- status ----------------------------------------------------------------------------------
+
+    def families(self) -> Iterator[Metric]:
+        """`watchroute_bridge_*` for /metrics, labelled `bridge`: this instance's view of each
+        bridge; the figures of the one that leads it (`watchroute_bridge_leader` 1) are the
+        bridge's."""
+        return bridge_families(self.bridges.values(), self.runtime.store.revision)
 
     async def _store_status_forever(self) -> None:
         while True:
