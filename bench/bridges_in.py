@@ -116,8 +116,8 @@ async def publish_mqtt(port: int, topic: str, n: int) -> None:
     import aiomqtt
 
     window = asyncio.Semaphore(IN_FLIGHT)
-    limits = {"max_inflight_messages": IN_FLIGHT, "pending_calls_threshold": 2 * IN_FLIGHT}
-    async with aiomqtt.Client("127.0.0.1", port, **limits) as client:
+    async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=IN_FLIGHT) as client:
+        client.pending_calls_threshold = 2 * IN_FLIGHT  # the window is ours: no warning for it
 
         async def one(i: int) -> None:
             async with window:
