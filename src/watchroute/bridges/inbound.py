@@ -141,7 +141,8 @@ class InboundRunner:
             except Problem as problem:
                 refused = getattr(problem, "op", None)
                 index = next((i for i, (op, _) in enumerate(writes) if op is refused), None)
-                if index is None:  # the job as a whole (the batch's size): write one at a time
+                if index is None or problem.reason == "BatchTooLarge":
+                    # The job as a whole (what its documents hold in all), not one op: one at a time.
                     await self._one_by_one(writes, position)
                     return
                 op, message = writes.pop(index)

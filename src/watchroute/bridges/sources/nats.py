@@ -46,6 +46,7 @@ class JetStreamSource:
         self._nc: Any = None
         self._js: Any = None
         self.stream: str | None = None
+        self._yielded = 0  # the last stream sequence handed to the runner on this connection
 
     async def connect(self) -> None:
         try:
@@ -76,11 +77,17 @@ class JetStreamSource:
             except (NatsError, OSError) as exc:
                 raise BridgeDown(f"nats: {type(exc).__name__}: {exc}") from exc
             for msg in batch:
+                sequence = msg.metadata.sequence.stream
+                if sequence <= self._yielded:
+                    # Delivered again (its ack wait ran out while it waited for its write): the
+                    # first delivery is on its way and is the one acknowledged.
+                    continue
+                self._yielded = sequence
                 yield Inbound(
                     body=msg.data,
                     subject=msg.subject,
                     headers=dict(msg.headers or {}),
-                    position=str(msg.metadata.sequence.stream),
+                    position=str(sequence),
                     ack=msg.ack,
                     reject=_terminate(msg),
                 )
