@@ -43,6 +43,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py --write-docs
 	# Change capture (docs/scale-out.md): needs PostgreSQL with wal_level = logical.
 	$(BIN)/python bench/capture.py || echo "capture benchmark not run (PostgreSQL unreachable or not logical)"
+	# Bridges (docs/bridges.md): changes/s out to NATS JetStream (a nats-server of its own).
+	$(BIN)/python bench/bridges.py || echo "bridges benchmark not run (nats-server missing)"
+	# Bridges in (docs/bridges.md): messages/s from MQTT and from JetStream into a watched collection.
+	$(BIN)/python bench/bridges_in.py || echo "bridges-in benchmark not run (nats-server or mosquitto missing)"
 
 clean:
 	rm -rf $(VENV) *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

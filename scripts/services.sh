@@ -35,4 +35,14 @@ if [ -x /usr/sbin/nats-server ]; then
   start nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 fi
+if [ -x /usr/sbin/mosquitto ]; then
+  start mosquitto 1883 mosquitto -d -c /etc/mosquitto/mosquitto.conf
+fi
+# RabbitMQ takes seconds to boot: started detached, then waited for by its own tool.
+if command -v rabbitmq-server >/dev/null 2>&1 && ! up 5672; then
+  echo "starting rabbitmq"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 ||
+    echo "warning: rabbitmq did not come up on port 5672" >&2
+fi
 exit 0

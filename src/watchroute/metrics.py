@@ -157,6 +157,7 @@ class RuntimeCollector(Collector):
                 rt.capture.health.lag_bytes,
             )
             yield gauge("capture_leader", "1 when this instance runs the change capture.", rt.capture.leading)
+        yield from rt.bridges.families()
         refusals = CounterMetricFamily(
             "watchroute_refusals",
             "Requests refused by authentication, permissions or limits, by audit event "

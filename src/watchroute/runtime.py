@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from watchroute import metrics
+from watchroute.bridges.manager import BridgeManager
 from watchroute.core.hub import Hub
 from watchroute.core.initial import InitialStates
 from watchroute.core.tailer import Tailer
@@ -41,6 +42,7 @@ class Runtime:
         self.http = HTTPCounts()  # the app teaches it its route templates
         self.metrics = metrics.Metrics(self)
         self.sweeper = Sweeper(self.store, settings.lease_sweep_interval)
+        self.bridges = BridgeManager(self)  # brokers and webhooks in and out (bridges/)
         self._compactor: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -74,6 +76,7 @@ class Runtime:
         await self.schemas.start(self)
         if self.settings.capture:
             await self._start_capture()
+        await self.bridges.start()
         self._compactor = asyncio.create_task(self._compaction_loop(), name="watchroute-compactor")
         # Its first pass at once: leases that lapsed while the server was down go first.
         self._sweeping = asyncio.create_task(self.sweeper.run_forever(), name="watchroute-sweeper")
@@ -106,6 +109,7 @@ class Runtime:
     async def stop(self) -> None:
         self.hub.close_all()
         await self.schemas.stop()
+        await self.bridges.stop()
         if self.capture is not None:
             await self.capture.stop()
         for task in (self._sweeping, self._compactor, self._publisher):

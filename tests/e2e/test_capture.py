@@ -327,7 +327,7 @@ def test_capture_drop_removes_the_slot_and_publication(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert db.sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (db.slot,)) == []
         assert db.sql("SELECT 1 FROM pg_publication WHERE pubname = %s", (db.slot,)) == []
-        assert db.sql("SELECT 1 FROM watchroute.meta WHERE key = 'capture_lsn'") == []
+        assert db.sql("SELECT 1 FROM watchroute.positions WHERE name = 'capture'") == []
 
 
 def test_writes_to_other_tables_do_not_leave_the_slot_holding_their_wal(

@@ -28,7 +28,7 @@ def start(tmp_path: Path, name: str, db: CaptureDb) -> ServerProcess:
 
 def wait_for_copy(db: CaptureDb, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
-    while not db.sql("SELECT 1 FROM watchroute.meta WHERE key = 'capture_lsn'"):
+    while not db.sql("SELECT 1 FROM watchroute.positions WHERE name = 'capture'"):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

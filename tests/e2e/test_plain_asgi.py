@@ -20,7 +20,7 @@ FALLBACK = "serving on plain ASGI"
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory: pytest.TempPathFactory):
-    from tests.server import ServerProcess
+    from tests.support.server import ServerProcess
 
     proc = ServerProcess(tmp_path_factory.mktemp("plain"), plain_asgi=1).start()
     try:

@@ -7,7 +7,7 @@ Every instance serves the captured collections from the log, like any other.
 
 Exactly once: each committed transaction is one job of the store's writer, so its row changes
 take consecutive revisions, and its commit LSN is stored in the same database transaction
-(`meta.capture_lsn`). After a restart the slot sends again what it was not told was applied;
+(`positions`, name `capture`). After a restart the slot sends again what it was not told was applied;
 whatever is at or below the stored position is skipped. Only then is the position acknowledged.
 Transactions go to the writer without waiting for each to commit (up to MAX_PENDING), so that
 the writer commits many in one group, and are acknowledged in order as they commit.
@@ -41,6 +41,7 @@ LEADER_RETRY_SECONDS = 1.0
 QUEUE_ITEMS = 64  # transactions (or copy chunks) decoded ahead of the store
 LIST_CHUNK = 1000
 MAX_PENDING = 256  # transactions handed to the writer before the oldest must have committed
+POSITION = "capture"  # the name of the applied LSN in the store's positions (store/base.py)
 
 
 def preflight(settings: Settings) -> None:
@@ -130,7 +131,10 @@ class Capture:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
                 ).format(meta, meta)
             )
-            await conn.execute(sql.SQL("DELETE FROM {} WHERE key = 'capture_lsn'").format(meta))
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(self.schema, "positions")),
+                (POSITION,),
+            )
         self._on_epoch()
 
     async def _end_epoch_copy(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -213,12 +217,11 @@ class Capture:
 
     async def _capture(self, lock: psycopg.AsyncConnection[Any]) -> None:
         cur = await lock.execute(
-            sql.SQL("SELECT value FROM {} WHERE key = 'capture_lsn'").format(
-                sql.Identifier(self.schema, "meta")
-            )
+            sql.SQL("SELECT value FROM {} WHERE name = %s").format(sql.Identifier(self.schema, "positions")),
+            (POSITION,),
         )
         row = await cur.fetchone()
-        stored = row[0] if row is not None else None
+        stored = int(row[0]) if row is not None else None
         state = await slot.health(lock, self.slot)
         if state.wal_status == "lost":  # invalidated past max_slot_wal_keep_size: it cannot stream
             log.warning("the replication slot %s was invalidated: making it again", self.slot)
@@ -273,7 +276,7 @@ class Capture:
                         for rid in await self._ids(collection)
                         if rid not in ids
                     ]
-                await self.store.write(stale, item.position)
+                await self.store.write(stale, (POSITION, str(item.position)))
                 await self._end_epoch_copy(lock)  # a first copy has no epoch to end: no row
                 self.position = stream.applied = item.position
                 copied = {}
@@ -318,7 +321,7 @@ class Capture:
                 if change.old_id is not None:
                     write_ops.append(WriteOp("delete", change.collection, change.old_id))
                 write_ops.append(_upsert(change))
-        self._pending.append((position, self.store.submit(write_ops, position)))
+        self._pending.append((position, self.store.submit(write_ops, (POSITION, str(position)))))
         self.position = position
 
 

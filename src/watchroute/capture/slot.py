@@ -61,9 +61,8 @@ def drop(url: str, slot: str, schema: str) -> list[str]:
         if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (slot,)).fetchone():
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(slot)))
             done.append(f"publication {slot}")
-        # One row always (psycopg types fetchone() as optional, hence the ignore).
-        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.meta",)).fetchone()[0]:  # type: ignore[index]
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.positions",)).fetchone()[0]:  # type: ignore[index]
             conn.execute(
-                sql.SQL("DELETE FROM {} WHERE key = 'capture_lsn'").format(sql.Identifier(schema, "meta"))
+                sql.SQL("DELETE FROM {} WHERE name = 'capture'").format(sql.Identifier(schema, "positions"))
             )
     return done

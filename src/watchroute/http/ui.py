@@ -111,8 +111,12 @@ async def dashboard_status(request: Request) -> dict[str, Any]:
     figures: dict[str, float] = defaultdict(float)
     by_transport: dict[str, float] = defaultdict(float)
     workers: set[str] = set()
+    bridges: dict[str, dict[str, Any]] = {}
     for family in await request.app.state.runtime.metrics.families(process=False):
         name = family.name
+        if name in BRIDGE_FIGURES:
+            _take_bridge_figures(bridges, family)
+            continue
         if name not in LOG_FIGURES and name not in OWN_FIGURES and name != BY_TRANSPORT:
             continue
         for sample in family.samples:
@@ -129,7 +133,32 @@ async def dashboard_status(request: Request) -> dict[str, Any]:
         **{name: int(value) for name, value in figures.items()},
         "watchers_by_transport": {t: int(n) for t, n in sorted(by_transport.items()) if n},
         "instances": max(1, len(workers)),
+        "bridges": [bridges[name] for name in sorted(bridges)],
     }
+
+
+# The bridges' families (bridges/status_metrics.py): each bridge's row shows the figures of the
+# worker or instance that leads it; one that leads it nowhere here shows as on standby.
+BRIDGE_FIGURES = {
+    "watchroute_bridge_state": "state",
+    "watchroute_bridge_lag": "lag",
+    "watchroute_bridge_published": "published",
+    "watchroute_bridge_errors": "errors",
+}
+
+
+def _take_bridge_figures(bridges: dict[str, dict[str, Any]], family: Any) -> None:
+    field = BRIDGE_FIGURES[family.name]
+    for sample in family.samples:
+        if sample.name.endswith("_created"):
+            continue
+        row = bridges.setdefault(
+            sample.labels["bridge"], {"name": sample.labels["bridge"], "state": "standby"}
+        )
+        if field != "state":
+            row[field] = int(sample.value)
+        elif sample.value and sample.labels["state"] != "standby":
+            row["state"] = sample.labels["state"]
 
 
 @router.api_route("/ui/{name}", methods=["GET", "HEAD"], include_in_schema=False)

@@ -5,6 +5,8 @@ matching any run of characters (`write:chat-*`, `watch:*`). `bypass:COLLECTION` 
 the collection's per-document rule: for the trusted service that writes everyone's documents.
 `schema:COLLECTION` sets and removes the collection's schema (`/v1/_schemas/COLLECTION`): it
 decides what every writer of the collection may write, so no `write` grant implies it.
+`bridges:NAME` sets, reads and removes the bridge NAME (`/v1/_bridges/NAME`, docs/bridges.md): a
+bridge writes to and reads from collections on its own, so no other grant implies it.
 They come from a JWT's standard `scope` claim (space-separated, RFC 8693) or `scp` (a list, as
 some issuers send it), or from an API key's scopes. The three actions are independent: `watch`
 does not imply `read`, because a watch that only shows what changes is a different promise from
@@ -18,8 +20,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-ACTIONS = ("read", "write", "watch", "bypass", "schema")
-_GRANT = re.compile(r"(read|write|watch|bypass|schema):([a-z0-9_*-]{1,63})")
+ACTIONS = ("read", "write", "watch", "bypass", "schema", "bridges")
+_GRANT = re.compile(r"(read|write|watch|bypass|schema|bridges):([a-z0-9_*-]{1,63})")
 # Not a grant on a collection: reading /metrics when authentication is on (the revision, the
 # watcher counts and the refusals say something about every collection at once).
 METRICS_SCOPE = "metrics"

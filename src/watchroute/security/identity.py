@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
-ALL_SCOPES = frozenset({"read:*", "write:*", "watch:*", "schema:*"})
+ALL_SCOPES = frozenset({"read:*", "write:*", "watch:*", "schema:*", "bridges:*"})
 
 
 @dataclass(frozen=True, slots=True)

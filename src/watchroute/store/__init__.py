@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from watchroute.store.base import APIKeyTable, LogSlice, Page, Row, Store, WriteOp
+from watchroute.store.base import APIKeyTable, LogSlice, Page, Position, Row, Store, WriteOp
 
 if TYPE_CHECKING:  # the seam (store.base) is read by the core, which loads no settings
     from watchroute.settings import Settings
@@ -40,4 +40,14 @@ def open_api_keys(database: str, postgres_schema: str = "watchroute") -> APIKeyT
     return SQLiteAPIKeys(database)
 
 
-__all__ = ["APIKeyTable", "LogSlice", "Page", "Row", "Store", "WriteOp", "open_api_keys", "open_store"]
+__all__ = [
+    "APIKeyTable",
+    "LogSlice",
+    "Page",
+    "Position",
+    "Row",
+    "Store",
+    "WriteOp",
+    "open_api_keys",
+    "open_store",
+]

@@ -21,6 +21,10 @@ from watchroute.core.problems import Problem
 from watchroute.store.figures import WriteFigures
 
 CommitListener = Callable[[list[Change]], None]
+# A named position kept with the log, e.g. ("bridge:orders-in", "1234") or ("capture", LSN):
+# how far a follower of something outside the store has got. Stored in the same transaction as
+# the ops it came with, so that a restart neither loses nor repeats what it applied.
+Position = tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -51,6 +55,9 @@ class WriteOp:
     # The sweep's delete of a lapsed lease: only while the resource still expires at exactly
     # this time (a renewal, or another sweeper, got there first otherwise: the op is refused).
     lapsed_at: float | None = None
+    # A patch of a resource that does not exist applies to an empty object and creates it,
+    # instead of 404: a bridge's merge of a message whose resource comes into being with it.
+    create_missing: bool = False
 
 
 class WriteGuard(Protocol):
@@ -116,7 +123,10 @@ class Store(Protocol):
 
     async def open(self, on_commit: CommitListener) -> None: ...
     async def close(self) -> None: ...
-    async def write(self, ops: list[WriteOp]) -> list[Change]: ...
+    # `position`: stored with the ops, in their transaction, only if the job commits (ops may
+    # be empty: the position alone). Jobs committed together store each name's last value.
+    async def write(self, ops: list[WriteOp], position: Position | None = None) -> list[Change]: ...
+    async def position(self, name: str) -> str | None: ...  # the last committed value, or None
     async def get(self, collection: str, id: str) -> Row | None: ...
     async def list(
         self,

@@ -48,13 +48,19 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
     if op.lapsed_at is not None and (current is None or current.expires_at != op.lapsed_at):
         raise Problem(409, "LeaseRenewed", f"{op.collection}/{op.id} is no longer the lapsed lease")
     if current is None or hidden:
-        if op.kind in ("patch", "delete"):
+        created = None
+        if op.kind == "patch" and op.create_missing:
+            assert op.patch is not None
+            created = op.patch(_NOTHING, max_bytes)
+            if not isinstance(created, dict):
+                raise Problem(422, "BadPatch", "the patch would make the resource no object")
+        elif op.kind in ("patch", "delete"):
             raise not_found(op.collection, op.id)
         if op.if_match is not None or op.must_exist:
             raise precondition_failed(f"{op.collection}/{op.id} does not exist")
         if op.check is not None:
-            op.check(op, op.data)
-        data = op.data or {}
+            op.check(op, op.data if created is None else created)
+        data = (op.data or {}) if created is None else created
         if guard is not None:
             guard.new(data)
             if hidden:
@@ -116,6 +122,16 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
         ts,
         expires_at=_expiry(op, ts),
     )
+
+
+class _Nothing:
+    """What a patch that creates its resource applies to: an empty object."""
+
+    data: dict = {}  # read only: a merge copies what it changes
+    data_json = b"{}"
+
+
+_NOTHING = _Nothing()
 
 
 def _expiry(op: WriteOp, ts: float) -> float | None:

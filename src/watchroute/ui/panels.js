@@ -74,7 +74,24 @@ export async function loadStatus() {
   $("st-deliveries").textContent = perSecond(figures, "deliveries");
   $("st-instances").textContent = figures.instances;
   $("st-instances-row").hidden = figures.instances < 2;
+  showBridges(figures.bridges || []);
   previous = { at: figures.at, figures };
+}
+
+// One row per bridge (/v1/_bridges has the rest: position, last error, deliveries).
+function showBridges(bridges) {
+  $("bridges").hidden = bridges.length === 0;
+  const rows = bridges.map((bridge) => {
+    const row = document.createElement("tr");
+    for (const value of [bridge.name, bridge.state, bridge.lag, bridge.published, bridge.errors]) {
+      const cell = document.createElement("td");
+      cell.textContent = value === undefined ? "-" : String(value);
+      row.append(cell);
+    }
+    row.className = `bridge-${bridge.state}`;
+    return row;
+  });
+  $("bridges-rows").replaceChildren(...rows);
 }
 
 export function startPanels(current, choose) {

@@ -31,7 +31,7 @@ from watchroute.core.change import Change
 from watchroute.core.filter import Filter
 from watchroute.core.problems import Problem, store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
+from watchroute.store.base import CommitListener, LogSlice, Page, Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.postgres import schema
 from watchroute.store.postgres.connect import UNAVAILABLE, channel, session_setup
@@ -173,12 +173,20 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, ops: list[WriteOp], position: int | None = None) -> list[Change]:
-        """`position`: change capture's applied LSN, stored in the same transaction (capture/)."""
+    async def write(self, ops: list[WriteOp], position: Position | None = None) -> list[Change]:
+        """`position`: stored in the same transaction, if the job commits (store/base.py)."""
         assert self._writer is not None, "store is not open"
         return await self._writer.write(ops, position)
 
-    def submit(self, ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+    async def position(self, name: str) -> str | None:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> str | None:
+            cur = await conn.execute("SELECT value FROM positions WHERE name = %s", (name,))
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(read)
+
+    def submit(self, ops: list[WriteOp], position: Position | None = None) -> asyncio.Future[list[Change]]:
         """`write`, queued at once: change capture hands on transactions in commit order
         without waiting for each to commit, so that they are group-committed together."""
         assert self._writer is not None, "store is not open"

@@ -44,9 +44,11 @@ _DELETE_RESOURCES = (
     "WHERE r.collection = gone.collection AND r.id = gone.id"
 )
 _SET_COUNTER = "UPDATE meta SET value = %b WHERE key = 'revision'"
-# Change capture's applied position (capture/): with the changes it made, in their transaction.
-_SET_CAPTURED = (
-    "INSERT INTO meta VALUES ('capture_lsn', %b) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+# Named positions (change capture's LSN, a bridge's broker position): with the changes they came
+# with, in their transaction (store/base.py, Position).
+_SET_POSITIONS = (
+    "INSERT INTO positions SELECT * FROM unnest(%b::text[], %b::text[]) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
 # A large group's resources, copied in and then upserted in one statement. Made on the writer's
 # connection the first time it is needed; its rows go at the commit.
@@ -104,7 +106,7 @@ def queue_writes(
     kept: list[Change],
     gone: list[tuple[str, str]],
     revision: int,
-    position: int | None,
+    positions: dict[str, str],
     copied: bool,
 ) -> None:
     """The group's writes, queued in the caller's pipeline with the COMMIT that follows them;
@@ -141,6 +143,6 @@ def queue_writes(
             )
     if gone:
         conn.execute(_DELETE_RESOURCES, ([k[0] for k in gone], [k[1] for k in gone]))
-    if position is not None:
-        conn.execute(_SET_CAPTURED, (position,))
+    if positions:
+        conn.execute(_SET_POSITIONS, (list(positions), list(positions.values())))
     conn.execute(_SET_COUNTER, (revision,))

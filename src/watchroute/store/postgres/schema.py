@@ -58,6 +58,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE log ADD COLUMN expires_at double precision;
     CREATE INDEX resources_by_expiry ON resources (expires_at) WHERE expires_at IS NOT NULL;
     """,
+    # 3: named positions of followers of something outside the store (change capture's LSN, a
+    # bridge's broker position), each written in the transaction of what it applied. Capture's
+    # LSN moves here from meta.
+    """
+    CREATE TABLE positions (name text PRIMARY KEY, value text NOT NULL);
+    INSERT INTO positions SELECT 'capture', value::text FROM meta WHERE key = 'capture_lsn';
+    DELETE FROM meta WHERE key = 'capture_lsn';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

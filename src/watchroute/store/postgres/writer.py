@@ -44,7 +44,7 @@ from psycopg.pq import TransactionStatus
 from watchroute.core.change import Change
 from watchroute.core.problems import store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import Row, WriteOp
+from watchroute.store.base import Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.postgres import group
 from watchroute.store.postgres.connect import UNAVAILABLE
@@ -71,12 +71,12 @@ class _Job:
     __slots__ = ("future", "ops", "position", "queued")
 
     def __init__(
-        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: int | None = None
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
     ) -> None:
         self.ops = ops
         self.future = future
         self.queued = WriteFigures.now()
-        self.position = position  # a captured transaction's commit LSN, stored with its changes
+        self.position = position  # stored with the job's changes, if it commits
 
 
 class _FarBehind(Exception):
@@ -127,10 +127,12 @@ class Writer:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
 
-    async def write(self, write_ops: list[WriteOp], position: int | None = None) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         return await self.submit(write_ops, position)
 
-    def submit(self, write_ops: list[WriteOp], position: int | None = None) -> asyncio.Future[list[Change]]:
+    def submit(
+        self, write_ops: list[WriteOp], position: Position | None = None
+    ) -> asyncio.Future[list[Change]]:
         """Queue a job now, in the order of the calls: its future has the job's changes."""
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Job(write_ops, future, position))
@@ -319,7 +321,8 @@ class Writer:
             try:
                 # A captured row is the table's truth, whatever its size: the limits are for
                 # what clients send.
-                limits = self.limits if job.position is None else UNLIMITED
+                captured = job.position is not None and job.position[0] == "capture"
+                limits = UNLIMITED if captured else self.limits
                 changes, written = ops.apply_job(job.ops, revision, ts, stored, staged, *limits)
             except Exception as exc:
                 outcomes.append(exc)
@@ -327,15 +330,13 @@ class Writer:
             staged.update(written)
             revision += len(changes)
             outcomes.append(changes)
-        position = max(
-            (
-                job.position
-                for job, outcome in zip(jobs, outcomes, strict=True)
-                if job.position is not None and isinstance(outcome, list)
-            ),
-            default=None,
-        )
-        writes = revision != start or position is not None
+        # In commit order: each name keeps the last value its committed jobs carried.
+        positions = {
+            job.position[0]: job.position[1]
+            for job, outcome in zip(jobs, outcomes, strict=True)
+            if job.position is not None and isinstance(outcome, list)
+        }
+        writes = revision != start or bool(positions)
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
         copied = len(changes) >= group.COPY_FROM
@@ -344,7 +345,7 @@ class Writer:
         with conn.pipeline():
             if writes:
                 gone = [key for key, c in staged.items() if c is None]
-                group.queue_writes(conn, changes, kept, gone, revision, position, copied)
+                group.queue_writes(conn, changes, kept, gone, revision, positions, copied)
             conn.execute("COMMIT")
             if revision != start:
                 conn.execute(_RING, (self.channel, str(revision)))

@@ -27,7 +27,7 @@ from watchroute.core.change import Change
 from watchroute.core.filter import Filter
 from watchroute.core.problems import Problem
 from watchroute.store import ops
-from watchroute.store.base import CommitListener, LogSlice, Page, Row, WriteOp
+from watchroute.store.base import CommitListener, LogSlice, Page, Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.health import FileHealth
 from watchroute.store.peers import PEERS_SCHEMA, Peers, WriterTurn
@@ -140,9 +140,13 @@ class SQLiteStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, write_ops: list[WriteOp]) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         assert self._writer is not None, "store is not open"
-        return await self._writer.write(write_ops)
+        return await self._writer.write(write_ops, position)
+
+    async def position(self, name: str) -> str | None:
+        value: str | None = await self._readers.run(self._on_reader, reads.position, name)
+        return value
 
     async def unavailable(self) -> str | None:
         if self.health.needs_probe:

@@ -120,3 +120,9 @@ def lapsed(conn: sqlite3.Connection, now: float, limit: int) -> list[tuple[str, 
         "SELECT collection, id, expires_at FROM resources WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
         (now, limit),
     ).fetchall()
+
+
+def position(conn: sqlite3.Connection, name: str) -> str | None:
+    """A named position's last committed value (store/base.py, Position)."""
+    row = conn.execute("SELECT value FROM positions WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS log (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS log_by_collection ON log (collection, revision);
+-- How far each follower of something outside the store has got (a bridge's broker position),
+-- written in the transaction of what it applied (store/base.py, Position).
+CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 # Columns added since a release that made the tables: (table, column, its type). Each is added
 # to a database that lacks it when the store opens; new columns go last, as ALTER TABLE puts them.

@@ -24,7 +24,7 @@ from typing import Any
 from watchroute.core.change import Change
 from watchroute.core.problems import store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import Row, WriteOp
+from watchroute.store.base import Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.health import FileHealth
 from watchroute.store.peers import Peers, WriterTurn
@@ -45,12 +45,15 @@ Outcome = list[Change] | BaseException
 
 
 class _Job:
-    __slots__ = ("future", "ops", "queued")
+    __slots__ = ("future", "ops", "position", "queued")
 
-    def __init__(self, ops: list[WriteOp], future: asyncio.Future[list[Change]]) -> None:
+    def __init__(
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
+    ) -> None:
         self.ops = ops
         self.future = future
         self.queued = WriteFigures.now()
+        self.position = position  # stored with the job's changes, if it commits
 
 
 # A job that writes nothing: read what other processes have committed.
@@ -97,9 +100,9 @@ class GroupWriter:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
 
-    async def write(self, write_ops: list[WriteOp]) -> list[Change]:
+    async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         future: asyncio.Future[list[Change]] = self._loop.create_future()
-        self._jobs.put(_Job(write_ops, future))
+        self._jobs.put(_Job(write_ops, future, position))
         return await future
 
     def request_catch_up(self) -> None:
@@ -218,9 +221,17 @@ class GroupWriter:
                         )
                         for c in changes
                     ]
+                # In commit order: each name keeps the last value its committed jobs carried.
+                positions = {
+                    job.position[0]: job.position[1]
+                    for job, outcome in zip(jobs, outcomes, strict=True)
+                    if job.position is not None and isinstance(outcome, list)
+                }
+                if positions:
+                    conn.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", positions.items())
                 if revision != start:
                     _write_group(conn, log_rows, staged, revision)
-                elif self.health.failing is not None:
+                elif self.health.failing is not None and not positions:
                     for statement in _TOUCH:
                         conn.execute(statement)
                 # Last before COMMIT: a commit into a file that has left its path is lost.

@@ -1,0 +1,1 @@
+"""Sinks: one module per broker, changes out of the log (bridges/base.py, Sink)."""

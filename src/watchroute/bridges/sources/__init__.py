@@ -1,0 +1,1 @@
+"""Sources: one module per broker, messages into the log (bridges/base.py, Source)."""
