@@ -4,9 +4,24 @@ secrets never answered (docs/bridges.md)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from tests.bridging import START_SECONDS
+from tests.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """One server for the module, given the time a loaded machine takes to start it."""
+    proc = ServerProcess(tmp_path_factory.mktemp("bridges-api")).start(timeout=START_SECONDS)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            yield client
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

@@ -80,6 +80,9 @@ async def run_outbound(bridge: Bridge, sink: Sink, runtime: Any) -> None:
     kept = cursor  # the cursor as stored
     kept_at = time.monotonic()
     watcher = Watcher(runtime.hub, runtime.window, store, config.collection, None, flt, cursor)
+    # Optional beside the Sink protocol: publish a batch, in order, returning once all of it is
+    # accepted (JetStream pipelines the acknowledgements).
+    publish_many = getattr(sink, "publish_many", None)
     while True:
         try:
             events = await watcher.next(BATCH, 0)  # what is ready; never waits
@@ -88,12 +91,21 @@ async def run_outbound(bridge: Bridge, sink: Sink, runtime: Any) -> None:
                 raise
             watcher.cursor = _past_horizon(bridge, watcher.cursor, store.revision)
             continue
-        for kind, change in events:
-            await sink.publish(
-                change.revision, change.event_json(kind), headers_of(bridge, kind, change.revision, change.id)
+        if events and publish_many is not None:  # a sink that takes a batch in one round trip
+            await publish_many(
+                [(c.revision, c.event_json(k), headers_of(bridge, k, c.revision, c.id)) for k, c in events]
             )
-            bridge.accepted = change.revision
-            state.published += 1
+            bridge.accepted = events[-1][1].revision
+            state.published += len(events)
+        else:
+            for kind, change in events:
+                await sink.publish(
+                    change.revision,
+                    change.event_json(kind),
+                    headers_of(bridge, kind, change.revision, change.id),
+                )
+                bridge.accepted = change.revision
+                state.published += 1
         state.position = str(watcher.cursor)
         now = time.monotonic()
         if watcher.cursor != kept and (events or now - kept_at >= IDLE_STORE_SECONDS):

@@ -8,8 +8,9 @@ when no stream takes the subject yet, named by `stream` or after the bridge.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats
@@ -64,6 +65,23 @@ class JetStreamSink:
     async def publish(self, revision: int, event: bytes, headers: Mapping[str, str]) -> None:
         try:
             await self._js.publish(self.subject, event, headers={**headers, "Nats-Msg-Id": str(revision)})
+        except (NATSError, OSError, TimeoutError) as exc:
+            raise BridgeDown(f"NATS: {exc or type(exc).__name__}") from exc
+
+    async def publish_many(self, items: Sequence[tuple[int, bytes, Mapping[str, str]]]) -> None:
+        """`publish` of each, in order, the acknowledgements awaited together: one round trip for
+        a batch instead of one per change. JetStream stores them in the order they arrive on the
+        connection; should some fail, the batch is published again and the message ids drop what
+        was stored."""
+        try:
+            pending = [
+                await self._js.publish_async(
+                    self.subject, event, headers={**headers, "Nats-Msg-Id": str(revision)}
+                )
+                for revision, event, headers in items
+            ]
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                await asyncio.gather(*pending)
         except (NATSError, OSError, TimeoutError) as exc:
             raise BridgeDown(f"NATS: {exc or type(exc).__name__}") from exc
 
