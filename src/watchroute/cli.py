@@ -22,7 +22,7 @@ from rich.markup import escape
 from watchroute import __version__
 from watchroute.security.commands import app as apikey_app
 from watchroute.serve_help import with_setting_flags
-from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
+from watchroute.watch.heartbeat import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 if TYPE_CHECKING:
     from watchroute.client import Client, Resource, WatchEvent

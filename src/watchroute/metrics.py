@@ -26,7 +26,6 @@ from prometheus_client.registry import Collector
 
 from watchroute.histogram import Histogram
 from watchroute.security import audit
-from watchroute.server.connections import CONNECTION_LIMITED
 from watchroute.store.figures import WriteFigures
 from watchroute.worker_metrics import WorkerMetrics, every_worker
 
@@ -38,7 +37,7 @@ log = logging.getLogger("watchroute")
 # What a scraper that asks for nothing in particular gets: the text format every Prometheus reads.
 MEDIA_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-REFUSAL_EVENTS = (audit.AUTH_FAILED, audit.DENIED, audit.RATE_LIMITED, CONNECTION_LIMITED)
+REFUSAL_EVENTS = (audit.AUTH_FAILED, audit.DENIED, audit.RATE_LIMITED, audit.CONNECTION_LIMITED)
 LAG_BUCKETS = (0, 1, 10, 100, 1000, 10_000, 100_000)
 
 

@@ -24,7 +24,7 @@ from tests.support.browser import eventually, lists
 from tests.support.security_keys import AUDIENCE, ISSUER, SECRET, hs_token
 from tests.support.server import ServerFactory, ServerProcess
 from watchroute.http.demo_pages import FILES as DEMO_FILES
-from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
+from watchroute.watch.heartbeat import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
 

@@ -48,7 +48,7 @@ from watchroute.client.events import (
     Resource,
     WatchEvent,
 )
-from watchroute.watch.params import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
+from watchroute.watch.heartbeat import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 from watchroute.wire.mergepatch import merge
 
 if TYPE_CHECKING:

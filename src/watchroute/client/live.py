@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from watchroute.client.backoff import Backoff
 from watchroute.client.errors import APIError, ConnectionFailed, Expired, ServerError
 from watchroute.client.events import BOOKMARK, DELETED, RESYNC, Resource, WatchEvent
-from watchroute.watch.params import HEARTBEAT_DEFAULT
+from watchroute.watch.heartbeat import HEARTBEAT_DEFAULT
 
 if TYPE_CHECKING:
     from watchroute.client._async import AsyncClient

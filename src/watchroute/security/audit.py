@@ -27,6 +27,7 @@ counts: Counter[str] = Counter()
 AUTH_FAILED = "auth_failed"
 DENIED = "denied"
 RATE_LIMITED = "rate_limited"
+CONNECTION_LIMITED = "connection_limited"  # the server's caps on open connections
 
 
 class JSONLines(logging.Formatter):

@@ -41,7 +41,6 @@ from watchroute.security import audit
 
 log = logging.getLogger("watchroute")
 
-CONNECTION_LIMITED = "connection_limited"
 LOG_EVERY = 1.0  # seconds between two audit lines of one limit
 TIMED_OUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -136,7 +135,7 @@ class ConnectionLimits:
     def hit(self, limit: str, address: str | None) -> None:
         """Count a limit hit for /metrics, and have it written to the audit log: at once, or
         with the others of its limit a second after the last line."""
-        audit.counts[CONNECTION_LIMITED] += 1
+        audit.counts[audit.CONNECTION_LIMITED] += 1
         held = self._refused.get(limit)
         if held is not None:  # a line is due: this hit goes in it
             held[0] += 1
@@ -152,8 +151,8 @@ class ConnectionLimits:
     def _write(self, limit: str) -> None:
         times, address = self._refused.pop(limit)
         self._logged_at[limit] = time.monotonic()
-        audit.record(CONNECTION_LIMITED, limit, address=address, times=times, open=self.count)
-        audit.counts[CONNECTION_LIMITED] -= 1  # record() counts its line; hit() counted each hit
+        audit.record(audit.CONNECTION_LIMITED, limit, address=address, times=times, open=self.count)
+        audit.counts[audit.CONNECTION_LIMITED] -= 1  # record() counts its line; hit() counted each hit
 
 
 class Slot:

@@ -16,11 +16,9 @@ from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
 from watchroute.core.problems import invalid_parameters
 from watchroute.core.revisions import MAX_REVISION
+from watchroute.watch.heartbeat import HEARTBEAT_DEFAULT, HEARTBEAT_MAX, HEARTBEAT_MIN
 
 # Seconds without output before the server sends a BOOKMARK: the client's liveness signal.
-HEARTBEAT_DEFAULT = 15.0
-HEARTBEAT_MIN = 1.0
-HEARTBEAT_MAX = 300.0
 # Longest `timeout` a watch may ask for, in seconds.
 TIMEOUT_MAX = 86400.0
 # Longest filter expression a request may carry (the settings may allow less).
