@@ -14,8 +14,8 @@ __all__ = ["Settings", "__version__", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, so that `watchroute.client` and the CLI's client commands start
-    # without loading the server (FastAPI, pydantic-settings).
+    # Imported on first use, so that `watchroute.client` starts without loading the server
+    # (FastAPI, pydantic-settings), and the CLI's client commands without FastAPI.
     if name == "create_app":
         from watchroute.app import create_app
 
