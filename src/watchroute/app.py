@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from watchroute import __version__
@@ -63,7 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     table = route_table()
     routers = (system.router, ui.router, docs.router)
     runtime.http.learn(
-        [app.openapi_url or "", *(r.path for router in routers for r in router.routes), *table.templates()]
+        [
+            app.openapi_url or "",
+            *(r.path for router in routers for r in router.routes if isinstance(r, Route)),
+            *table.templates(),
+        ]
     )
     _install_problem_handlers(app)
     _document_route_table(app, table)
@@ -97,7 +102,8 @@ def _install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         reason = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return problem_response(Problem(exc.status_code, reason, str(exc.detail), headers=exc.headers))
+        headers = dict(exc.headers or {})  # a Mapping here; the Problem keeps a dict of its own
+        return problem_response(Problem(exc.status_code, reason, str(exc.detail), headers=headers))
 
 
 def _document_collection_schemas(app: FastAPI, runtime: Runtime) -> None:

@@ -123,7 +123,11 @@ def capture_drop(
     from watchroute.capture.slot import drop
     from watchroute.settings import Settings
 
-    given = {"database": database, "capture_slot": capture_slot, "postgres_schema": postgres_schema}
+    given: dict[str, Any] = {
+        "database": database,
+        "capture_slot": capture_slot,
+        "postgres_schema": postgres_schema,
+    }
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     try:
         done = drop(settings.database, settings.capture_slot, settings.postgres_schema)

@@ -54,9 +54,9 @@ def _make(table: dict[str, str], name: str, config: BridgeConfig, what: str) -> 
 
 def source_for(name: str, config: BridgeConfig) -> Source:
     """The Source of an IN bridge. NotImplementedError when its broker has none."""
-    return _make(SOURCES, name, config, "source")  # type: ignore[no-any-return]
+    return _make(SOURCES, name, config, "source")
 
 
 def sink_for(name: str, config: BridgeConfig) -> Sink:
     """The Sink of an OUT bridge. NotImplementedError when its broker has none."""
-    return _make(SINKS, name, config, "sink")  # type: ignore[no-any-return]
+    return _make(SINKS, name, config, "sink")

@@ -30,6 +30,7 @@ from watchroute.bridges.state import RUNNING, Bridge
 from watchroute.core.filter import compile_filter
 from watchroute.core.problems import Problem
 from watchroute.core.watcher import Watcher
+from watchroute.wire.events import event_json
 
 log = logging.getLogger("watchroute")
 
@@ -93,7 +94,7 @@ async def run_outbound(bridge: Bridge, sink: Sink, runtime: Any) -> None:
             continue
         if events and publish_many is not None:  # a sink that takes a batch in one round trip
             await publish_many(
-                [(c.revision, c.event_json(k), headers_of(bridge, k, c.revision, c.id)) for k, c in events]
+                [(c.revision, event_json(c, k), headers_of(bridge, k, c.revision, c.id)) for k, c in events]
             )
             bridge.accepted = events[-1][1].revision
             state.published += len(events)
@@ -101,7 +102,7 @@ async def run_outbound(bridge: Bridge, sink: Sink, runtime: Any) -> None:
             for kind, change in events:
                 await sink.publish(
                     change.revision,
-                    change.event_json(kind),
+                    event_json(change, kind),
                     headers_of(bridge, kind, change.revision, change.id),
                 )
                 bridge.accepted = change.revision

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import quote
 
 import httpx
@@ -100,7 +100,7 @@ async def _stream(conn: Connection, headers: dict[str, str]) -> AsyncIterator[ht
         yield response
 
 
-async def read_sse(conn: Connection) -> AsyncIterator[dict[str, Any]]:
+async def read_sse(conn: Connection) -> AsyncGenerator[dict[str, Any], None]:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
     async with (
         _stream(conn, headers) as response,
@@ -113,10 +113,11 @@ async def read_sse(conn: Connection) -> AsyncIterator[dict[str, Any]]:
                 yield orjson.loads(message.data)
 
 
-async def read_ndjson(conn: Connection) -> AsyncIterator[dict[str, Any]]:
+async def read_ndjson(conn: Connection) -> AsyncGenerator[dict[str, Any], None]:
     async with (
         _stream(conn, {"Accept": "application/x-ndjson"}) as response,
-        contextlib.aclosing(response.aiter_lines()) as lines,
+        # httpx annotates aiter_lines as an AsyncIterator; it is an async generator (aclose).
+        contextlib.aclosing(cast(AsyncGenerator[str, None], response.aiter_lines())) as lines,
     ):
         async for line in lines:
             if line.strip():
@@ -136,7 +137,7 @@ def handshake_headers(http: httpx.AsyncClient, url: httpx.URL) -> list[tuple[str
     return headers
 
 
-async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
+async def read_ws(conn: Connection) -> AsyncGenerator[dict[str, Any], None]:
     url = conn.http.base_url.join(conn.url).copy_merge_params({**conn.params, "watch": "true"})
     url = url.copy_with(scheme="wss" if url.scheme == "https" else "ws")
     options: dict[str, Any] = {}
@@ -176,7 +177,7 @@ async def read_ws(conn: Connection) -> AsyncIterator[dict[str, Any]]:
             yield orjson.loads(message)
 
 
-async def read_longpoll(conn: Connection) -> AsyncIterator[dict[str, Any]]:
+async def read_longpoll(conn: Connection) -> AsyncGenerator[dict[str, Any], None]:
     """Polls until something fails. After each answer, a BOOKMARK at the answer's `revision`
     (when it is past the last event) carries the resume point, as a heartbeat would."""
     params = {**conn.params, "watch": "longpoll", "timeout": conn.heartbeat}
@@ -196,7 +197,7 @@ async def read_longpoll(conn: Connection) -> AsyncIterator[dict[str, Any]]:
         params["since"] = revision
 
 
-READERS: dict[Transport, Callable[[Connection], AsyncIterator[dict[str, Any]]]] = {
+READERS: dict[Transport, Callable[[Connection], AsyncGenerator[dict[str, Any], None]]] = {
     "sse": read_sse,
     "ws": read_ws,
     "ndjson": read_ndjson,

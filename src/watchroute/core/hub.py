@@ -330,17 +330,18 @@ class Hub:
                 if not events:
                     continue
                 if watcher.push is not None:
-                    pushes.append((watcher, events))
+                    # Its receiver, taken now: a push changes only its own watcher's (delivery.py).
+                    pushes.append((watcher, watcher.push, events))
                 else:
                     woken.append(watcher)
             # Every watcher's events first, the writes after. A socket write runs the kernel's
             # TCP path on this core, and matching done between writes seems to find the caches
             # full of the kernel's data: matching all first costs less CPU per delivery
             # (docs/benchmarks.md, *Measurements behind the code*).
-            for watcher, events in pushes:
+            for watcher, push, events in pushes:
                 # Synced: written from here, no task wake-up; they are the socket's now.
                 watcher.cursor = events[-1][1].revision
-                watcher.push(events)
+                push(events)
             pushed = len(pushes)
             for watcher in woken:
                 parked.discard(watcher)

@@ -192,13 +192,15 @@ def _serve_one(
         log_config=log_config(settings),
         access_log=settings.access_log,
         backlog=BACKLOG,
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        # uvicorn annotates these two as int but waits them out as seconds (asyncio.timeout,
+        # call_later): a fraction of a second is kept, not rounded down to none.
+        timeout_graceful_shutdown=settings.shutdown_grace,  # type: ignore[arg-type]
         lifespan="on",
         ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval or None,
         ws_ping_timeout=settings.ws_ping_interval or None,
         ws_per_message_deflate=settings.ws_compression,
-        timeout_keep_alive=settings.idle_timeout,
+        timeout_keep_alive=settings.idle_timeout,  # type: ignore[arg-type]  # float: as above
         # X-Forwarded-For names the client only when a proxy we were told of sent it; uvicorn
         # would otherwise believe any local process, which could then pick the address that
         # rate limits count and the audit log names.

@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -147,11 +148,11 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         servers = getattr(self, "servers", None) or []
         bound = servers[0].sockets if servers and servers[0].sockets else None
@@ -192,7 +193,7 @@ def guarded_http_protocol(limits: ConnectionLimits) -> type:
         connection_slot: Slot | None = None
         _head_deadline: Any = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             address = self.client[0] if self.client else None
             refused = limits.admit(address)
@@ -268,8 +269,10 @@ def _claimable(server_send: Any) -> Any:
         return None
     transport = cycle.transport
     protocol = transport.get_protocol()
+    # Any, as `cycle` is: compared by identity below, an Optional would narrow `cycle` to one.
+    protocol_cycle: Any = getattr(protocol, "cycle", None)
     if (
-        getattr(protocol, "cycle", None) is not cycle
+        protocol_cycle is not cycle
         or getattr(protocol, "pipeline", True)
         or cycle.response_complete
         or cycle.disconnected

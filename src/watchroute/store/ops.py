@@ -127,7 +127,7 @@ def _apply(op: WriteOp, current: Row | Change | None, revision: int, ts: float, 
 class _Nothing:
     """What a patch that creates its resource applies to: an empty object."""
 
-    data: dict = {}  # read only: a merge copies what it changes
+    data: dict[str, Any] = {}  # read only: a merge copies what it changes
     data_json = b"{}"
 
 

@@ -15,7 +15,7 @@ from watchroute.transports.delivery import Delivery, SendNow, Write
 from watchroute.transports.takeover import StreamConnection, can_take_over, take_over
 from watchroute.watch.open import OpenedWatch
 from watchroute.wire.events import error_json
-from watchroute.wire.framing import Framing
+from watchroute.wire.framing import StreamFraming
 
 log = logging.getLogger("watchroute")
 
@@ -30,7 +30,7 @@ class WatchStream(Response):
     def __init__(
         self,
         opened: OpenedWatch,
-        framing: Framing,
+        framing: StreamFraming,
         *,
         heartbeat: float,
         timeout: float | None,

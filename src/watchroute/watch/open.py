@@ -42,7 +42,8 @@ class Admission(Protocol):
     """A watch let in by the caller's grant and caps: the rule it reads through, and the
     watcher that carries the credential's expiry and the cap's slot (security/policy.py)."""
 
-    expires_at: float | None
+    @property
+    def expires_at(self) -> float | None: ...
 
     def restrict(self, flt: Filter | None) -> Filter | None: ...
 

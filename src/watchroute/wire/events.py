@@ -14,6 +14,7 @@ patch cannot be written or would not be shorter than the object, is the same as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -53,7 +54,7 @@ def ndjson_line(event_json: bytes, _id: int | None = None) -> bytes:
     return event_json + b"\n"
 
 
-FRAMERS = {SSE: sse_frame, NDJSON: ndjson_line}
+FRAMERS: dict[int, Callable[[bytes, int | None], bytes]] = {SSE: sse_frame, NDJSON: ndjson_line}
 
 
 def framed(change: Change, kind: str, framing: int) -> bytes:

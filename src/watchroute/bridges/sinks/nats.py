@@ -50,7 +50,7 @@ class JetStreamSink:
                 await self._js.add_stream(name=self.stream, subjects=[self.subject])
         except (NATSError, OSError, TimeoutError) as exc:
             await self.close()
-            raise BridgeDown(f"NATS at {masked_url(self.url)}: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"NATS at {masked_url(self.url)}: {str(exc) or type(exc).__name__}") from exc
 
     async def last_accepted(self) -> int | None:
         try:
@@ -58,7 +58,7 @@ class JetStreamSink:
         except NotFoundError:
             return None
         except (NATSError, OSError, TimeoutError) as exc:
-            raise BridgeDown(f"NATS: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"NATS: {str(exc) or type(exc).__name__}") from exc
         msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
         return int(msg_id) if msg_id.isdigit() else None
 
@@ -66,7 +66,7 @@ class JetStreamSink:
         try:
             await self._js.publish(self.subject, event, headers={**headers, "Nats-Msg-Id": str(revision)})
         except (NATSError, OSError, TimeoutError) as exc:
-            raise BridgeDown(f"NATS: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"NATS: {str(exc) or type(exc).__name__}") from exc
 
     async def publish_many(self, items: Sequence[tuple[int, bytes, Mapping[str, str]]]) -> None:
         """`publish` of each, in order, the acknowledgements awaited together: one round trip for
@@ -83,7 +83,7 @@ class JetStreamSink:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 await asyncio.gather(*pending)
         except (NATSError, OSError, TimeoutError) as exc:
-            raise BridgeDown(f"NATS: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"NATS: {str(exc) or type(exc).__name__}") from exc
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None

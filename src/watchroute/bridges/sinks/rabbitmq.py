@@ -52,7 +52,7 @@ class RabbitMQSink:
                 self._exchange = channel.default_exchange
         except _DOWN as exc:
             await self.close()
-            raise BridgeDown(f"RabbitMQ at {masked_url(self.url)}: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"RabbitMQ at {masked_url(self.url)}: {str(exc) or type(exc).__name__}") from exc
 
     async def last_accepted(self) -> int | None:
         return None  # RabbitMQ keeps no record of it: the stored position decides
@@ -68,7 +68,7 @@ class RabbitMQSink:
         try:
             await self._exchange.publish(message, self.routing_key, timeout=TIMEOUT_SECONDS)
         except _DOWN as exc:
-            raise BridgeDown(f"RabbitMQ: {exc or type(exc).__name__}") from exc
+            raise BridgeDown(f"RabbitMQ: {str(exc) or type(exc).__name__}") from exc
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -103,17 +103,14 @@ class JetStreamSource:
             await self._js.delete_consumer(self.stream, self.durable)
             exists = False
         if not exists:
-            if after is None:
-                start = {"deliver_policy": DeliverPolicy.NEW}
-            else:
-                start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": int(after) + 1}
             config = ConsumerConfig(
                 durable_name=self.durable,
                 filter_subject=self.subject,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=ACK_WAIT_SECONDS,
                 max_ack_pending=-1,
-                **start,
+                deliver_policy=DeliverPolicy.NEW if after is None else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=None if after is None else int(after) + 1,
             )
             await self._js.add_consumer(self.stream, config)
         return await self._js.pull_subscribe_bind(self.durable, self.stream)

@@ -14,6 +14,7 @@ client hears of it (synchronous=NORMAL survives a process crash; FULL survives p
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import logging
@@ -186,12 +187,12 @@ class SQLiteStore:
         meta: tuple[int, int] = await self._readers.run(self._on_reader, read_meta)
         return meta[0]
 
-    async def collections(self) -> list[dict[str, Any]]:
+    async def collections(self) -> builtins.list[dict[str, Any]]:
         return await self._readers.run(self._on_reader, reads.collections)
 
     # -- leases ------------------------------------------------------------------------------
 
-    async def lapsed(self, now: float, limit: int) -> list[tuple[str, str, float]]:
+    async def lapsed(self, now: float, limit: int) -> builtins.list[tuple[str, str, float]]:
         return await self._readers.run(self._on_reader, reads.lapsed, now, limit)
 
     @contextlib.asynccontextmanager

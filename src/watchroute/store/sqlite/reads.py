@@ -77,9 +77,9 @@ def list_page(
         revision = conn.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0]
         if id is not None:
             row = get_row(conn, collection, id)
-            rows = [row] if row is not None and (flt is None or flt.matches(row.data)) else []
+            rows: list[Row] = [row] if row is not None and (flt is None or flt.matches(row.data)) else []
             return Page(rows, revision, None)
-        rows: list[Row] = []
+        rows = []
         cursor = after_id or ""
         now = time.time()
         while True:
