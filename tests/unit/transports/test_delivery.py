@@ -16,7 +16,7 @@ from watchroute.core.watcher import Watcher
 from watchroute.core.window import Window
 from watchroute.store.base import Store
 from watchroute.transports.delivery import Delivery
-from watchroute.watch import OpenedWatch
+from watchroute.watch.open import OpenedWatch
 from watchroute.wire.ndjson import NDJSONFraming
 
 
