@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.bridging import START_SECONDS
-from tests.server import ServerProcess
+from tests.support.bridging import START_SECONDS
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")

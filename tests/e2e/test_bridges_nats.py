@@ -195,7 +195,8 @@ def test_two_instances_on_postgresql_publish_each_change_once(
         wait_for(lambda: revisions_in(broker.url, "TWO") == written)
         leader = servers[leaders(servers, "two").index(True)]
         follower = next(p for p in servers if p is not leader)
-        assert status(follower.url, "two")["state"] == "running"  # the leader's, as it stored it
+        # The leader's state, as it stores it (once a moment): the follower shows it.
+        wait_for(lambda: status(follower.url, "two")["state"] == "running")
         leader.kill()
         written += write_changes(follower.url, "orders", 40, 20)
         wait_for(lambda: revisions_in(broker.url, "TWO") == written)

@@ -97,4 +97,5 @@ def test_only_the_reads_that_can_watch_document_a_stream(api: ServerProcess) -> 
         ("get", "/v1/{collection}/{id}"),
         ("get", "/v1/_schemas"),  # the schemas are a collection: they can be watched too
         ("get", "/v1/_schemas/{collection}"),
+        ("get", "/v1/_bridges"),  # the bridges' configurations, watched like a collection
     }

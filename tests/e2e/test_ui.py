@@ -69,7 +69,7 @@ def test_the_page_and_its_files_are_served_under_a_policy_that_runs_no_inline_sc
 def test_the_dashboard_asks_for_heartbeats_within_the_servers_bounds():
     """The dashboard's script cannot import the server's constants: it states them, and they
     must be the server's, or a page address's `?heartbeat=` would be refused as a bad watch."""
-    script = (Path(__file__).parents[1] / "src/watchroute/ui/dashboard.js").read_text()
+    script = (REPO / "src/watchroute/ui/dashboard.js").read_text()
     stated = {
         name: float(value)
         for name, value in re.findall(r"^const (HEARTBEAT_(?:S|MIN_S|MAX_S)) = (\d+);", script, re.M)
@@ -79,7 +79,7 @@ def test_the_dashboard_asks_for_heartbeats_within_the_servers_bounds():
         "HEARTBEAT_MIN_S": HEARTBEAT_MIN,
         "HEARTBEAT_MAX_S": HEARTBEAT_MAX,
     }
-    demos = (Path(__file__).parents[1] / "src/watchroute/ui/demos/watch.js").read_text()
+    demos = (REPO / "src/watchroute/ui/demos/watch.js").read_text()
     [demo] = re.findall(r"^const HEARTBEAT_S = (\d+);", demos, re.M)
     assert HEARTBEAT_MIN <= float(demo) <= HEARTBEAT_MAX
 
