@@ -52,6 +52,10 @@ class BridgeManager:
         self._follower: asyncio.Task[None] | None = None
         self._status: asyncio.Task[None] | None = None
         self._stored_status: dict[str, str] = {}
+        # One refresh at a time: the PUT route and the follower both refresh a bridge just set, and
+        # two at once would each find no runner and start one (the second, without the lock the
+        # first holds, left in standby for ever).
+        self._refreshing = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -118,6 +122,10 @@ class BridgeManager:
 
     async def refresh(self, name: str) -> None:
         """Bring bridge `name` in line with the store: start, restart or stop its runner."""
+        async with self._refreshing:
+            await self._refresh(name)
+
+    async def _refresh(self, name: str) -> None:
         store = self.runtime.store
         row = await store.get(BRIDGES, name)
         current = self.bridges.get(name)
