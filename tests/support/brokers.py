@@ -87,9 +87,12 @@ def mosquitto_broker(workdir: Path) -> BrokerProcess:
     def argv(port: int) -> list[str]:
         conf = workdir / "mosquitto.conf"
         # Persistent: a subscriber's session (and the QoS 1 messages queued for it) outlives a
-        # restart of the broker, so a test can tell what the bridge published across one.
+        # restart of the broker, so a test can tell what the bridge published across one, even
+        # what it published before the subscriber was back. `user root`: started as root, the
+        # broker would drop to `mosquitto`, which may not enter the test's directory, and fail to
+        # save its database (the session lost); as any other user, the line is ignored.
         conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
         )
         return ["mosquitto", "-c", str(conf)]
