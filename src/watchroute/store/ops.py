@@ -16,7 +16,8 @@ import orjson
 
 from watchroute.core.change import ADDED, DELETED, MODIFIED, Change, encode
 from watchroute.core.problems import Problem, document_too_large, not_found, precondition_failed
-from watchroute.store.base import Row, WriteOp
+from watchroute.store.base import Position, Row, WriteOp
+from watchroute.store.figures import WriteFigures
 
 # The largest document (its JSON) a write may leave, and what the documents of one job of
 # several ops may hold in all, unless the store is told otherwise.
@@ -191,6 +192,30 @@ def apply_job(
         written[key] = None if change.type == "DELETED" else change
         changes.append(change)
     return changes, written
+
+
+class WriteJob:
+    """One `write` call on its way through an engine's group-commit writer."""
+
+    __slots__ = ("future", "ops", "position", "queued")
+
+    def __init__(
+        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
+    ) -> None:
+        self.ops = ops
+        self.future = future
+        self.queued = WriteFigures.now()
+        self.position = position  # stored with the job's changes, if it commits
+
+
+def positions_of(jobs: list[WriteJob], outcomes: list[list[Change] | BaseException]) -> dict[str, str]:
+    """The positions a group stores: in commit order, each name keeps the last value its
+    committed jobs carried."""
+    return {
+        job.position[0]: job.position[1]
+        for job, outcome in zip(jobs, outcomes, strict=True)
+        if job.position is not None and isinstance(outcome, list)
+    }
 
 
 def answer(

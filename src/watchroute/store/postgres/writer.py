@@ -67,18 +67,6 @@ _RING_REFUSED = "54000"
 UNLIMITED = (sys.maxsize, sys.maxsize)
 
 
-class _Job:
-    __slots__ = ("future", "ops", "position", "queued")
-
-    def __init__(
-        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
-    ) -> None:
-        self.ops = ops
-        self.future = future
-        self.queued = WriteFigures.now()
-        self.position = position  # stored with the job's changes, if it commits
-
-
 class _FarBehind(Exception):
     def __init__(self, others: list[Change]) -> None:
         self.others = others
@@ -135,7 +123,7 @@ class Writer:
     ) -> asyncio.Future[list[Change]]:
         """Queue a job now, in the order of the calls: its future has the job's changes."""
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
-        self._jobs.put(_Job(write_ops, future, position))
+        self._jobs.put(ops.WriteJob(write_ops, future, position))
         return future
 
     def request_catch_up(self) -> None:
@@ -221,14 +209,14 @@ class Writer:
             self.request_catch_up()  # the rest in the next pass, between write groups
         self._hand_over([], [], others)
 
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _commit(self, jobs: list[ops.WriteJob]) -> None:
         while True:
             try:
                 return self._commit_group(jobs)
             except _FarBehind as behind:
                 self._hand_over([], [], behind.others)
 
-    def _commit_group(self, jobs: list[_Job]) -> None:
+    def _commit_group(self, jobs: list[ops.WriteJob]) -> None:
         outcomes: list[list[Change] | BaseException] = []
         others: list[Change] = []
         try:
@@ -261,7 +249,7 @@ class Writer:
     def _transaction(
         self,
         conn: psycopg.Connection[Any],
-        jobs: list[_Job],
+        jobs: list[ops.WriteJob],
         outcomes: list[list[Change] | BaseException],
         others: list[Change],
     ) -> None:
@@ -289,7 +277,7 @@ class Writer:
     def _pipelined(
         self,
         conn: psycopg.Connection[Any],
-        jobs: list[_Job],
+        jobs: list[ops.WriteJob],
         outcomes: list[list[Change] | BaseException],
         others: list[Change],
     ) -> None:
@@ -330,12 +318,7 @@ class Writer:
             staged.update(written)
             revision += len(changes)
             outcomes.append(changes)
-        # In commit order: each name keeps the last value its committed jobs carried.
-        positions = {
-            job.position[0]: job.position[1]
-            for job, outcome in zip(jobs, outcomes, strict=True)
-            if job.position is not None and isinstance(outcome, list)
-        }
+        positions = ops.positions_of(jobs, outcomes)
         writes = revision != start or bool(positions)
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
@@ -351,7 +334,7 @@ class Writer:
                 conn.execute(_RING, (self.channel, str(revision)))
 
     @staticmethod
-    def _wanted(jobs: list[_Job]) -> tuple[list[str], list[str]]:
+    def _wanted(jobs: list[ops.WriteJob]) -> tuple[list[str], list[str]]:
         """The (collection, id) pairs the group's ops name, as two arrays for unnest."""
         collections: list[str] = []
         ids: list[str] = []
@@ -361,7 +344,7 @@ class Writer:
         return collections, ids
 
     def _hand_over(
-        self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], others: list[Change]
+        self, jobs: list[ops.WriteJob], outcomes: list[list[Change] | BaseException], others: list[Change]
     ) -> None:
         """To the loop, in the order of the commits; the thread goes on to the next group."""
         committed = others + [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
@@ -372,7 +355,7 @@ class Writer:
             self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, committed)
 
     def _settle(
-        self, jobs: list[_Job], outcomes: list[list[Change] | BaseException], committed: list[Change]
+        self, jobs: list[ops.WriteJob], outcomes: list[list[Change] | BaseException], committed: list[Change]
     ) -> None:
         # Listeners first: once a writer hears its revision, this instance already knows it.
         if committed:

@@ -44,18 +44,6 @@ _TOUCH = ("INSERT INTO meta VALUES ('probe', 0)", "DELETE FROM meta WHERE key = 
 Outcome = list[Change] | BaseException
 
 
-class _Job:
-    __slots__ = ("future", "ops", "position", "queued")
-
-    def __init__(
-        self, ops: list[WriteOp], future: asyncio.Future[list[Change]], position: Position | None = None
-    ) -> None:
-        self.ops = ops
-        self.future = future
-        self.queued = WriteFigures.now()
-        self.position = position  # stored with the job's changes, if it commits
-
-
 # A job that writes nothing: read what other processes have committed.
 _CATCH_UP: Any = object()
 
@@ -84,7 +72,7 @@ class GroupWriter:
         self.max_document_bytes = max_document_bytes
         self.max_batch_bytes = max_batch_bytes
         self._settle_changes = settle  # on the loop: hands committed changes to the listener
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[ops.WriteJob | None] = queue.SimpleQueue()
         self._catch_up_queued = False
         self.follower = PeerFollower(peers, self.request_catch_up, revision)
         self._thread = threading.Thread(
@@ -102,7 +90,7 @@ class GroupWriter:
 
     async def write(self, write_ops: list[WriteOp], position: Position | None = None) -> list[Change]:
         future: asyncio.Future[list[Change]] = self._loop.create_future()
-        self._jobs.put(_Job(write_ops, future, position))
+        self._jobs.put(ops.WriteJob(write_ops, future, position))
         return await future
 
     def request_catch_up(self) -> None:
@@ -162,7 +150,7 @@ class GroupWriter:
         self._hand_over([], [], others)
         return others[-1].revision
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job], seen: int) -> int:
+    def _commit(self, conn: sqlite3.Connection, jobs: list[ops.WriteJob], seen: int) -> int:
         """Apply and commit a group of jobs; return the revision after them.
 
         Every job is applied in memory first, against the group's current rows (read in one
@@ -221,12 +209,7 @@ class GroupWriter:
                         )
                         for c in changes
                     ]
-                # In commit order: each name keeps the last value its committed jobs carried.
-                positions = {
-                    job.position[0]: job.position[1]
-                    for job, outcome in zip(jobs, outcomes, strict=True)
-                    if job.position is not None and isinstance(outcome, list)
-                }
+                positions = ops.positions_of(jobs, outcomes)
                 if positions:
                     conn.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", positions.items())
                 if revision != start:
@@ -254,13 +237,13 @@ class GroupWriter:
             self._peers.announce(revision)
         return revision
 
-    def _hand_over(self, jobs: list[_Job], outcomes: list[Outcome], others: list[Change]) -> None:
+    def _hand_over(self, jobs: list[ops.WriteJob], outcomes: list[Outcome], others: list[Change]) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._settle, jobs, outcomes, others)
 
     # -- back on the loop ------------------------------------------------------------------------
 
-    def _settle(self, jobs: list[_Job], outcomes: list[Outcome], others: list[Change]) -> None:
+    def _settle(self, jobs: list[ops.WriteJob], outcomes: list[Outcome], others: list[Change]) -> None:
         # Listeners first: once a writer hears its revision, this instance already knows it.
         committed = others + [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         if committed:
@@ -268,7 +251,7 @@ class GroupWriter:
         ops.answer((job.future for job in jobs), outcomes)
 
 
-def _current_rows(conn: sqlite3.Connection, jobs: list[_Job]) -> dict[tuple[str, str], Row]:
+def _current_rows(conn: sqlite3.Connection, jobs: list[ops.WriteJob]) -> dict[tuple[str, str], Row]:
     """The stored rows of every resource the group's ops name, in a few lookups."""
     rows: dict[tuple[str, str], Row] = {}
     for collection, keys in ops.wanted(job.ops for job in jobs).items():
