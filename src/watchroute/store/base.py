@@ -174,10 +174,21 @@ class StoredKey:
         scopes = tuple(orjson.loads(row[3]))
         return cls(row[0], bytes(row[1]), row[2], scopes, row[4], row[5], row[6], row[7])
 
-    def scopes_json(self) -> str:
+    def row(self) -> tuple[Any, ...]:
+        """In API_KEY_COLUMNS' order, as both engines store it (`from_row` reads it back)."""
         import orjson
 
-        return orjson.dumps(list(self.scopes)).decode()
+        scopes = orjson.dumps(list(self.scopes)).decode()
+        return (
+            self.id,
+            self.digest,
+            self.subject,
+            scopes,
+            self.name,
+            self.created,
+            self.expires,
+            self.revoked,
+        )
 
 
 API_KEY_COLUMNS = "id, digest, subject, scopes, name, created, expires, revoked"

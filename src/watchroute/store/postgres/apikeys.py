@@ -41,16 +41,7 @@ class PostgresAPIKeys:
         with self._connection() as conn:
             conn.execute(
                 f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    key.id,
-                    key.digest,
-                    key.subject,
-                    key.scopes_json(),
-                    key.name,
-                    key.created,
-                    key.expires,
-                    key.revoked,
-                ),
+                key.row(),
             )
 
     def revoke(self, id: str, at: float) -> bool:

@@ -53,16 +53,7 @@ class SQLiteAPIKeys:
         with self._connection() as conn:
             conn.execute(
                 f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key.id,
-                    key.digest,
-                    key.subject,
-                    key.scopes_json(),
-                    key.name,
-                    key.created,
-                    key.expires,
-                    key.revoked,
-                ),
+                key.row(),
             )
 
     def revoke(self, id: str, at: float) -> bool:
