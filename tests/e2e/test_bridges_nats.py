@@ -28,6 +28,9 @@ def stream_messages(url: str, stream: str) -> list[tuple[int, dict[str, str], by
                 info = await js.stream_info(stream)
             except nats.js.errors.NotFoundError:
                 return []
+            if info.state.messages == 0:
+                # An empty stream reports first_seq 0, and no message has that sequence.
+                return []
             found = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 msg = await js.get_msg(stream, seq)
