@@ -67,5 +67,5 @@ class Doorbell:
         while not self._stopping.is_set():
             for notify in conn.notifies(timeout=HEAR_SECONDS):
                 with contextlib.suppress(ValueError):
-                    if int(notify.payload) > self.writer.seen:
+                    if self.writer.is_news(int(notify.payload)):
                         self.writer.request_catch_up()

@@ -95,6 +95,9 @@ class Writer:
         # The last revision read (committed, this instance's or another's), owned by the
         # thread; the loop is handed each commit after it has moved on.
         self.seen = seen
+        # The revision this instance's next ring will carry, set before its COMMIT is sent: the
+        # doorbell may hear that ring before the thread has moved `seen` past it.
+        self.ringing = 0
         self._hand_on = hand_on
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn: psycopg.Connection[Any] | None = None
@@ -133,6 +136,10 @@ class Writer:
         if not self._catch_up_queued:
             self._catch_up_queued = True
             self._jobs.put(_CATCH_UP)
+
+    def is_news(self, rung: int) -> bool:
+        """Whether a ring (of any instance) announces a commit this instance has not read."""
+        return rung > max(self.seen, self.ringing)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -242,6 +249,7 @@ class Writer:
                 if self._conn is not None and (self._conn.broken or self._conn.closed):
                     self._drop_connection()
             outcomes = [exc] * len(jobs)
+            self.ringing = 0  # a revision rolled back may be another instance's next
             others = []  # read again by the next catch-up, with whatever this group may have made
             self.request_catch_up()
         self._hand_over(jobs, outcomes, others)
@@ -323,6 +331,8 @@ class Writer:
         changes = [c for outcome in outcomes if isinstance(outcome, list) for c in outcome]
         kept = [c for c in staged.values() if c is not None]
         copied = len(changes) >= group.COPY_FROM
+        if revision != start:
+            self.ringing = revision
         if copied:
             group.copy_writes(conn, changes, kept)
         with conn.pipeline():
