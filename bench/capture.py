@@ -57,7 +57,10 @@ def through_watchroute(url: str, slot: str, rows: int, rate: float, seconds: flo
             deadline = time.monotonic() + 120
             while True:
                 try:
-                    if httpx.get(f"{base}/v1/bench/{rows}").status_code == 200:
+                    # The copy is in and the leader streams (its status in /readyz).
+                    capture = httpx.get(f"{base}/readyz").json().get("capture", {})
+                    copied = capture.get("leader") and not capture.get("copying")
+                    if copied and httpx.get(f"{base}/v1/bench/{rows}").status_code == 200:
                         body = httpx.get(f"{base}/v1/bench", params={"limit": 1}).json()
                         break
                 except httpx.HTTPError:

@@ -122,6 +122,36 @@ async def test_a_refused_job_leaves_the_others_of_its_group_to_commit(pg_url: st
         await store.close()
 
 
+async def test_a_large_group_updates_creates_and_deletes_like_a_small_one(pg_url: str) -> None:
+    """A group of many changes goes by COPY and writes its resources in other statements than a
+    small one: the rows it leaves must be the same."""
+    store = PostgresStore(pg_url)
+    await store.open(lambda changes: None)
+    try:
+        await store.write([WriteOp("put", "t", f"r{n}", {"n": n}) for n in range(400)])
+        ops = [WriteOp("put", "t", f"r{n}", {"n": n, "again": True}) for n in range(0, 400, 2)]  # updates
+        ops += [WriteOp("put", "t", f"new{n}", {"n": n}) for n in range(200)]  # creations
+        ops += [WriteOp("delete", "t", f"r{n}") for n in range(1, 400, 4)]  # deletions
+        ops += [WriteOp("delete", "t", "r3"), WriteOp("put", "t", "r3", {"back": True})]  # gone, then back
+        changes = await store.write(ops)
+        assert len(changes) == len(ops) >= 256 and changes[-1].revision == 400 + len(ops)
+        with psycopg.connect(pg_url) as conn:
+            rows = {
+                rid: (revision, created)
+                for rid, revision, created in conn.execute(
+                    "SELECT id, revision, created_revision FROM watchroute.resources WHERE collection = 't'"
+                )
+            }
+        expected = {f"r{n}": (n + 1, n + 1) for n in range(3, 400, 4)}  # untouched
+        expected |= {c.id: (c.revision, c.created_revision) for c in changes if c.type != "DELETED"}
+        assert rows == expected
+        assert rows["r0"][1] == 1  # an update keeps its creation
+        assert rows["r3"][0] == rows["r3"][1] == 400 + len(ops)  # created again
+        assert "r1" not in rows and len(rows) == 200 + 200 + 100
+    finally:
+        await store.close()
+
+
 async def test_the_writer_measures_its_group_commits_for_metrics(pg_url: str) -> None:
     store = PostgresStore(pg_url, max_document_bytes=64)
     await store.open(lambda changes: None)

@@ -20,16 +20,15 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg import sql
 
 from watchroute.capture import slot, tables
-from watchroute.capture.stream import Captured, CopyChunk, CopyDone, Stream, Transaction
+from watchroute.capture.stream import CopyChunk, CopyDone, Stream, Transaction
 from watchroute.store.base import WriteOp
 from watchroute.store.postgres.schema import lock_key
-from watchroute.wire.patches import Stored
 
 if TYPE_CHECKING:
     from watchroute.settings import Settings
@@ -64,6 +63,7 @@ class Capture:
         self.collections = frozenset(t.collection for t in self.tables)
         self.store = store
         self.leading = False
+        self.copying = False  # the leader is taking the tables' copy: not streaming yet
         self.position = 0  # the applied commit LSN
         self.health = slot.Health()
         # The revision the current epoch began after (a new copy, the slot having been lost):
@@ -102,7 +102,7 @@ class Capture:
 
     def status(self) -> dict[str, Any]:
         """For /readyz."""
-        return {"slot": self.slot, "leader": self.leading, **self.health.as_dict()}
+        return {"slot": self.slot, "leader": self.leading, "copying": self.copying, **self.health.as_dict()}
 
     async def _read_epoch(self, conn: psycopg.AsyncConnection[Any]) -> int:
         cur = await conn.execute(
@@ -205,7 +205,7 @@ class Capture:
                     "change capture stopped (%s); starting again", str(exc).strip() or type(exc).__name__
                 )
             finally:
-                self.leading = False
+                self.leading = self.copying = False
                 await self._stop_stream()
             await asyncio.sleep(LEADER_RETRY_SECONDS)
 
@@ -243,7 +243,14 @@ class Capture:
         )
         stream.applied = self.position
         stream.start()
-        copied: dict[str, set[str]] = {t.collection: set() for t in self.tables}
+        # The ids each table's copy brought, where the store held some of it before the copy
+        # (a copy taken again): what the copy did not see is gone. A first copy skips that.
+        copied: dict[str, set[str]] = {}
+        if copy:
+            for collection in sorted(self.collections):
+                if (await self.store.list(collection, None, 1, None)).rows:
+                    copied[collection] = set()
+        self.copying = copy
         self._pending.clear()
         while True:
             try:
@@ -257,18 +264,17 @@ class Capture:
                 raise stream.error or RuntimeError("the replication stream ended")
             if isinstance(item, Transaction):
                 if item.position > self.position:
-                    await self._apply(item.changes, item.position)
+                    await self._apply(item)
                 else:
                     stream.applied = max(stream.applied, item.position)  # applied before a restart
                 await self._settle(stream, wait=len(self._pending) >= MAX_PENDING or queue.empty())
             elif isinstance(item, CopyChunk):
-                copied[item.collection].update(rid for rid, _ in item.rows)
+                if item.collection in copied:
+                    copied[item.collection].update(rid for rid, _ in item.rows)
                 await self.store.write(
                     [WriteOp("put", item.collection, rid, data) for rid, data in item.rows]
                 )
             elif isinstance(item, CopyDone):
-                # What the store holds of a captured table and the copy did not see is gone (a
-                # copy taken again after the slot was lost).
                 stale: list[WriteOp] = []
                 for collection, ids in copied.items():
                     stale += [
@@ -280,6 +286,7 @@ class Capture:
                 await self._end_epoch_copy(lock)  # a first copy has no epoch to end: no row
                 self.position = stream.applied = item.position
                 copied = {}
+                self.copying = False
 
     async def _ids(self, collection: str) -> list[str]:
         ids: list[str] = []
@@ -299,41 +306,26 @@ class Capture:
             await future
             stream.applied = max(stream.applied, position)
 
-    async def _apply(self, changes: list[Captured], position: int) -> None:
-        if any(change.type == "truncate" for change in changes):
+    async def _apply(self, transaction: Transaction) -> None:
+        write_ops: list[WriteOp] = []
+        if not transaction.truncates:
+            write_ops = cast(list[WriteOp], transaction.ops)
+        else:
             assert self._stream is not None
             await self._settle(self._stream, wait=True)  # the ids to delete are read from the store
-        write_ops: list[WriteOp] = []
-        for change in changes:
-            if change.type == "truncate":
+            for op in transaction.ops:
+                if isinstance(op, WriteOp):
+                    write_ops.append(op)
+                    continue
                 # What the store holds, as this transaction's earlier changes left it.
-                present = dict.fromkeys(await self._ids(change.collection))
-                for op in write_ops:
-                    if op.collection == change.collection:
-                        if op.kind == "delete":
-                            present.pop(op.id, None)
+                present = dict.fromkeys(await self._ids(op.collection))
+                for earlier in write_ops:
+                    if earlier.collection == op.collection:
+                        if earlier.kind == "delete":
+                            present.pop(earlier.id, None)
                         else:
-                            present[op.id] = None
-                write_ops += [WriteOp("delete", change.collection, rid) for rid in present]
-            elif change.type == "delete":
-                write_ops.append(WriteOp("delete", change.collection, change.id))
-            else:
-                if change.old_id is not None:
-                    write_ops.append(WriteOp("delete", change.collection, change.old_id))
-                write_ops.append(_upsert(change))
+                            present[earlier.id] = None
+                write_ops += [WriteOp("delete", op.collection, rid) for rid in present]
+        position = transaction.position
         self._pending.append((position, self.store.submit(write_ops, (POSITION, str(position)))))
         self.position = position
-
-
-def _upsert(change: Captured) -> WriteOp:
-    data = change.data or {}
-    if not change.unchanged:
-        return WriteOp("put", change.collection, change.id, data)
-    # PostgreSQL left out TOAST values the update did not change: ours are the row's own.
-    unchanged = set(change.unchanged)
-
-    def whole(current: Stored, _max_bytes: int) -> dict[str, Any]:
-        stored = current.data
-        return {name: stored.get(name) if name in unchanged else value for name, value in data.items()}
-
-    return WriteOp("patch", change.collection, change.id, patch=whole)

@@ -20,7 +20,8 @@ import logging
 import select
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -29,6 +30,8 @@ import psycopg2.extras
 
 from watchroute.capture import pgoutput, tables, values
 from watchroute.capture.tables import Table
+from watchroute.store.base import WriteOp
+from watchroute.wire.patches import Stored
 
 log = logging.getLogger("watchroute")
 
@@ -37,21 +40,27 @@ COPY_CHUNK = 1000
 
 
 @dataclass(slots=True)
-class Captured:
-    """One row change, ready for the store."""
+class Truncated:
+    """A TRUNCATE of a captured table: the loop turns it into deletes of what the store holds."""
 
-    type: str  # "upsert" | "delete" | "truncate"
     collection: str
-    id: str = ""
-    data: dict[str, Any] | None = None
-    unchanged: list[str] = field(default_factory=list)  # TOAST columns PostgreSQL left out
-    old_id: str | None = None  # the id before an update that changed the key
 
 
 @dataclass(slots=True)
 class Transaction:
     position: int  # the commit's end LSN
-    changes: list[Captured]
+    # The store's ops for its row changes, made on this thread: the loop only hands them on.
+    ops: list[WriteOp | Truncated]
+    truncates: bool = False
+
+
+@dataclass(slots=True)
+class _Relation:
+    """A captured table as the stream's Relation message last described it."""
+
+    collection: str
+    columns: list[tuple[str, values.Convert]]
+    key_at: list[int]  # the key columns' places
 
 
 @dataclass(slots=True)
@@ -86,7 +95,7 @@ class Stream:
         self.applied = 0  # set by the loop once a position is stored: what the slot may let go
         self.stopping = threading.Event()
         self.error: BaseException | None = None
-        self._relations: dict[int, tuple[Table, list[tuple[str, values.Convert]]]] = {}
+        self._relations: dict[int, _Relation] = {}
         self._thread = threading.Thread(target=self._run, name="watchroute-capture", daemon=True)
 
     def start(self) -> None:
@@ -177,7 +186,8 @@ class Stream:
         acknowledged = -1
         confirmed = 0  # the position last acknowledged to the slot
         last_feedback = 0.0
-        changes: list[Captured] = []
+        changes: list[WriteOp | Truncated] = []
+        truncates = False
         handed = 0  # the last transaction handed to the loop
         in_transaction = False
         while not self.stopping.is_set():
@@ -201,21 +211,20 @@ class Stream:
                 continue
             decoded = pgoutput.decode(message.payload)
             if isinstance(decoded, pgoutput.Begin):
-                changes = []
+                changes, truncates = [], False
                 in_transaction = True
             elif isinstance(decoded, pgoutput.RowChange):
-                change = self._change(decoded)
-                if change is not None:
-                    changes.extend(change)
+                self._change(decoded, changes)
             elif isinstance(decoded, pgoutput.Commit):
-                self._hand(Transaction(decoded.end_lsn, changes))
+                self._hand(Transaction(decoded.end_lsn, changes, truncates))
                 changes, handed, in_transaction = [], decoded.end_lsn, False
             elif isinstance(decoded, pgoutput.Relation):
                 self._relation(decoded)
             elif isinstance(decoded, pgoutput.Truncate):
                 for relid in decoded.relids:
                     if relid in self._relations:
-                        changes.append(Captured("truncate", self._relations[relid][0].collection))
+                        changes.append(Truncated(self._relations[relid].collection))
+                        truncates = True
 
     def _relation(self, rel: pgoutput.Relation) -> None:
         table = self.tables.get((rel.schema, rel.name))
@@ -223,36 +232,54 @@ class Stream:
             return
         # A column added since the last Relation message (ALTER TABLE) comes with its type.
         types = tables.array_types(self._catalog, [oid for _, oid in rel.columns])
-        self._relations[rel.relid] = (
-            table,
+        names = [name for name, _ in rel.columns]
+        self._relations[rel.relid] = _Relation(
+            table.collection,
             [(name, values.converter(oid, types)) for name, oid in rel.columns],
+            [names.index(k) for k in table.key],
         )
 
-    def _change(self, change: pgoutput.RowChange) -> list[Captured] | None:
-        known = self._relations.get(change.relid)
-        if known is None:
-            return None
-        table, columns = known
-        names = [name for name, _ in columns]
-        key_at = [names.index(k) for k in table.key]
+    def _change(self, change: pgoutput.RowChange, ops: list[WriteOp | Truncated]) -> None:
+        """The store's ops for one row change, onto `ops`; none for a table not captured."""
+        rel = self._relations.get(change.relid)
+        if rel is None:
+            return
         if change.kind == "delete":
             assert change.old is not None
-            return [Captured("delete", table.collection, tables.resource_id(_key_texts(change.old, key_at)))]
-        assert change.new is not None
+            ops.append(
+                WriteOp("delete", rel.collection, tables.resource_id(_key_texts(change.old, rel.key_at)))
+            )
+            return
         new = change.new
-        rid = tables.resource_id(_key_texts(new, key_at))
-        unchanged = [name for name, value in zip(names, new, strict=True) if value is pgoutput.UNCHANGED]
-        # An unchanged TOAST value keeps its column's place (None until the store fills it in).
+        assert new is not None
+        rid = tables.resource_id(_key_texts(new, rel.key_at))
+        if change.old is not None and rel.key_at:
+            old_id = tables.resource_id(_key_texts(change.old, rel.key_at))
+            if old_id != rid:  # an update of the key: another resource
+                ops.append(WriteOp("delete", rel.collection, old_id))
+        # A value PostgreSQL left out (an unchanged TOAST value) keeps its column's place, None
+        # until the store fills it in.
         data = {
             name: convert(value) if isinstance(value, str) else None
-            for (name, convert), value in zip(columns, new, strict=True)
+            for (name, convert), value in zip(rel.columns, new, strict=True)
         }
-        upsert = Captured("upsert", table.collection, rid, data, unchanged)
-        if change.old is not None and key_at:
-            old_id = tables.resource_id(_key_texts(change.old, key_at))
-            if old_id != rid:
-                upsert.old_id = old_id
-        return [upsert]
+        if pgoutput.UNCHANGED in new:
+            unchanged = {
+                name for (name, _), value in zip(rel.columns, new, strict=True) if value is pgoutput.UNCHANGED
+            }
+            ops.append(WriteOp("patch", rel.collection, rid, patch=_with_unchanged(data, unchanged)))
+        else:
+            ops.append(WriteOp("put", rel.collection, rid, data))
+
+
+def _with_unchanged(data: dict[str, Any], unchanged: set[str]) -> Callable[[Stored, int], dict[str, Any]]:
+    """A patch that gives the columns PostgreSQL left out the values the store holds."""
+
+    def whole(current: Stored, _max_bytes: int) -> dict[str, Any]:
+        stored = current.data
+        return {name: stored.get(name) if name in unchanged else value for name, value in data.items()}
+
+    return whole
 
 
 class _Stopped(Exception):

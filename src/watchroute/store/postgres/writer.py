@@ -334,7 +334,7 @@ class Writer:
         if revision != start:
             self.ringing = revision
         if copied:
-            group.copy_writes(conn, changes, kept)
+            group.copy_writes(conn, changes, kept, stored)
         with conn.pipeline():
             if writes:
                 gone = [key for key, c in staged.items() if c is None]
