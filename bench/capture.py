@@ -237,21 +237,8 @@ def measure(args: argparse.Namespace) -> dict:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _shown(argv: list[str]) -> list[str]:
-    """The command's arguments as the docs show them: without where its files went."""
-    shown: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("--json", "--docs-path"):
-            skip = True
-        elif not arg.startswith(("--json=", "--docs-path=")):
-            shown.append(arg)
-    return shown
-
-
 def main() -> None:
+    import commands
     from capture_report import replace_section, section
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -272,7 +259,7 @@ def main() -> None:
             version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
         res = {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": " ".join([".venv/bin/python bench/capture.py", *_shown(sys.argv[1:])]),
+            "command": commands.shown("bench/capture.py", sys.argv[1:]),
             "server_version": version,
             "load": f"{os.getloadavg()[0]:.0f}",
             "rate": args.rate,

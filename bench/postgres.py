@@ -39,6 +39,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import commands
 import fanout
 import idle_rss
 import writes
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        res["command"] = " ".join([".venv/bin/python bench/postgres.py", *argv])
+        res["command"] = commands.shown("bench/postgres.py", argv)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     text = section(res, res["command"])
