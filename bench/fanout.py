@@ -54,6 +54,16 @@ _time_ns = time.time_ns
 BODY_SIZE = 100
 
 
+def send_stamp(due: int, now: int, waited: bool) -> int:
+    """When an open-loop write counts as sent, for its latency: now, or its due time if it is
+    late (it waited for a free connection, or more than 5 ms). Never before its due time: a
+    timer may wake a little early, and a stamp before the run's start would make its deliveries
+    look like leftovers of an earlier phase and go uncounted."""
+    if waited or not 0 <= now - due <= 5_000_000:
+        return due
+    return now
+
+
 def default_body(seq: int, t_ns: int) -> bytes:
     """A JSON object of BODY_SIZE bytes carrying the send timestamp under the marker key."""
     head = b'{"_t":%d,"seq":%d,"pad":"' % (t_ns, seq)
@@ -656,7 +666,7 @@ async def run_steady(
                     await free.wait_for(lambda: bool(idle))
             pub = idle.pop()
             now = _time_ns()
-            stamp = due if (waited or now - due > 5_000_000) else now
+            stamp = send_stamp(due, now, waited)
             late += waited
             t = asyncio.ensure_future(send(pub, target.make_body(k, stamp)))
             tasks.add(t)

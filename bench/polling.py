@@ -395,7 +395,7 @@ async def write_loop(plan: Plan, tally: Tally, start: int, max_conns: int = 8) -
                     await free.wait_for(lambda: bool(idle))
             conn = idle.pop()
             now = _time_ns()
-            stamp = due if (waited or now - due > 5_000_000) else now
+            stamp = fanout.send_stamp(due, now, waited)
             late += waited
             tally.times[k] = stamp
             t = asyncio.ensure_future(send(conn, plan.put_request(k, stamp)))

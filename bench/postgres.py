@@ -136,7 +136,7 @@ async def run_cross(
             async with free:
                 await free.wait_for(lambda: bool(idle))
             now = time.time_ns()
-            stamp = due if waited or now - due > 5_000_000 else now
+            stamp = fanout.send_stamp(due, now, waited)
             task = asyncio.ensure_future(send(idle.pop(), targets[0].make_body(k, stamp), stamp))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
