@@ -6,8 +6,8 @@ crash, so on every connect with a stored position the durable consumer is made a
 from the sequence after it (DeliverPolicy by start sequence): a restart neither repeats nor
 skips a message. Messages are still acknowledged after their commit, so the consumer's pending
 count (and what `nats consumer info` shows) stays true. Only a first start, with no position
-stored, takes the consumer as the server keeps it, or makes one that delivers what is published
-from then on.
+stored, takes the consumer as the server keeps it, or makes one as it connects (before the
+bridge is reported running) that delivers what is published from then on.
 
 JetStream has no dead-letter queue: a rejected message is terminated (+TERM), which ends its
 redelivery and raises an advisory on the server.
@@ -57,6 +57,12 @@ class JetStreamSource:
             )
             self._js = self._nc.jetstream()
             self.stream = await self._js.find_stream_name_by_subject(self.subject)
+            # A first start's consumer, made now: it delivers what is published from the moment
+            # the bridge is running on, not from whenever its messages are first read.
+            try:
+                await self._js.consumer_info(self.stream, self.durable)
+            except NotFoundError:
+                await self._add_consumer(DeliverPolicy.NEW)
         except NotFoundError as exc:
             raise BridgeDown(f"nats: no JetStream stream takes subject {self.subject!r}") from exc
         except (NatsError, OSError) as exc:
@@ -94,26 +100,25 @@ class JetStreamSource:
 
     async def _subscribe(self, after: str | None) -> Any:
         assert self.stream is not None
-        exists = True
-        try:
-            await self._js.consumer_info(self.stream, self.durable)
-        except NotFoundError:
-            exists = False
-        if after is not None and exists:
-            await self._js.delete_consumer(self.stream, self.durable)
-            exists = False
-        if not exists:
-            config = ConsumerConfig(
-                durable_name=self.durable,
-                filter_subject=self.subject,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=ACK_WAIT_SECONDS,
-                max_ack_pending=-1,
-                deliver_policy=DeliverPolicy.NEW if after is None else DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=None if after is None else int(after) + 1,
-            )
-            await self._js.add_consumer(self.stream, config)
+        if after is not None:
+            # From the sequence after the stored position, whatever the consumer's own record says.
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(self.stream, self.durable)
+            await self._add_consumer(DeliverPolicy.BY_START_SEQUENCE, int(after) + 1)
         return await self._js.pull_subscribe_bind(self.durable, self.stream)
+
+    async def _add_consumer(self, policy: DeliverPolicy, start: int | None = None) -> None:
+        assert self.stream is not None
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_SECONDS,
+            max_ack_pending=-1,
+            deliver_policy=policy,
+            opt_start_seq=start,
+        )
+        await self._js.add_consumer(self.stream, config)
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
