@@ -13,17 +13,17 @@ import httpx
 import nats
 import pytest
 
+from tests.support.bridging import wait_for
 from tests.support.bridging_in import (
-    NatsServer,
     items_of,
     log_of,
     put_bridge,
     status,
     unique,
-    wait_for,
     wait_running,
     writes_by_id,
 )
+from tests.support.brokers import NatsServer
 from tests.support.server import ServerProcess
 
 START = 60  # seconds a server may take to start on a loaded machine
@@ -122,6 +122,35 @@ def test_messages_become_changes_a_watcher_sees(broker: NatsServer, tmp_path: Pa
         server.stop()
 
 
+def test_a_first_start_gets_what_is_published_once_it_is_connected(broker: NatsServer) -> None:
+    """The bridge is reported running once its source is connected: a message published then,
+    before the runner first reads, must not be missed (a first start delivers only new ones)."""
+    from watchroute.bridges.config import BridgeConfig
+    from watchroute.bridges.sources.nats import JetStreamSource
+
+    prefix = unique("first")
+    make_stream(broker.url, [f"{prefix}.>"])
+    config = BridgeConfig.model_validate(
+        {"direction": "in", "url": broker.url, "topic": f"{prefix}.>", "collection": prefix, "id": "topic:1"}
+    )
+
+    async def run() -> list[bytes]:
+        source = JetStreamSource(f"in-{prefix}", config)
+        await source.connect()
+        try:
+            nc = await nats.connect(broker.url)
+            await nc.jetstream().publish(f"{prefix}.a", b'{"n": 1}')
+            await nc.close()
+            messages = source.messages(None)
+            first = await asyncio.wait_for(anext(messages), 10)
+            await messages.aclose()
+            return [first.body]
+        finally:
+            await source.close()
+
+    assert asyncio.run(run()) == [b'{"n": 1}']
+
+
 def test_bad_messages_are_counted_and_skipped(broker: NatsServer, tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, max_document_bytes=2000).start(START)
     try:
@@ -139,7 +168,11 @@ def test_bad_messages_are_counted_and_skipped(broker: NatsServer, tmp_path: Path
             )
             wait_for(lambda: "good" in items_of(client, bad), 20)
             assert items_of(client, bad) == {"good": {"fine": True}}
-            shown = wait_for(lambda: (s := status(client, name))["rejected"] == 4 and s, 10)
+            shown = wait_for(
+                lambda: (s := status(client, name))["rejected"] == 4 and s,
+                10,
+                what=f"4 rejected, {status(client, name)}",
+            )
             assert shown["written"] == 1 and shown["state"] == "running"
             metrics = client.get("/metrics").text
             assert any(
