@@ -1,4 +1,4 @@
-"""API keys in the SQLite file, in a table of their own beside the data (store.base.APIKeyTable).
+"""API keys in the SQLite file, in a table of their own beside the data (store/apikeys.py).
 
 Each call opens its own connection: the CLI runs them once, the server looks a key up once per
 cache period, and WAL lets them run while the server writes.
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from watchroute.store.base import API_KEY_COLUMNS, StoredKey
+from watchroute.store.apikeys import SQLAPIKeys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -34,7 +34,7 @@ def database_path(database: str) -> str:
     return database[len(prefix) :]
 
 
-class SQLiteAPIKeys:
+class SQLiteAPIKeys(SQLAPIKeys):
     def __init__(self, database: str) -> None:
         self.path = database_path(database)
 
@@ -48,39 +48,3 @@ class SQLiteAPIKeys:
             yield conn
         finally:
             conn.close()
-
-    def insert(self, key: StoredKey) -> None:
-        with self._connection() as conn:
-            conn.execute(
-                f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                key.row(),
-            )
-
-    def revoke(self, id: str, at: float) -> bool:
-        with self._connection() as conn:
-            cursor = conn.execute(
-                "UPDATE api_keys SET revoked = ? WHERE id = ? AND revoked IS NULL", (at, id)
-            )
-            return cursor.rowcount == 1
-
-    def all(self) -> list[StoredKey]:
-        with self._connection() as conn:
-            rows = conn.execute(f"SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created").fetchall()
-        return [StoredKey.from_row(row) for row in rows]
-
-    def get(self, id: str) -> StoredKey | None:
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?", (id,)).fetchone()
-        return None if row is None else StoredKey.from_row(row)
-
-    def standing(self, ids: list[str], now: float) -> set[str]:
-        if not ids:
-            return set()
-        marks = ",".join("?" * len(ids))
-        with self._connection() as conn:
-            rows = conn.execute(
-                f"SELECT id FROM api_keys WHERE id IN ({marks}) AND revoked IS NULL"
-                " AND (expires IS NULL OR expires > ?)",
-                (*ids, now),
-            ).fetchall()
-        return {row[0] for row in rows}
