@@ -14,17 +14,17 @@ import aiomqtt
 import httpx
 import pytest
 
+from tests.support.bridging import wait_for
 from tests.support.bridging_in import (
-    Mosquitto,
     items_of,
     log_of,
     put_bridge,
     status,
     unique,
-    wait_for,
     wait_running,
     writes_by_id,
 )
+from tests.support.brokers import Mosquitto
 from tests.support.server import ServerProcess
 from watchroute.bridges.inbound import MAX_BATCH
 

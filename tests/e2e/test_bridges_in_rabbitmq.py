@@ -15,13 +15,13 @@ import aio_pika
 import httpx
 import pytest
 
+from tests.support.bridging import wait_for
 from tests.support.bridging_in import (
     items_of,
     log_of,
     put_bridge,
     status,
     unique,
-    wait_for,
     wait_running,
     writes_by_id,
 )

@@ -12,17 +12,17 @@ import httpx
 import pytest
 import redis
 
+from tests.support.bridging import wait_for
 from tests.support.bridging_in import (
-    RedisServer,
     items_of,
     log_of,
     put_bridge,
     status,
     unique,
-    wait_for,
     wait_running,
     writes_by_id,
 )
+from tests.support.brokers import RedisServer
 from tests.support.server import ServerProcess
 
 START = 60  # seconds a server may take to start on a loaded machine

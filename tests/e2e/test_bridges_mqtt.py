@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from tests.support.bridging import START_SECONDS, put_bridge, status, wait_for, write_changes
-from tests.support.brokers import BrokerProcess, mosquitto_broker
+from tests.support.brokers import BrokerProcess, Mosquitto
 from tests.support.server import ServerProcess
 
 
@@ -52,7 +52,7 @@ class Subscriber:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    proc = mosquitto_broker(tmp_path / "mqtt").start(timeout=START_SECONDS)
+    proc = Mosquitto(tmp_path / "mqtt").start(timeout=START_SECONDS)
     yield proc
     proc.stop()
 

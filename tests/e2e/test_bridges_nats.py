@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from tests.support.bridging import START_SECONDS, put_bridge, status, wait_for, write_changes
-from tests.support.brokers import BrokerProcess, nats_broker
+from tests.support.brokers import BrokerProcess, NatsServer
 from tests.support.server import ServerProcess
 
 
@@ -49,7 +49,7 @@ def revisions_in(url: str, stream: str) -> list[int]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Any:
-    proc = nats_broker(tmp_path / "nats").start(timeout=START_SECONDS)
+    proc = NatsServer(tmp_path / "nats").start(timeout=START_SECONDS)
     yield proc
     proc.stop()
 

@@ -11,13 +11,13 @@ import pytest
 import redis
 
 from tests.support.bridging import START_SECONDS, put_bridge, status, wait_for, write_changes
-from tests.support.brokers import BrokerProcess, redis_broker
+from tests.support.brokers import BrokerProcess, RedisServer
 from tests.support.server import ServerProcess
 
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    proc = redis_broker(tmp_path / "redis").start(timeout=START_SECONDS)
+    proc = RedisServer(tmp_path / "redis", durable=False).start(timeout=START_SECONDS)
     yield proc
     proc.stop()
 

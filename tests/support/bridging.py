@@ -23,16 +23,16 @@ def status(base: str, name: str) -> dict[str, Any]:
     return r.json()["status"]
 
 
-def wait_for(what: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-    """The first true value of `what()`, or AssertionError after `timeout` seconds."""
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.1, what: str = "") -> Any:
+    """`check()`'s first true answer; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = what()
+    while True:
+        last = check()
         if last:
             return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or check} not within {timeout} s (last: {last!r})")
         time.sleep(every)
-    raise AssertionError(f"not within {timeout} s (last: {last!r})")
 
 
 def write_changes(base: str, collection: str, start: int, count: int) -> list[int]:

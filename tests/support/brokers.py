@@ -1,100 +1,125 @@
-"""Brokers of a test's own: nats-server (JetStream), redis-server and mosquitto on free ports
-with temporary directories, so that a test may stop and restart its broker without disturbing
-the brokers the machine shares."""
+"""Brokers of a test's own: nats-server (JetStream), mosquitto and redis-server on free ports
+with their data in a directory of the test's, so that a test may stop, kill and restart its
+broker without disturbing the brokers the machine shares."""
 
 from __future__ import annotations
 
+import shutil
+import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from tests.support.bridging import wait_for
 from tests.support.server import free_port
 
 
 class BrokerProcess:
-    def __init__(self, workdir: Path, argv: Callable[[int], list[str]], scheme: str) -> None:
+    """A broker of the test's own, on a free port, with its data in `workdir`: stopped, killed
+    and started again without disturbing the machine's shared one."""
+
+    name = "broker"
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self._argv = argv
-        self.scheme = scheme
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        raise NotImplementedError
 
     def start(self, timeout: float = 20.0) -> BrokerProcess:
-        log = open(self.workdir / "broker.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self._argv(self.port), stdout=log, stderr=log, cwd=self.workdir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited: {(self.workdir / 'broker.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"broker did not start on {self.port}")
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
+        wait_for(self._listening, timeout, 0.05, f"{self.name} on {self.port}")
+        return self
 
-    def stop(self) -> None:
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.workdir / f"{self.name}.log").read_text()
+            raise RuntimeError(f"{self.name} exited: {log[-2000:]}")
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
 
     def restart(self) -> BrokerProcess:
         self.stop()
         return self.start()
 
 
-def nats_broker(workdir: Path) -> BrokerProcess:
-    store = workdir / "jetstream"
-    return BrokerProcess(
-        workdir,
-        lambda port: ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        "nats",
-    )
+class NatsServer(BrokerProcess):
+    name = "nats-server"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        return [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.workdir / "js")]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
 
 
-def redis_broker(workdir: Path) -> BrokerProcess:
-    return BrokerProcess(
-        workdir,
-        lambda port: [
-            "redis-server",
+class Mosquitto(BrokerProcess):
+    """Persistence on, so that sessions and their queued messages outlive a restart."""
+
+    name = "mosquitto"
+
+    def command(self) -> list[str]:
+        config = self.workdir / "mosquitto.conf"
+        config.write_text(
+            # `user root`: started as root, it would write its database as `mosquitto`, which
+            # may not enter the test's directory (as any other user, the line is ignored).
+            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {self.workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        return [binary, "-c", str(config)]
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+class RedisServer(BrokerProcess):
+    """`durable`: every write to the append-only file synced, so that a restart keeps the
+    streams; otherwise it keeps nothing on disk, and a restart starts empty."""
+
+    name = "redis-server"
+
+    def __init__(self, workdir: Path, durable: bool = True) -> None:
+        super().__init__(workdir)
+        self.durable = durable
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        return [
+            binary,
             "--bind",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(self.port),
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]),
             "--dir",
-            str(workdir),
-        ],
-        "redis",
-    )
+            str(self.workdir),
+        ]
 
-
-def mosquitto_broker(workdir: Path) -> BrokerProcess:
-    def argv(port: int) -> list[str]:
-        conf = workdir / "mosquitto.conf"
-        # Persistent: a subscriber's session (and the QoS 1 messages queued for it) outlives a
-        # restart of the broker, so a test can tell what the bridge published across one, even
-        # what it published before the subscriber was back. `user root`: started as root, the
-        # broker would drop to `mosquitto`, which may not enter the test's directory, and fail to
-        # save its database (the session lost); as any other user, the line is ignored.
-        conf.write_text(
-            f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\n"
-        )
-        return ["mosquitto", "-c", str(conf)]
-
-    return BrokerProcess(workdir, argv, "mqtt")
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
