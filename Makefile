@@ -42,7 +42,7 @@ bench: $(STAMP)
 	  || (apt-get update -q && apt-get install -y -q nginx-light libnginx-mod-nchan wrk)
 	$(BIN)/python bench/run.py --write-docs
 	# Change capture (docs/scale-out.md): needs PostgreSQL with wal_level = logical.
-	$(BIN)/python bench/capture.py || echo "capture benchmark not run (PostgreSQL unreachable or not logical)"
+	$(BIN)/python bench/capture.py --write-docs || echo "capture benchmark not run (PostgreSQL unreachable or not logical)"
 	# Bridges (docs/bridges.md): changes/s out to NATS JetStream (a nats-server of its own).
 	$(BIN)/python bench/bridges.py || echo "bridges benchmark not run (nats-server missing)"
 	# Bridges in (docs/bridges.md): messages/s from MQTT and from JetStream into a watched collection.

@@ -383,3 +383,26 @@ def report(
     if pg is not None:
         parts += ["", postgres.section(pg, " ".join([".venv/bin/python bench/run.py", *argv]))]
     return "\n".join(parts) + "\n"
+
+
+def _sections(doc: str) -> list[str]:
+    """`doc` cut before each `## ` heading: its head, then a part per section."""
+    parts = doc.split("\n## ")
+    return [parts[0]] + ["## " + part for part in parts[1:]]
+
+
+def keeping_others(old: str, new: str) -> str:
+    """`new` (this run's sections) with every section of `old` that this run does not write:
+    those of the other benchmarks (change capture, bridges) and the measurements behind the
+    code, taken by hand. Each goes back after the section it followed in `old`."""
+    ours = _sections(new)
+    titles = [part.partition("\n")[0] for part in ours]
+    previous = None
+    for part in _sections(old)[1:]:
+        title = part.partition("\n")[0]
+        if title not in titles:
+            at = titles.index(previous) + 1 if previous in titles else len(ours)
+            ours.insert(at, part)
+            titles.insert(at, title)
+        previous = title
+    return "\n".join(part.rstrip("\n") + "\n" for part in ours)

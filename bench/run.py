@@ -26,12 +26,11 @@ import fanout
 import leases
 import postgres
 from fanout_runs import measure, run_filtered, run_polling, run_ws_idle
-from report import report, speed_check
+from report import keeping_others, report, speed_check
 from servers import REPO, Server, servers, start, stop, wait_for_quiet
 from write_runs import run_postgres, run_writes
 
 # The section of docs/benchmarks.md that a run leaves as it is.
-KEPT_SECTION = "## Measurements behind the code"
 
 
 def parse_args(argv):
@@ -248,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         docs = Path(args.docs_path)
         docs.parent.mkdir(parents=True, exist_ok=True)
-        # The figures behind the code are measured by hand, not by this run: keep them.
-        kept = docs.read_text().partition(KEPT_SECTION)[2] if docs.exists() else ""
-        docs.write_text(out.rstrip("\n") + "\n\n" + KEPT_SECTION + kept if kept else out)
+        docs.write_text(keeping_others(docs.read_text() if docs.exists() else "", out))
         print(f"wrote {args.docs_path}")
     if failed := [srv for srv, _ in rows if srv.unavailable]:
         for srv in failed:
