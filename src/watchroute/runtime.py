@@ -70,7 +70,7 @@ class Runtime:
 
     async def start(self) -> None:
         await self.security.start()
-        await self.store.open(self.tailer.committed)
+        await self.store.open(self.tailer.committed, self.tailer.lost)
         # The window starts empty at the store's revision; older changes come from the log.
         self.window.revision = self.store.revision
         await self.schemas.start(self)

@@ -22,7 +22,7 @@ class Tailer:
         self.window = window
         self.hub = hub
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        # For /metrics: what has gone through, and what was lost before it could (_skip_lost).
+        # For /metrics: what has gone through, and what was lost before it could (`lost`).
         self.commits = 0
         self.changes = 0
         self.revisions_lost = 0
@@ -33,7 +33,7 @@ class Tailer:
 
     def committed(self, changes: list[Change]) -> None:
         if changes and changes[0].revision > self.window.revision + 1:
-            self._skip_lost(changes[0].revision - 1)
+            self.lost(changes[0].revision - 1)
         self.window.append(changes)
         self.commits += 1
         self.changes += len(changes)
@@ -45,11 +45,14 @@ class Tailer:
                 if not future.done():
                     future.set_result(None)
 
-    def _skip_lost(self, revision: int) -> None:
+    def lost(self, revision: int) -> None:
         """Revisions up to `revision` were compacted before this instance could read them (it
-        shares the store with others and fell further behind than the history horizon).
-        Nobody may be taken past them in silence: the window starts again after them, and every
-        parked watcher is woken to read the log, where it meets 410 Expired and relists."""
+        shares the store with others and fell further behind than the history horizon): told
+        by the store, or seen as a hole before the next commit. Nobody may be taken past them
+        in silence: the window starts again after them, and every parked watcher is woken to
+        read the log, where it meets 410 Expired and relists."""
+        if revision <= self.revision:
+            return
         log.error("changes %d-%d were compacted before this instance read them", self.revision + 1, revision)
         self.revisions_lost += revision - self.revision
         self.hub.wake_all()

@@ -21,6 +21,9 @@ from watchroute.core.problems import Problem
 from watchroute.store.figures import WriteFigures
 
 CommitListener = Callable[[list[Change]], None]
+# Told that the revisions up to the one given were compacted before this instance could read
+# them (it shares the store and fell behind the history horizon): the tailer's `lost`.
+LostListener = Callable[[int], None]
 # A named position kept with the log, e.g. ("bridge:orders-in", "1234") or ("capture", LSN):
 # how far a follower of something outside the store has got. Stored in the same transaction as
 # the ops it came with, so that a restart neither loses nor repeats what it applied.
@@ -121,7 +124,7 @@ class Store(Protocol):
     compacted: int  # changes <= compacted are gone from the log
     figures: WriteFigures  # the writer's latency and group sizes, for /metrics
 
-    async def open(self, on_commit: CommitListener) -> None: ...
+    async def open(self, on_commit: CommitListener, on_lost: LostListener | None = None) -> None: ...
     async def close(self) -> None: ...
     # `position`: stored with the ops, in their transaction, only if the job commits (ops may
     # be empty: the position alone). Jobs committed together store each name's last value.

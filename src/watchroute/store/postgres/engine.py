@@ -31,7 +31,7 @@ from watchroute.core.change import Change
 from watchroute.core.filter import Filter
 from watchroute.core.problems import Problem, store_unavailable
 from watchroute.store import ops
-from watchroute.store.base import CommitListener, LogSlice, Page, Position, Row, WriteOp
+from watchroute.store.base import CommitListener, LogSlice, LostListener, Page, Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.postgres import schema
 from watchroute.store.postgres.connect import UNAVAILABLE, channel, session_setup
@@ -87,6 +87,7 @@ class PostgresStore:
         self.revision = 0
         self.compacted = 0
         self._on_commit: CommitListener | None = None
+        self._on_lost: LostListener | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._writer: Writer | None = None
         self._doorbell: Doorbell | None = None
@@ -112,8 +113,9 @@ class PostgresStore:
         with psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)) as conn:
             return schema.migrate(conn, self.schema)
 
-    async def open(self, on_commit: CommitListener) -> None:
+    async def open(self, on_commit: CommitListener, on_lost: LostListener | None = None) -> None:
         self._on_commit = on_commit
+        self._on_lost = on_lost
         await asyncio.to_thread(self.migrate)
         self._pool = AsyncConnectionPool(
             self.url,
@@ -129,7 +131,14 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             self.revision, self.compacted = await self._read_meta(conn)
         self._writer = Writer(
-            self.url, self.writer_setup, self.revision, self._hand_on, self.channel, self.limits, self.figures
+            self.url,
+            self.writer_setup,
+            self.revision,
+            self._hand_on,
+            self._hand_lost,
+            self.channel,
+            self.limits,
+            self.figures,
         )
         self._writer.start()
         self._doorbell = Doorbell(self.url, self.channel, self._writer)
@@ -160,6 +169,11 @@ class PostgresStore:
         self.revision = changes[-1].revision
         assert self._on_commit is not None
         self._on_commit(changes)
+
+    def _hand_lost(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        if self._on_lost is not None:
+            self._on_lost(revision)
 
     # -- the other instances' commits ----------------------------------------------------------
 

@@ -83,6 +83,7 @@ class Writer:
         setup: sql.Composed,
         seen: int,
         hand_on: Callable[[list[Change]], None],
+        hand_lost: Callable[[int], None],
         channel: str,
         limits: tuple[int, int] = (ops.MAX_DOCUMENT_BYTES, ops.MAX_BATCH_BYTES),
         figures: WriteFigures | None = None,
@@ -99,6 +100,7 @@ class Writer:
         # doorbell may hear that ring before the thread has moved `seen` past it.
         self.ringing = 0
         self._hand_on = hand_on
+        self._hand_lost = hand_lost  # on the loop: revisions compacted before they were read
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn: psycopg.Connection[Any] | None = None
         self._catch_up_queued = False
@@ -203,6 +205,15 @@ class Writer:
             conn.execute(group.LOG_AFTER, (self.seen, CATCH_UP_CHUNK), binary=True).fetchall()
         )
         if not others:
+            # Nothing after `seen` in the log: nothing committed since, or all of it compacted
+            # already (this instance fell behind the horizon), which its watchers must hear of
+            # now, not at the next commit.
+            (compacted,) = conn.execute("SELECT value FROM meta WHERE key = 'compacted'").fetchone()  # type: ignore[misc]
+            if compacted > self.seen:
+                self.seen = compacted
+                assert self._loop is not None
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                    self._loop.call_soon_threadsafe(self._hand_lost, compacted)
             return
         if others[0].revision != self.seen + 1:
             # Revisions are gap-free: what is missing was compacted before this instance read it

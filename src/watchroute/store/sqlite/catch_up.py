@@ -63,16 +63,16 @@ class PeerFollower:
         assert self._loop is not None
         self._check = self._loop.call_later(PEER_CHECK_SECONDS, self._check_peers)
 
-    def read(self, conn: sqlite3.Connection, seen: int) -> tuple[list[Change], int]:
+    def read(self, conn: sqlite3.Connection, seen: int) -> tuple[list[Change], int, int]:
         """On the writer thread: what others committed after `seen` (at most CATCH_UP_CHUNK
-        changes), and the latest revision committed."""
+        changes), the latest revision committed and the compacted one."""
         conn.execute("BEGIN")
         try:
             if self._changed:
                 self._changed = False
                 self.peers.refresh(conn)
-            latest = read_meta(conn)[0]
+            latest, compacted = read_meta(conn)
             others = log_after(conn, seen, min(latest, seen + CATCH_UP_CHUNK)) if latest > seen else []
         finally:
             conn.execute("COMMIT")
-        return others, latest
+        return others, latest, compacted

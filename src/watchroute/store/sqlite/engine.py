@@ -28,7 +28,7 @@ from watchroute.core.change import Change
 from watchroute.core.filter import Filter
 from watchroute.core.problems import Problem
 from watchroute.store import ops
-from watchroute.store.base import CommitListener, LogSlice, Page, Position, Row, WriteOp
+from watchroute.store.base import CommitListener, LogSlice, LostListener, Page, Position, Row, WriteOp
 from watchroute.store.figures import WriteFigures
 from watchroute.store.health import FileHealth
 from watchroute.store.peers import PEERS_SCHEMA, Peers, WriterTurn
@@ -60,6 +60,7 @@ class SQLiteStore:
         self._readers = Readers(self._connect)
         self._writer: GroupWriter | None = None
         self._on_commit: CommitListener | None = None
+        self._on_lost: LostListener | None = None
         self._peers: Peers | None = None
         self._turn: WriterTurn | None = None
         self.health = FileHealth(path)
@@ -87,9 +88,10 @@ class SQLiteStore:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self, on_commit: CommitListener) -> None:
+    async def open(self, on_commit: CommitListener, on_lost: LostListener | None = None) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._on_commit = on_commit
+        self._on_lost = on_lost
         self._turn = WriterTurn(self.path)
         self._peers = peers = Peers()
         conn = self._connect(create=True)
@@ -116,6 +118,7 @@ class SQLiteStore:
             max_document_bytes=self.max_document_bytes,
             max_batch_bytes=self.max_batch_bytes,
             settle=self._committed,
+            lost=self._lost,
             revision=lambda: self.revision,
         )
         self._writer.start()
@@ -138,6 +141,12 @@ class SQLiteStore:
             self._on_commit(changes)
         except Exception:  # the writes are committed: their writers are answered regardless
             log.exception("a commit listener failed at revision %d", self.revision)
+
+    def _lost(self, revision: int) -> None:
+        """On the loop: revisions up to `revision` were compacted before this process read them."""
+        self.revision = max(self.revision, revision)
+        if self._on_lost is not None:
+            self._on_lost(revision)
 
     # -- writes ------------------------------------------------------------------------------
 

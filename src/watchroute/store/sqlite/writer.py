@@ -61,6 +61,7 @@ class GroupWriter:
         max_document_bytes: int,
         max_batch_bytes: int,
         settle: Callable[[list[Change]], None],
+        lost: Callable[[int], None],
         revision: Callable[[], int],
     ) -> None:
         self._conn = conn
@@ -72,6 +73,7 @@ class GroupWriter:
         self.max_document_bytes = max_document_bytes
         self.max_batch_bytes = max_batch_bytes
         self._settle_changes = settle  # on the loop: hands committed changes to the listener
+        self._lost = lost  # on the loop: revisions compacted before this process read them
         self._jobs: queue.SimpleQueue[ops.WriteJob | None] = queue.SimpleQueue()
         self._catch_up_queued = False
         self.follower = PeerFollower(peers, self.request_catch_up, revision)
@@ -142,8 +144,14 @@ class GroupWriter:
 
     def _catch_up(self, conn: sqlite3.Connection, seen: int) -> int:
         """Hand on what other processes committed after `seen`; return the revision now seen."""
-        others, latest = self.follower.read(conn, seen)
+        others, latest, compacted = self.follower.read(conn, seen)
         if not others:
+            if compacted > seen:
+                # All that others committed after `seen` is compacted already (this process fell
+                # behind the horizon): its watchers must hear of it now, not at the next commit.
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                    self._loop.call_soon_threadsafe(self._lost, compacted)
+                return compacted
             return seen
         if others[-1].revision < latest:
             self._jobs.put(_CATCH_UP)  # the rest in the next pass, between write groups
