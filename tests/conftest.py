@@ -10,6 +10,13 @@ import pytest
 from tests.support.server import ServerFactory, ServerProcess
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules with a `slow` test first: `make test` hands a module to each process as it
+    frees up, and a long one begun last would keep the run going while the others sit idle."""
+    heavy = {item.module.__name__ for item in items if item.get_closest_marker("slow") and item.module}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in heavy)  # stable
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A fresh server on an empty database, stopped after the test."""

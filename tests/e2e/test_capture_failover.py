@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.support.capture_db import CaptureDb, capture_database
 from tests.support.server import ServerProcess
@@ -98,6 +99,7 @@ def replay(events: list[dict]) -> dict[str, dict]:
     return state
 
 
+@pytest.mark.slow
 def test_a_sigkilled_capturing_instance_is_taken_over_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
     with capture_database(SETUP) as db:
         first = start(tmp_path, "a", db)

@@ -411,6 +411,7 @@ async def test_aclose_closes_only_its_own_http_client_and_limit_0_is_sent(server
     assert owned.http.is_closed
 
 
+@pytest.mark.slow
 def test_docs_examples_run(server):
     """Every python and sh block of docs/client.md and of the README's client section, in
     order, against one server."""

@@ -68,6 +68,7 @@ async def watch_all(
     return events
 
 
+@pytest.mark.slow
 async def test_kill_9_during_a_write_storm_loses_no_acknowledged_write(server: ServerProcess):
     acked: dict[int, dict] = {}
     stop = asyncio.Event()

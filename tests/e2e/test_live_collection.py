@@ -105,6 +105,7 @@ async def storm(client: AsyncClient, writers: int, ops: int, seed: int) -> None:
     await asyncio.gather(*(writer(random.Random(seed * 100 + i)) for i in range(writers)))
 
 
+@pytest.mark.slow
 async def test_copy_equals_the_server_after_a_storm_and_restarts(make_server):
     server: ServerProcess = make_server(sse_retry_ms=100, shutdown_grace=0.5)
     async with AsyncClient(server.url) as client:

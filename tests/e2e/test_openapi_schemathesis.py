@@ -46,6 +46,7 @@ def check(case: Any) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10, checks=CHECKS)
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_openapi_document(api: ServerProcess) -> None:
     # Each operation's cases from its strategy, driven by hypothesis directly (schemathesis's
     # pytest plugin does not load under the pytest this suite runs).

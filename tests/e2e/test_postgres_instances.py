@@ -37,6 +37,7 @@ def cluster(pg_module_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             proc.stop()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,

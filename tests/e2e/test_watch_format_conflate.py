@@ -333,6 +333,7 @@ def small_window_server(tmp_path_factory):
     proc.stop()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -230,6 +231,7 @@ async def scenario(url: str | list[str], ops: list[tuple], writers: int, watches
     assert listed == {i["id"]: i["data"] for i in final["items"]}
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,
