@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,8 +14,14 @@ from tests.support.server import ServerFactory, ServerProcess
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The modules with a `slow` test first: `make test` hands a module to each process as it
     frees up, and a long one begun last would keep the run going while the others sit idle."""
-    heavy = {item.module.__name__ for item in items if item.get_closest_marker("slow") and item.module}
-    items.sort(key=lambda item: item.module is None or item.module.__name__ not in heavy)  # stable
+    heavy = {module_name(item) for item in items if item.get_closest_marker("slow")} - {None}
+    items.sort(key=lambda item: module_name(item) not in heavy)  # stable
+
+
+def module_name(item: pytest.Item) -> str | None:
+    """The name of the module a test function is in (an Item in general has none)."""
+    module = getattr(item, "module", None)
+    return module.__name__ if module is not None else None
 
 
 @pytest.fixture
@@ -32,7 +39,7 @@ def make_server(tmp_path: Path) -> Iterator:
     """A factory for servers with settings of the test's own (history horizon, window...)."""
     started: list[ServerProcess] = []
 
-    def make(**settings: object) -> ServerProcess:
+    def make(**settings: Any) -> ServerProcess:
         proc = ServerProcess(tmp_path / f"s{len(started)}", **settings)
         proc.workdir.mkdir()
         started.append(proc)
@@ -49,7 +56,7 @@ def module_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
     with settings of its own (auth, rules, limits); all stopped when the module is done."""
     started: list[ServerProcess] = []
 
-    def make(name: str, **settings: object) -> ServerProcess:
+    def make(name: str, **settings: Any) -> ServerProcess:
         proc = ServerProcess(tmp_path_factory.mktemp(name), **settings)
         started.append(proc)
         return proc.start()

@@ -98,7 +98,7 @@ async def test_what_a_watch_sends_is_described(server: ServerProcess, coll: str)
 async def test_what_the_multiplexed_socket_carries_is_described(server: ServerProcess, coll: str) -> None:
     doc = fetch(server)
     sent, answered = messages_of(doc, "sendOps"), messages_of(doc, "receiveAnswers")
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "subscribe", "sub": "s1", "collection": coll, "initial": True},
         {"op": "ping"},
         {"op": "auth", "token": "anything"},

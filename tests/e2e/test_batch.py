@@ -10,7 +10,7 @@ import pytest
 from tests.support.rest import UUID7, assert_problem, store_revision
 
 
-def batch(c: httpx.Client, *ops: dict[str, Any]) -> httpx.Response:
+def batch(c: httpx.Client, *ops: object) -> httpx.Response:
     return c.post("/v1/_batch", json={"ops": list(ops)})
 
 
@@ -111,6 +111,7 @@ def test_ops_see_the_earlier_ops_of_their_batch(api, coll):
 def test_bad_batch_shapes(api, coll):
     before = store_revision(api)
     ok = {"op": "put", "collection": coll, "id": "ok", "data": {}}
+    document: dict[str, Any]
     for document in ({}, {"ops": []}, {"ops": {}}, {"ops": "put"}, {"operations": [ok]}):
         r = api.post("/v1/_batch", json=document)
         body = assert_problem(r, 400, "BadBatch")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import httpx
@@ -142,6 +142,7 @@ def test_a_first_start_gets_what_is_published_once_it_is_connected(broker: NatsS
             await nc.jetstream().publish(f"{prefix}.a", b'{"n": 1}')
             await nc.close()
             messages = source.messages(None)
+            assert isinstance(messages, AsyncGenerator)  # typed an iterator, made a generator: closed here
             first = await asyncio.wait_for(anext(messages), 10)
             await messages.aclose()
             return [first.body]

@@ -14,6 +14,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 import pytest
+from aio_pika.abc import HeadersType
 
 from tests.support.bridging import wait_for
 from tests.support.bridging_in import (
@@ -47,9 +48,7 @@ def broker() -> Iterator[str]:
     rabbitmqctl("delete_vhost", vhost)
 
 
-def publish(
-    url: str, routing_key: str, messages: list[tuple[bytes, dict[str, str]]], pace: float = 0
-) -> None:
+def publish(url: str, routing_key: str, messages: list[tuple[bytes, HeadersType]], pace: float = 0) -> None:
     """Publish persistent messages to the default exchange, each confirmed by the broker."""
 
     async def run() -> None:
@@ -155,7 +154,7 @@ def test_at_least_once_through_sigkill_of_watchroute(broker: str, tmp_path: Path
             publisher = threading.Thread(target=publish, args=(broker, queue, messages, 0.002))
             publisher.start()
             for seen in (100, 600)[:kills]:
-                wait_for(lambda seen=seen: len(items_of(client, queue)) > seen, 30)
+                wait_for(lambda: len(items_of(client, queue)) > seen, 30)  # noqa: B023 (called at once)
                 server.kill()
                 server.start(START)
             publisher.join(60)

@@ -14,7 +14,7 @@ from watchroute.store.ops import apply
 
 
 def rules(**config: Any) -> Rules:
-    defaults = {"url": "mqtt://127.0.0.1:1883", "collection": "sensors", "id": "topic:1"}
+    defaults: dict[str, Any] = {"url": "mqtt://127.0.0.1:1883", "collection": "sensors", "id": "topic:1"}
     defaults.update(config)
     defaults.setdefault("write", "merge")
     defaults.setdefault("delete", None)

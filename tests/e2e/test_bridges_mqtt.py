@@ -11,6 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.bridging import START_SECONDS, put_bridge, status, wait_for, write_changes
 from tests.support.brokers import BrokerProcess, Mosquitto
@@ -26,11 +27,11 @@ class Subscriber:
         self.topics: list[str] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="wr-test-sub", clean_session=False)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="wr-test-sub", clean_session=False)
         client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
-        client.reconnect_delay_set(0.1, 1)
+        client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]  # paho takes any seconds, types int
         client.connect("127.0.0.1", port)
         client.loop_start()
         self.client = client

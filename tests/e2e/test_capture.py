@@ -48,7 +48,12 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 def events(base: str, collection: str, since: int, until: int, timeout: float = 10.0) -> list[dict]:
     """The watch's events of `collection` after `since` up to revision `until`."""
     got: list[dict] = []
-    params = {"watch": "true", "since": since, "heartbeat": 1, "timeout": timeout}
+    params: dict[str, str | int | float] = {
+        "watch": "true",
+        "since": since,
+        "heartbeat": 1,
+        "timeout": timeout,
+    }
     with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=timeout + 5) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():

@@ -65,7 +65,7 @@ def listed(base: str, collection: str) -> tuple[dict[str, dict], int]:
 
 def all_events(base: str, collection: str, since: int, until: int) -> list[dict]:
     got: list[dict] = []
-    params = {"watch": "true", "since": since, "heartbeat": 1, "timeout": 20}
+    params: dict[str, str | int | float] = {"watch": "true", "since": since, "heartbeat": 1, "timeout": 20}
     with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=30) as r:
         for line in r.iter_lines():
             event = json.loads(line)
@@ -278,7 +278,12 @@ def test_a_slot_lost_while_capturing_ends_the_watches_and_a_resume_from_before_i
             seen: list[dict] = []
 
             def watch() -> None:
-                params = {"watch": "true", "since": before, "heartbeat": 1, "timeout": 30}
+                params: dict[str, str | int | float] = {
+                    "watch": "true",
+                    "since": before,
+                    "heartbeat": 1,
+                    "timeout": 30,
+                }
                 with httpx.stream("GET", f"{proc.url}/v1/t", params=params, timeout=40) as r:
                     seen.extend(json.loads(line) for line in r.iter_lines())
                 ended.set()

@@ -40,13 +40,21 @@ from watchroute.client import (
     NotFound,
     PreconditionFailed,
     ProtocolError,
+    Resource,
     WatchEvent,
 )
-from watchroute.client._transports import retry_after
+from watchroute.client._transports import Transport, retry_after
 
 pytestmark = pytest.mark.timeout(60)
 
-TRANSPORTS = ["sse", "ws", "ndjson", "longpoll"]
+
+def object_of(event: WatchEvent) -> Resource:
+    """The resource an ADDED, MODIFIED or DELETED event carries."""
+    assert event.object is not None, event
+    return event.object
+
+
+TRANSPORTS: list[Transport] = ["sse", "ws", "ndjson", "longpoll"]
 QUICK = {"sse_retry_ms": 100, "shutdown_grace": 0.5}
 
 
@@ -103,6 +111,7 @@ def test_reads_writes_and_preconditions(server):
         merged = client.patch("stocks", "AAPL", {"volume": 10})
         assert merged.data == {"price": 2, "volume": 10}
         patched = client.patch("stocks", "AAPL", [{"op": "replace", "path": "/price", "value": 3}])
+        assert patched.data is not None
         assert patched.data["price"] == 3 and patched.revision > merged.revision > replaced.revision
         assigned = client.create("stocks", {"price": 9})
         assert assigned.id and client.get("stocks", assigned.id).data == {"price": 9}
@@ -220,7 +229,7 @@ async def test_expired_history_raises_or_relists(make_server):
                 await c.until(lambda c=c: any(e.initial_events_end for e in c.events))
                 listing = c.events
                 assert listing[0].type == RESYNC, transport
-                assert sorted(e.object.id for e in listing[1:-1]) == ["s0", "s1", "s2", "s3"], transport
+                assert sorted(object_of(e).id for e in listing[1:-1]) == ["s0", "s1", "s2", "s3"], transport
                 assert all(e.initial for e in listing[1:-1]), transport
                 assert listing[-1].revision == now, transport
             rev = (await client.put("stocks", "s9", {})).revision
@@ -251,7 +260,7 @@ async def test_bookmarks_move_a_filtered_watch_resume_point(server):
 async def test_dead_connection_is_noticed_by_missed_heartbeats(server):
     """A frozen server (SIGSTOP) keeps its sockets open but says nothing: the client must give
     the connection up after two missed heartbeats, not wait on it for ever."""
-    transports = ["sse", "ws"]  # an HTTP read timeout, and a WebSocket receive timeout
+    transports: list[Transport] = ["sse", "ws"]  # an HTTP read timeout, and a WebSocket receive timeout
     async with AsyncClient(server.url) as client:
         collectors = [
             Collector(client.watch("stocks", transport=t, heartbeat=1, backoff=quick_backoff()))
@@ -286,7 +295,7 @@ def test_blocking_watch_and_live_collection(server):
         client.put("stocks", "A", {"price": 1})
         with client.watch("stocks", initial=True, transport="ws") as events:
             first = next(events)
-            assert (first.type, first.initial, first.object.id) == ("ADDED", True, "A")
+            assert (first.type, first.initial, object_of(first).id) == ("ADDED", True, "A")
             assert next(events).initial_events_end
             rev = client.put("stocks", "B", {"price": 2}).revision
             assert next(events).revision == rev
@@ -327,7 +336,7 @@ async def test_ws_watch_sends_the_clients_headers(make_server):
         put = await client.put("stocks", "A", {})
         async with asyncio.timeout(5), client.watch("stocks", initial=True, transport="ws") as watch:
             first = await anext(watch)
-        assert (first.object.id, first.object.revision) == ("A", put.revision)
+        assert (object_of(first).id, object_of(first).revision) == ("A", put.revision)
 
 
 async def test_wss_watch_honours_the_clients_tls_settings(make_server, tmp_path):
@@ -341,12 +350,12 @@ async def test_wss_watch_honours_the_clients_tls_settings(make_server, tmp_path)
         await client.put("stocks", "A", {})
         async with asyncio.timeout(5), client.watch("stocks", initial=True, transport="ws") as watch:
             first = await anext(watch)
-            assert (first.type, watch.reconnects) == ("ADDED", 0) and first.object.id == "A"
+            assert (first.type, watch.reconnects) == ("ADDED", 0) and object_of(first).id == "A"
     with (
         Client(server.url, verify=trust) as blocking,
         blocking.watch("stocks", initial=True, transport="ws") as w,
     ):
-        assert next(w).object.id == "A"
+        assert object_of(next(w)).id == "A"
 
 
 async def test_a_rate_limited_listing_is_retried_after_retry_after(make_server):
@@ -373,7 +382,8 @@ async def test_a_rate_limited_listing_is_retried_after_retry_after(make_server):
 def test_a_malformed_event_is_a_protocol_error():
     watch = AsyncClient("http://127.0.0.1:1").watch("stocks", since=5)
     resource = {"id": "A", "revision": 6, "created_revision": 6, "data": {}}
-    assert watch._accept({"type": "MODIFIED", "revision": 6, "object": resource}).revision == 6
+    accepted = watch._accept({"type": "MODIFIED", "revision": 6, "object": resource})
+    assert accepted is not None and accepted.revision == 6
     for raw in (
         {"type": "MODIFIED", "object": resource},
         {"type": "ADDED", "revision": "7", "object": resource},
@@ -449,11 +459,15 @@ def test_a_patch_watch_fills_its_states_silently_then_follows():
     from watchroute.client._watch import AsyncWatch, Phase
 
     watch = AsyncWatch(None, "c", format="patch")  # type: ignore[arg-type]
-    assert watch.phase is Phase.FILLING and watch._params()["initial"] == "true"
+
+    def phase() -> Phase:  # read afresh: mypy would keep `watch.phase` narrowed by an assert
+        return watch.phase
+
+    assert phase() is Phase.FILLING and watch._params()["initial"] == "true"
     resource = {"id": "a", "revision": 3, "created_revision": 3, "data": {"n": 1}}
     assert watch._accept({"type": "ADDED", "revision": 3, "object": resource}) is None
     end = {"type": "BOOKMARK", "revision": 4, "initial_events_end": True}
-    assert watch._accept(end) is None and watch.phase is Phase.FOLLOWING
+    assert watch._accept(end) is None and phase() is Phase.FOLLOWING
     event = watch._accept({"type": "MODIFIED", "revision": 5, "id": "a", "patch": {"n": 2}})
     assert event is not None and event.object is not None and event.object.data == {"n": 2}
     assert "initial" not in watch._params() and watch._params()["since"] == 5

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +34,7 @@ def test_a_process_whose_whole_backlog_was_compacted_answers_410_without_waiting
 ) -> None:
     """A process stopped while another commits and compacts everything past it: once it runs
     again its waiting watcher gets 410 from the log, without a later write to show the gap."""
-    settings = {"history_events": 0, "history_seconds": 0.5, "compaction_interval": 0.1}
+    settings: dict[str, Any] = {"history_events": 0, "history_seconds": 0.5, "compaction_interval": 0.1}
     a, b = (ServerProcess(tmp_path / n, database=database, **settings) for n in ("a", "b"))
     for proc in (a, b):
         proc.workdir.mkdir()
@@ -47,7 +48,7 @@ def test_a_process_whose_whole_backlog_was_compacted_answers_410_without_waiting
         answer: list[httpx.Response] = []
 
         def wait_on_b() -> None:
-            params = {"watch": "longpoll", "since": 1, "timeout": 30}
+            params: dict[str, str | int | float] = {"watch": "longpoll", "since": 1, "timeout": 30}
             answer.append(httpx.get(f"{b.url}/v1/h", params=params, timeout=60))
 
         waiting = threading.Thread(target=wait_on_b)

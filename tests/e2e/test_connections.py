@@ -11,7 +11,7 @@ import select
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -27,12 +27,12 @@ HEADER_TIMEOUT = 2.0
 class LimitedServer(ServerProcess):
     """A server process started with a limit on open files of (`soft`, `hard`)."""
 
-    def __init__(self, workdir: Path, soft: int, hard: int, **settings: object) -> None:
+    def __init__(self, workdir: Path, soft: int, hard: int, **settings: Any) -> None:
         super().__init__(workdir, **settings)
         self.nofile = (soft, hard)
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        popen = subprocess.Popen
+        popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
 
         def limited(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
             limit = self.nofile

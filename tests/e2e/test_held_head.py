@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from starlette.responses import StreamingResponse
@@ -52,7 +53,7 @@ class RecordingTransport(asyncio.Transport):
         return self.protocol
 
 
-def connect(app: object) -> tuple[HttpToolsProtocol, RecordingTransport, ServerState]:
+def connect(app: Callable[..., Any]) -> tuple[HttpToolsProtocol, RecordingTransport, ServerState]:
     """A new connection to uvicorn's httptools protocol running `app`."""
     config = Config(app=app, http="httptools", access_log=False, log_level="warning", proxy_headers=False)
     config.load()
@@ -71,7 +72,7 @@ async def answered(state: ServerState, responses: int = 1) -> None:
         await asyncio.sleep(0.005)
 
 
-async def exchange(app: object, request: bytes, responses: int = 1) -> list[bytes]:
+async def exchange(app: Callable[..., Any], request: bytes, responses: int = 1) -> list[bytes]:
     """Send `request` on a new connection; the writes until `responses` responses are complete."""
     protocol, transport, state = connect(app)
     protocol.data_received(request)

@@ -290,7 +290,8 @@ async def test_websocket_initial_state_is_one_revision_while_writes_land(paged_s
     fill(paged_server.url, coll, N)
     with httpx.Client(base_url=paged_server.url, timeout=10) as c:
         state, revision = list_all(c, coll)
-        async with await slow_ws(ws_url(paged_server, f"/v1/{coll}?initial=true")) as ws:
+        ws = await slow_ws(ws_url(paged_server, f"/v1/{coll}?initial=true"))
+        async with ws:
             events = await ws_events(ws, SENT_BEFORE_WRITES)
             expected = await asyncio.to_thread(write_around, c, coll, every)
             events += await ws_events(ws, None, until=expected[-1][2])
@@ -304,7 +305,8 @@ async def test_multiplexed_filtered_patch_initial_state_is_one_revision(paged_se
     fill(paged_server.url, coll, N, pad=PAD * 2)
     with httpx.Client(base_url=paged_server.url, timeout=10) as c:
         state, revision = list_all(c, coll)
-        async with await slow_ws(ws_url(paged_server, "/v1/_watch")) as ws:
+        ws = await slow_ws(ws_url(paged_server, "/v1/_watch"))
+        async with ws:
             await send(
                 ws,
                 {

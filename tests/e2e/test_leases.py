@@ -363,7 +363,8 @@ async def test_a_sqlite_database_made_before_leases_gains_them_and_keeps_its_dat
         row = await store.get("c", "old")
         assert row is not None and row.data == {"n": 1} and row.expires_at is None
         [leased] = await store.write([WriteOp("put", "c", "new", data={}, ttl=1)])
-        assert (await store.get("c", "new")).expires_at == leased.expires_at
+        new = await store.get("c", "new")
+        assert new is not None and new.expires_at == leased.expires_at
         log = await store.read_log(0, store.revision, "c", None, 10)
         assert [(c.id, c.expires_at) for c in log.changes] == [("old", None), ("new", leased.expires_at)]
     finally:

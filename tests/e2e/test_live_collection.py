@@ -144,7 +144,7 @@ async def test_copy_equals_the_server_after_a_storm_and_restarts(make_server):
 
 
 async def test_expired_history_relists_and_reports_only_the_differences(make_server):
-    settings = {"history_events": 5, "compaction_interval": 0.2, "shutdown_grace": 0.5}
+    settings: dict[str, Any] = {"history_events": 5, "compaction_interval": 0.2, "shutdown_grace": 0.5}
     server: ServerProcess = make_server(**settings)
     async with AsyncClient(server.url) as client:
         for id in ["keep", "change", "remove"]:

@@ -9,6 +9,7 @@ import json
 import httpx
 import orjson
 import pytest
+import uvicorn
 from websockets.asyncio.client import connect
 
 from tests.support.rest import assert_problem
@@ -77,7 +78,7 @@ async def test_a_websocket_watch_is_served(plain):
 def test_a_uvicorn_outside_the_tested_range_is_refused(monkeypatch):
     monkeypatch.delenv(internals.PLAIN_ASGI, raising=False)
     assert internals._why_not() is None  # the installed uvicorn is the one pinned
-    monkeypatch.setattr(internals.uvicorn, "__version__", "0.99.0")
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")  # the module internals reads
     assert "uvicorn 0.99.0 is not in the tested range" in (internals._why_not() or "")
 
 

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, LiteralString
 
 import httpx
 import psycopg
@@ -52,6 +53,14 @@ def test_every_watcher_gets_exactly_the_log_resuming_on_another_instance_each_ti
     cluster, ops, writers, watches
 ):
     asyncio.run(scenario([proc.url for proc in cluster], ops, writers, watches))
+
+
+def value_of(conn: psycopg.Connection[Any], query: LiteralString) -> Any:
+    """The one value of the one row that `query` answers."""
+    row = conn.execute(query).fetchone()
+    assert row is not None, query
+    (value,) = row
+    return value
 
 
 def external_commit(url: str, collection: str, id: str, data: dict) -> int:
@@ -156,7 +165,12 @@ async def watch_across(urls: list[str], coll: str, since: int, until: asyncio.Fu
             url = urls[turn % len(urls)]
             turn += 1
             try:
-                params = {"watch": "true", "since": resume, "heartbeat": 1, "timeout": 2}
+                params: dict[str, str | int | float] = {
+                    "watch": "true",
+                    "since": resume,
+                    "heartbeat": 1,
+                    "timeout": 2,
+                }
                 async with c.stream("GET", f"{url}/v1/{coll}", params=params) as r:
                     if r.status_code != 200:
                         await asyncio.sleep(0.1)
@@ -231,7 +245,7 @@ def test_an_instance_that_loses_postgresql_refuses_writes_keeps_its_watches_and_
     proc = ServerProcess(tmp_path, database=pg_url).start()
     try:
         assert httpx.put(proc.url + "/v1/n/a", json={}).status_code == 201
-        params = {"watch": "true", "since": 1, "heartbeat": 1}
+        params: dict[str, str | int | float] = {"watch": "true", "since": 1, "heartbeat": 1}
         with httpx.stream("GET", proc.url + "/v1/n", params=params, timeout=10) as watch:
             assert watch.status_code == 200
             lines = watch.iter_lines()
@@ -260,7 +274,7 @@ def test_an_instance_that_loses_postgresql_refuses_writes_keeps_its_watches_and_
 
 
 def test_compaction_one_horizon_and_410_on_every_instance(pg_url: str, tmp_path: Path) -> None:
-    settings = {"history_events": 5, "compaction_interval": 0.1}
+    settings: dict[str, Any] = {"history_events": 5, "compaction_interval": 0.1}
     procs = []
     try:
         for n in range(3):
@@ -272,9 +286,7 @@ def test_compaction_one_horizon_and_410_on_every_instance(pg_url: str, tmp_path:
             for i in range(20):
                 assert httpx.put(f"{procs[i % 3].url}/v1/h/{i}", json={}).status_code == 201
             time.sleep(0.5)
-            (compacted,) = holder.execute(
-                "SELECT value FROM watchroute.meta WHERE key = 'compacted'"
-            ).fetchone()
+            compacted = value_of(holder, "SELECT value FROM watchroute.meta WHERE key = 'compacted'")
             assert compacted == 0
         for proc in procs:
             deadline = time.monotonic() + 10
@@ -287,10 +299,8 @@ def test_compaction_one_horizon_and_410_on_every_instance(pg_url: str, tmp_path:
             r = httpx.get(proc.url + "/v1/h", params={"watch": "longpoll", "since": 15, "timeout": 0.1})
             assert [e["revision"] for e in r.json()["events"]] == [16, 17, 18, 19, 20]
         with psycopg.connect(pg_url) as conn:
-            (compacted,) = conn.execute(
-                "SELECT value FROM watchroute.meta WHERE key = 'compacted'"
-            ).fetchone()
-            (oldest,) = conn.execute("SELECT min(revision) FROM watchroute.log").fetchone()
+            compacted = value_of(conn, "SELECT value FROM watchroute.meta WHERE key = 'compacted'")
+            oldest = value_of(conn, "SELECT min(revision) FROM watchroute.log")
         assert compacted == 15 and oldest == 16
     finally:
         for proc in procs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +49,7 @@ def make_server(pg_url: str, tmp_path: Path) -> Iterator:
     started: list[ServerProcess] = []
     databases = []
 
-    def make(**settings: object) -> ServerProcess:
+    def make(**settings: Any) -> ServerProcess:
         database = fresh_database() if started else None
         url = database.__enter__() if database is not None else pg_url
         if database is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,10 +14,16 @@ import pytest
 
 from tests.support.security_keys import apikey_cli, create_apikey
 from tests.support.server import ServerProcess
+from watchroute.core.change import Change
 from watchroute.core.problems import Problem
 from watchroute.store import WriteOp
 from watchroute.store.postgres import PostgresStore
 from watchroute.store.postgres.schema import SCHEMA_VERSION
+
+
+def noting_revisions(into: list[int]) -> Callable[[list[Change]], None]:
+    """A commit listener that notes each change's revision in `into`."""
+    return lambda changes: into.extend(c.revision for c in changes)
 
 
 def test_instances_starting_together_create_the_schema_once(pg_url: str) -> None:
@@ -25,7 +32,7 @@ def test_instances_starting_together_create_the_schema_once(pg_url: str) -> None
         versions = list(pool.map(lambda store: store.migrate(), stores))
     assert versions == [SCHEMA_VERSION] * len(stores)
     with psycopg.connect(pg_url) as conn:
-        meta = dict(conn.execute("SELECT key, value FROM wr_together.meta").fetchall())
+        meta: dict[str, int] = dict(conn.execute("SELECT key, value FROM wr_together.meta").fetchall())
     assert meta == {"revision": 0, "compacted": 0, "schema_version": SCHEMA_VERSION}
 
 
@@ -78,7 +85,7 @@ async def test_stores_on_one_database_hand_on_each_others_commits_in_revision_or
     # No tick: only the doorbell and the write groups themselves read the others' commits.
     stores = [PostgresStore(pg_url, tail_interval=30) for _ in heard]
     for store, revisions in zip(stores, heard, strict=True):
-        await store.open(lambda changes, revisions=revisions: revisions.extend(c.revision for c in changes))
+        await store.open(noting_revisions(revisions))
     try:
 
         async def write(store: PostgresStore, n: int) -> None:

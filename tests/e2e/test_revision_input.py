@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -131,9 +132,12 @@ def ruled(module_servers: ServerFactory) -> ServerProcess:
     )
 
 
+SURROGATE_NAMED: dict[str, Any] = {"\ud800": "x"}  # a claim whose name is a lone surrogate
+
+
 @pytest.mark.parametrize(
     "token_claims",
-    [claims(sub="\ud800"), claims(sub="a\udc00b"), claims(team="\ud800"), claims(**{"\ud800": "x"})],
+    [claims(sub="\ud800"), claims(sub="a\udc00b"), claims(team="\ud800"), claims(**SURROGATE_NAMED)],
 )
 def test_a_token_with_a_lone_surrogate_is_refused(ruled, token_claims):
     token = jwt.encode(token_claims, SECRET)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
 from tests.e2e.test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
+from tests.support.openapi import operations_of
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
 from tests.support.ws import recv, send
 
@@ -124,7 +125,7 @@ def test_a_patch_whose_result_does_not_match_is_refused(api: httpx.Client, stock
 def test_a_batch_with_one_bad_document_is_refused_whole(api: httpx.Client, stocks: str, coll: str) -> None:
     other = coll + "x"  # a collection without a schema, in the same batch
     before = revision(api, stocks)
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "put", "collection": other, "id": "free", "data": {"whatever": 1}},
         {"op": "put", "collection": stocks, "id": "A", "data": {"symbol": "A", "price": 1}},
         {"op": "create", "collection": stocks, "data": {"symbol": "B", "price": "x"}},
@@ -209,7 +210,7 @@ def test_a_watch_on_schemas_sees_each_change(api: httpx.Client, coll: str) -> No
     events = [(e["type"], e["revision"]) for e in polled.json()["events"]]
     assert events == [("ADDED", set_["revision"]), ("DELETED", removed["revision"])]
     assert polled.json()["events"][0]["object"]["data"] == STOCK
-    streamed = {"watch": "true", "since": since, "timeout": 0.5}
+    streamed: dict[str, str | int | float] = {"watch": "true", "since": since, "timeout": 0.5}
     with api.stream("GET", "/v1/_schemas", params=streamed) as stream:
         lines = [line for line in stream.iter_lines() if line]
     assert f'"id":"{coll}"' in lines[0]
@@ -261,7 +262,7 @@ def test_openapi_and_asyncapi_show_each_collections_schema(api: httpx.Client, st
             assert resolve(document, ref) is not None, ref
     spec = jsonschema_rs.validator_for(json.loads(SPEC_SCHEMA.read_text()))
     assert [e.message for e in spec.iter_errors(asyncapi)] == []
-    operations = [result.ok() for result in schemathesis.openapi.from_dict(openapi).get_all_operations()]
+    operations = operations_of(schemathesis.openapi.from_dict(openapi))
     assert f"/v1/{stocks}/{{id}}" in {operation.path for operation in operations}
     since = revision(api, stocks)
     api.put(f"/v1/{stocks}/AAPL", json={"symbol": "AAPL", "price": 1})
@@ -281,7 +282,7 @@ def replay(api: httpx.Client, coll: str, since: int, upto: int) -> list[tuple[in
     """The changes of `coll` in (since, upto]: (revision, type, id)."""
     changes = []
     while since < upto:
-        params = {"watch": "longpoll", "since": since, "timeout": 5}
+        params: dict[str, str | int | float] = {"watch": "longpoll", "since": since, "timeout": 5}
         page = api.get(f"/v1/{coll}", params=params).json()
         changes += [(e["revision"], e["type"], e["object"]["id"]) for e in page["events"]]
         since = page["revision"]

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -33,7 +34,7 @@ from tests.support.server import ServerFactory, ServerProcess
 KEYS = new_keys()
 
 
-def start(tmp: Path, **settings: object) -> ServerProcess:
+def start(tmp: Path, **settings: Any) -> ServerProcess:
     return ServerProcess(tmp, **settings).start()
 
 

@@ -169,7 +169,9 @@ async def test_flood_from_one_identity_leaves_others_served(make_server: Any) ->
             assert time.monotonic() - started < 60, "the flood did not end"
             began = time.perf_counter()
             # A list, and every fifth time a watch (the victim keeps within its own limits).
-            params = {"watch": "longpoll", "timeout": 0.01} if len(latencies) % 5 == 0 else {}
+            params: dict[str, str | int | float] = (
+                {"watch": "longpoll", "timeout": 0.01} if len(latencies) % 5 == 0 else {}
+            )
             r = await http.get("/v1/room", params=params)
             latencies.append(time.perf_counter() - began)
             assert r.status_code == 200, r.text

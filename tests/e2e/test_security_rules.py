@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -84,7 +84,7 @@ def test_claims_are_values_not_filter_text(jwt_server: ServerProcess) -> None:
         assert [r["id"] for r in acme.get("/v1/org-x").json()["items"]] == ["d1"]
 
 
-async def _events(client: httpx.AsyncClient, path: str, params: dict) -> AsyncIterator[dict]:
+async def _events(client: httpx.AsyncClient, path: str, params: dict) -> AsyncGenerator[dict, None]:
     async with aconnect_sse(client, "GET", path, params={"watch": "true", **params}) as source:
         assert source.response.status_code == 200
         async for message in source.aiter_sse():

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import httpx
@@ -144,7 +145,8 @@ def other_value(name: str) -> str | None:
         candidates = STRINGS
     for candidate in candidates:
         try:
-            made = Settings(**{name: candidate})
+            overrides: dict[str, Any] = {name: candidate}
+            made = Settings(**overrides)
         except (ValueError, TypeError):
             continue
         if getattr(made, name) != default:

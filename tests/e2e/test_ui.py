@@ -126,7 +126,7 @@ def table(page: Any) -> dict[str, tuple[int, dict[str, str]]]:
 
 def server_table(url: str, collection: str, filter: str | None = None) -> dict[str, tuple[int, Any]]:
     """What the table should show: the server's list, as table() reads it."""
-    params = {"limit": 10_000, **({"filter": filter} if filter else {})}
+    params: dict[str, str | int | float] = {"limit": 10_000, **({"filter": filter} if filter else {})}
     listed = httpx.get(f"{url}/v1/{collection}", params=params).json()
     return {
         r["id"]: (r["revision"], {f: cell(v) for f, v in r["data"].items() if cell(v)})

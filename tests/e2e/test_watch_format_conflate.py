@@ -442,6 +442,7 @@ async def test_live_collection_with_patches_and_conflation(server, coll, fmt, co
                     last = await client.delete(coll, id)
                 else:
                     last = await client.put(coll, id, {**BIG, "tag": "x" if n % 3 else "y", "n": n})
+            assert last is not None
             assert await live.wait_for_revision(last.revision, 10)
             server_state = {r.id: r for r in (await client.list(coll, filter="tag=x")).items}
             assert dict(live) == server_state

@@ -96,6 +96,7 @@ def expected_events(acks: list[Ack], since: int, flt: str | None) -> list[tuple]
     out = []
     for ack in acks:
         prev = state.get(ack.id)
+        kind: str | None
         if ack.deleted:
             state.pop(ack.id, None)
             kind = "DELETED"

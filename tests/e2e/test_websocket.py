@@ -248,9 +248,11 @@ async def test_connection_without_subscriptions_is_closed_when_idle(make_server)
 
 async def test_compression_is_off_by_default_and_on_by_option(server, make_server):
     async with connect(ws_url(server, "/v1/stocks"), compression="deflate") as ws:
+        assert ws.response is not None
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
     compressing = make_server(ws_compression=True)
     async with connect(ws_url(compressing, "/v1/stocks"), compression="deflate") as ws:
+        assert ws.response is not None
         assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
         rev = await put(compressing, "stocks", "AAPL", {"price": 1})
         assert (await recv(ws))["revision"] == rev

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,11 @@ from watchroute.server.workers import die_with_parent
 from watchroute.store import WriteOp
 from watchroute.store.peers import PEERS_SCHEMA, Peers
 from watchroute.store.sqlite.engine import SQLiteStore
+
+
+def noting_revisions(into: list[int]) -> Callable[[list[Change]], None]:
+    """A commit listener that notes each change's revision in `into`."""
+    return lambda changes: into.extend(c.revision for c in changes)
 
 
 async def test_watchers_of_every_worker_see_every_commit_in_revision_order(make_server, coll):
@@ -227,7 +233,7 @@ async def test_stores_on_one_file_hand_on_each_others_commits_in_order(tmp_path:
     heard: list[list[int]] = [[], []]
     stores = [SQLiteStore(path), SQLiteStore(path)]
     for store, revisions in zip(stores, heard, strict=True):
-        await store.open(lambda changes, revisions=revisions: revisions.extend(c.revision for c in changes))
+        await store.open(noting_revisions(revisions))
     try:
 
         async def write(store: SQLiteStore, n: int) -> None:

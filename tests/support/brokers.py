@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Self
 
 from tests.support.bridging import wait_for
 from tests.support.server import free_port
@@ -33,7 +34,7 @@ class BrokerProcess:
     def url(self) -> str:
         raise NotImplementedError
 
-    def start(self, timeout: float = 20.0) -> BrokerProcess:
+    def start(self, timeout: float = 20.0) -> Self:
         log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
         wait_for(self._listening, timeout, 0.05, f"{self.name} on {self.port}")
@@ -57,7 +58,7 @@ class BrokerProcess:
                 self.proc.wait()
         self.proc = None
 
-    def restart(self) -> BrokerProcess:
+    def restart(self) -> Self:
         self.stop()
         return self.start()
 

@@ -22,7 +22,7 @@ class CaptureDb:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            cur = conn.execute(statement, params)  # type: ignore[arg-type]
+            cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ async def sse(
 
 async def ndjson(
     client: httpx.AsyncClient, path: str, params: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     async with client.stream("GET", path, params={"watch": "true", **params}) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -51,7 +51,7 @@ async def compacted_past(url: str, revision: int, collection: str = "stocks", de
     async with httpx.AsyncClient(base_url=url) as http:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            params = {"watch": "longpoll", "since": revision, "timeout": 0.05}
+            params: dict[str, str | int | float] = {"watch": "longpoll", "since": revision, "timeout": 0.05}
             if (await http.get(f"/v1/{collection}", params=params)).status_code == 410:
                 return
             await asyncio.sleep(0.1)

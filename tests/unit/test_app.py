@@ -8,7 +8,8 @@ from watchroute import Settings, create_app
 
 def test_mounted_inside_another_app(tmp_path):
     live = create_app(Settings(database=f"sqlite:///{tmp_path / 'live.db'}"))
-    app = FastAPI(lifespan=lambda _: live.router.lifespan_context(live))
+    # Starlette types a router's lifespan as either kind (with state or without), FastAPI wants one.
+    app = FastAPI(lifespan=lambda _: live.router.lifespan_context(live))  # type: ignore[arg-type]
     app.mount("/live", live)
 
     @app.get("/own")

@@ -31,6 +31,12 @@ class _Sink:
     def __init__(self) -> None:
         self.published: list[tuple[int, bytes, Mapping[str, str]]] = []
 
+    async def connect(self) -> None:  # the manager's part: run_outbound is handed a connected sink
+        pass
+
+    async def close(self) -> None:
+        pass
+
     async def last_accepted(self) -> int | None:
         return None
 

@@ -29,7 +29,8 @@ def change(rev: int, id: str = "a", type: str = MODIFIED, data=None, prev=None, 
 def test_window_serves_after_a_revision_and_says_when_it_no_longer_reaches():
     window = Window(capacity=16, revision=0)
     window.append([change(r) for r in range(1, 41)])
-    assert [c.revision for c in window.after(38, 10)] == [39, 40]
+    after = window.after(38, 10)
+    assert after is not None and [c.revision for c in after] == [39, 40]
     assert window.after(40, 10) == []
     assert window.after(2, 10) is None  # trimmed: the watcher must read the log
     assert window.first_revision <= 25  # keeps at least `capacity`
@@ -82,7 +83,12 @@ def test_filtered_classification_follows_membership():
 async def test_each_event_is_encoded_once_for_all_watchers(monkeypatch):
     calls = []
     real = events._event_json
-    monkeypatch.setattr(events, "_event_json", lambda c, kind: calls.append(c) or real(c, kind))
+
+    def counted(c, kind):
+        calls.append(c)
+        return real(c, kind)
+
+    monkeypatch.setattr(events, "_event_json", counted)
     hub, window = Hub(), Window(64, 0)
     pushed: dict[int, list[bytes]] = {}
     watchers = []
@@ -116,7 +122,7 @@ async def test_a_parked_watcher_without_push_is_woken_once_per_commit():
 async def test_a_watcher_ahead_of_the_window_gets_nothing_twice():
     # Opened from a snapshot at revision 2 that this instance had not seen yet.
     hub, window = Hub(), Window(64, 0)
-    pushed = []
+    pushed: list[int] = []
     w = Watcher(hub, window, None, "c", None, None, 2)  # type: ignore[arg-type]
     w.push = lambda evs: pushed.extend(c.revision for _, c in evs)
     hub.add(w)
@@ -391,5 +397,5 @@ async def test_a_watcher_is_synced_while_parked_blocked_while_its_socket_pushes_
     w.close()
     assert w.state == CLOSED and w.closed and w.push is None
     w.unblock()
-    w.sync(pushed.append)  # type: ignore[arg-type]
+    w.sync(lambda evs: pushed.extend(c.revision for _, c in evs))
     assert w.state == CLOSED and w.push is None, "closed is final"

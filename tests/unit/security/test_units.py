@@ -45,11 +45,13 @@ def test_rules_put_claims_in_as_values() -> None:
     assert notes is not None and notes is not NOTHING
     assert notes.matches({"owner": 'a,owner!=b"'}) and not notes.matches({"owner": "b"})
     team = rules.for_identity("t-1", {"sub": "s", "teams": ["red", 7]})
+    assert team is not None
     assert team.matches({"team": 7, "tag": "$sub"})  # a quoted $sub is literal text
     assert not team.matches({"team": "blue", "tag": "$sub"})
     assert rules.for_identity("t-1", {"sub": "s", "teams": []}) is NOTHING
     assert rules.for_identity("notes", {}) is NOTHING
-    assert rules.for_identity("o", {"org": {"id": 3}}).matches({"org": {"id": 3}})
+    org = rules.for_identity("o", {"org": {"id": 3}})
+    assert org is not None and org.matches({"org": {"id": 3}})
     assert rules.for_identity("other", {"sub": "s"}) is None
     with pytest.raises(RuleError):
         Rules.parse('{"notes": "owner="}')

@@ -21,7 +21,8 @@ async def test_a_send_that_need_not_wait_finishes_on_the_spot():
 
 
 async def test_a_cancelled_pending_send_passes_the_lock_on():
-    lock, out = asyncio.Lock(), []
+    lock = asyncio.Lock()
+    out: list[str] = []
     await lock.acquire()  # another sender holds the connection
     pending = eager.send_now(locked_send(lock, out, "given up"))
     assert pending is not None
