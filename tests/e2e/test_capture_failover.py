@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.capture_db import CaptureDb, capture_database
+from tests.support.capture_db import CaptureDb, all_events, capture_database, listed
 from tests.support.server import ServerProcess
 
 SETUP = "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); CREATE TABLE u (LIKE t INCLUDING ALL);"
@@ -50,30 +50,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 def table_state(db: CaptureDb, table: str) -> dict[str, dict]:
     return {str(i): {"id": i, "v": v} for i, v in db.sql(f"SELECT id, v FROM {table}")}
-
-
-def listed(base: str, collection: str) -> tuple[dict[str, dict], int]:
-    items: dict[str, dict] = {}
-    params: dict[str, Any] = {"limit": 5000}
-    while True:
-        body = httpx.get(f"{base}/v1/{collection}", params=params).json()
-        items.update((item["id"], item["data"]) for item in body["items"])
-        if not body["continue"]:
-            return items, body["revision"]
-        params["continue"] = body["continue"]
-
-
-def all_events(base: str, collection: str, since: int, until: int) -> list[dict]:
-    got: list[dict] = []
-    params: dict[str, str | int | float] = {"watch": "true", "since": since, "heartbeat": 1, "timeout": 20}
-    with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=30) as r:
-        for line in r.iter_lines():
-            event = json.loads(line)
-            if event["type"] != "BOOKMARK":
-                got.append(event)
-            if event["revision"] >= until:
-                break
-    return got
 
 
 def caught_up(proc: ServerProcess, db: CaptureDb, timeout: float = 20.0) -> int:

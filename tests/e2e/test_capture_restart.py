@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.e2e.test_capture_failover import all_events, listed
+from tests.support.capture_db import all_events, listed
 from tests.support.private_postgres import private_postgres, wait_until_up
 from tests.support.server import ServerProcess
 

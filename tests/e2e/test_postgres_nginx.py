@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from tests.e2e.test_postgres_instances import watch_across, write_for
 from tests.support import REPO
+from tests.support.instances import watch_across, write_for
 from tests.support.server import ServerProcess, free_port
 
 CONFIG = REPO / "deploy" / "nginx.conf"

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.e2e.test_postgres_instances import watch_across
+from tests.support.instances import watch_across
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.serial

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from tests.e2e.test_asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
+from tests.support.asyncapi import SPEC_SCHEMA, assert_described, messages_of, refs, resolve
 from tests.support.openapi import operations_of
 from tests.support.security_keys import AUDIENCE, SECRET, hs_token
 from tests.support.ws import recv, send

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.test_crash_and_shutdown import storm, watch_all
+from tests.support.storm import storm, watch_all
 from tests.support.workers import connections_by_worker, worker_pids
 from watchroute.core.change import Change
 from watchroute.core.hub import Hub

@@ -1,14 +1,18 @@
 """A database of a change capture test's own, with the tables it captures: its replication slot
 is dropped after, even when the test failed (a forgotten slot keeps WAL for ever), then the
-database."""
+database. And reading a captured collection back: listed whole, or its events watched."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+import httpx
 
 from tests.support.postgres import _admin, fresh_database
 
@@ -57,3 +61,27 @@ def capture_database(setup: str) -> Iterator[CaptureDb]:
             yield db
         finally:
             drop_slot(slot)
+
+
+def listed(base: str, collection: str) -> tuple[dict[str, dict], int]:
+    items: dict[str, dict] = {}
+    params: dict[str, Any] = {"limit": 5000}
+    while True:
+        body = httpx.get(f"{base}/v1/{collection}", params=params).json()
+        items.update((item["id"], item["data"]) for item in body["items"])
+        if not body["continue"]:
+            return items, body["revision"]
+        params["continue"] = body["continue"]
+
+
+def all_events(base: str, collection: str, since: int, until: int) -> list[dict]:
+    got: list[dict] = []
+    params: dict[str, str | int | float] = {"watch": "true", "since": since, "heartbeat": 1, "timeout": 20}
+    with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=30) as r:
+        for line in r.iter_lines():
+            event = json.loads(line)
+            if event["type"] != "BOOKMARK":
+                got.append(event)
+            if event["revision"] >= until:
+                break
+    return got
