@@ -9,6 +9,7 @@ created_revision, data_json and data).
 from __future__ import annotations
 
 import asyncio
+import queue
 from collections.abc import Iterable
 from typing import Any
 
@@ -192,6 +193,46 @@ def apply_job(
         written[key] = None if change.type == "DELETED" else change
         changes.append(change)
     return changes, written
+
+
+# How many jobs one group commit takes at most.
+MAX_JOBS_PER_COMMIT = 1024
+# A job that writes nothing: read what the other writers (processes, instances) committed.
+CATCH_UP: Any = object()
+
+
+def take_group(waiting: queue.SimpleQueue[Any]) -> tuple[list[WriteJob], bool, bool]:
+    """On an engine's writer thread: the next group, the first job waiting (waited for) and
+    those queued behind it, up to MAX_JOBS_PER_COMMIT. Also whether a catch-up was asked for
+    among them (CATCH_UP, left out of the jobs), and whether the writer was told to stop (None:
+    what was taken before it is still to be done)."""
+    taken = [waiting.get()]
+    while taken[-1] is not None and len(taken) < MAX_JOBS_PER_COMMIT:
+        try:
+            taken.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    stop = taken[-1] is None
+    if stop:
+        taken.pop()
+    jobs = [job for job in taken if job is not CATCH_UP]
+    return jobs, len(jobs) != len(taken), stop
+
+
+def log_row(c: Change) -> tuple[Any, ...]:
+    """A change as both engines' log tables hold it: revision, ts, type, collection, id,
+    created_revision, data, prev, expires_at."""
+    return (
+        c.revision,
+        c.ts,
+        c.type,
+        c.collection,
+        c.id,
+        c.created_revision,
+        c.data_json,
+        c.prev_json,
+        c.expires_at,
+    )
 
 
 class WriteJob:

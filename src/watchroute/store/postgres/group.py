@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from watchroute.core.change import Change
+from watchroute.store import ops
 
 # Changes in a group from which its writes go by COPY rather than in the pipeline.
 COPY_FROM = 256
@@ -98,19 +99,7 @@ def copy_writes(
             copy.set_types(_LOG_TYPES)
             write = copy.write_row
             for c in changes:
-                write(
-                    (
-                        c.revision,
-                        c.ts,
-                        c.type,
-                        c.collection,
-                        c.id,
-                        c.created_revision,
-                        c.data_json,
-                        c.prev_json,
-                        c.expires_at,
-                    )
-                )
+                write(ops.log_row(c))
         if kept:
             cur.execute(_STAGED)
             with cur.copy(_COPY_STAGED) as copy:

@@ -52,7 +52,6 @@ from watchroute.store.postgres.group import log_changes
 
 log = logging.getLogger("watchroute")
 
-MAX_JOBS_PER_COMMIT = 1024
 CATCH_UP_CHUNK = 4096  # other instances' changes read per pass
 CONNECT_SECONDS = 5.0
 
@@ -70,10 +69,6 @@ UNLIMITED = (sys.maxsize, sys.maxsize)
 class _FarBehind(Exception):
     def __init__(self, others: list[Change]) -> None:
         self.others = others
-
-
-# A job that writes nothing: read what other instances have committed.
-_CATCH_UP: Any = object()
 
 
 class Writer:
@@ -137,7 +132,7 @@ class Writer:
         asks for another."""
         if not self._catch_up_queued:
             self._catch_up_queued = True
-            self._jobs.put(_CATCH_UP)
+            self._jobs.put(ops.CATCH_UP)
 
     def is_news(self, rung: int) -> bool:
         """Whether a ring (of any instance) announces a commit this instance has not read."""
@@ -167,27 +162,13 @@ class Writer:
 
     def _next_group(self) -> bool:
         """Commit the waiting jobs (or read the others' commits); False once told to stop."""
-        job = self._jobs.get()
-        if job is None:
-            return False
-        jobs = [job]
-        stop = False
-        while len(jobs) < MAX_JOBS_PER_COMMIT:
-            try:
-                more = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                stop = True
-                break
-            jobs.append(more)
-        if _CATCH_UP in jobs:
+        jobs, catch_up, stop = ops.take_group(self._jobs)
+        if catch_up:
             self._catch_up_queued = False
-            jobs = [job for job in jobs if job is not _CATCH_UP]
         try:
             if jobs:
                 self._commit(jobs)
-            else:
+            elif catch_up:
                 self._catch_up()
                 self.unreachable = ""
         except UNAVAILABLE as exc:  # a catch-up that failed is tried again on the next tick

@@ -35,17 +35,12 @@ from watchroute.store.sqlite.statements import READ_CHUNK, insert_many, select_r
 
 log = logging.getLogger("watchroute")
 
-MAX_JOBS_PER_COMMIT = 1024
 # A write group with nothing to write while writes are failing (a readiness probe's) writes
 # one page anyway: an empty transaction would commit without asking anything of the disk, and
 # SQLite leaves a page clean when a row is set to the value it has.
 _TOUCH = ("INSERT INTO meta VALUES ('probe', 0)", "DELETE FROM meta WHERE key = 'probe'")
 
 Outcome = list[Change] | BaseException
-
-
-# A job that writes nothing: read what other processes have committed.
-_CATCH_UP: Any = object()
 
 
 class GroupWriter:
@@ -74,7 +69,7 @@ class GroupWriter:
         self.max_batch_bytes = max_batch_bytes
         self._settle_changes = settle  # on the loop: hands committed changes to the listener
         self._lost = lost  # on the loop: revisions compacted before this process read them
-        self._jobs: queue.SimpleQueue[ops.WriteJob | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._catch_up_queued = False
         self.follower = PeerFollower(peers, self.request_catch_up, revision)
         self._thread = threading.Thread(
@@ -100,33 +95,22 @@ class GroupWriter:
         # announced after that is either seen by that read or asks for another.
         if not self._catch_up_queued:
             self._catch_up_queued = True
-            self._jobs.put(_CATCH_UP)
+            self._jobs.put(ops.CATCH_UP)
 
     # -- the writer thread -----------------------------------------------------------------------
 
     def _write_loop(self, seen: int) -> None:
         conn = self._conn  # `seen`: the last revision handed to the listener
         while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            jobs = [job]
-            stop = False
-            while len(jobs) < MAX_JOBS_PER_COMMIT:
-                try:
-                    more = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-            if _CATCH_UP in jobs:
+            jobs, catch_up, stop = ops.take_group(self._jobs)
+            if catch_up:
                 self._catch_up_queued = False
-                jobs = [job for job in jobs if job is not _CATCH_UP]
             try:
                 # A write group reads the others' commits first, in its own transaction.
-                seen = self._commit(conn, jobs, seen) if jobs else self._catch_up(conn, seen)
+                if jobs:
+                    seen = self._commit(conn, jobs, seen)
+                elif catch_up:
+                    seen = self._catch_up(conn, seen)
             except sqlite3.Error:  # a catch-up that failed is tried again on the next wake-up
                 log.exception("reading other processes' commits failed")
             if stop:
@@ -154,7 +138,7 @@ class GroupWriter:
                 return compacted
             return seen
         if others[-1].revision < latest:
-            self._jobs.put(_CATCH_UP)  # the rest in the next pass, between write groups
+            self._jobs.put(ops.CATCH_UP)  # the rest in the next pass, between write groups
         self._hand_over([], [], others)
         return others[-1].revision
 
@@ -203,20 +187,7 @@ class GroupWriter:
                     staged.update(written)
                     revision += len(changes)
                     outcomes.append(changes)
-                    log_rows += [
-                        (
-                            c.revision,
-                            ts,
-                            c.type,
-                            c.collection,
-                            c.id,
-                            c.created_revision,
-                            c.data_json,
-                            c.prev_json,
-                            c.expires_at,
-                        )
-                        for c in changes
-                    ]
+                    log_rows += [ops.log_row(c) for c in changes]
                 positions = ops.positions_of(jobs, outcomes)
                 if positions:
                     conn.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)", positions.items())
