@@ -5,7 +5,6 @@ Each test's database is its own, and its replication slot is dropped after it, e
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.capture_db import CaptureDb, capture_database
+from tests.support.capture_db import CaptureDb, all_events, capture_database
 from tests.support.server import ServerProcess
 from watchroute.capture import tables, values
 
@@ -43,26 +42,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if got or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
-
-
-def events(base: str, collection: str, since: int, until: int, timeout: float = 10.0) -> list[dict]:
-    """The watch's events of `collection` after `since` up to revision `until`."""
-    got: list[dict] = []
-    params: dict[str, str | int | float] = {
-        "watch": "true",
-        "since": since,
-        "heartbeat": 1,
-        "timeout": timeout,
-    }
-    with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=timeout + 5) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            event = json.loads(line)
-            if event["type"] != "BOOKMARK":
-                got.append(event)
-            if event["revision"] >= until:
-                break
-    return got
 
 
 def revision(base: str) -> int:
@@ -153,7 +132,7 @@ def test_a_transaction_takes_consecutive_revisions_and_a_rollback_none(
         "BEGIN; INSERT INTO orders (id, status) VALUES (11, 'a'), (12, 'b'); "
         "UPDATE orders SET status = 'c' WHERE id = 11; DELETE FROM orders WHERE id = 12; COMMIT"
     )
-    got = events(base, "orders", since, since + 4)
+    got = all_events(base, "orders", since, since + 4)
     assert [(e["type"], e["object"]["id"], e["revision"]) for e in got] == [
         ("ADDED", "11", since + 1),
         ("ADDED", "12", since + 2),
@@ -187,7 +166,7 @@ def test_an_update_that_leaves_a_toast_value_carries_the_whole_row(captured: tup
     db.sql("INSERT INTO docs VALUES (1, %s, 'one')", (body,))
     since = wait_for(lambda: httpx.get(f"{base}/v1/docs/1").json().get("revision"))
     db.sql("UPDATE docs SET title = 'two' WHERE id = 1")
-    [event] = events(base, "docs", since, since + 1)
+    [event] = all_events(base, "docs", since, since + 1)
     assert event["object"]["data"] == {"id": 1, "body": body, "title": "two"}
     assert list(event["object"]["data"]) == ["id", "body", "title"]  # in the table's column order
 
@@ -206,7 +185,7 @@ def test_a_column_added_while_capturing_is_in_later_events(captured: tuple[Captu
     since = revision(base)
     db.sql("ALTER TABLE sales.lines ADD COLUMN note text[] DEFAULT '{hi}'")
     db.sql("INSERT INTO sales.lines VALUES ('b', 2, 1, '{x,y}')")
-    [event] = events(base, "sales-lines", since, since + 1)
+    [event] = all_events(base, "sales-lines", since, since + 1)
     assert event["object"]["id"] == "b:2"
     assert event["object"]["data"] == {"region": "b", "n": 2, "qty": 1, "note": ["x", "y"]}
 
@@ -216,7 +195,7 @@ def test_a_key_changed_by_an_update_moves_the_resource(captured: tuple[CaptureDb
     db.sql("INSERT INTO orders (id, status) VALUES (30, 'k')")
     since = wait_for(lambda: httpx.get(f"{base}/v1/orders/30").json().get("revision"))
     db.sql("UPDATE orders SET id = 31 WHERE id = 30")
-    got = events(base, "orders", since, since + 2)
+    got = all_events(base, "orders", since, since + 2)
     assert [(e["type"], e["object"]["id"]) for e in got] == [("DELETED", "30"), ("ADDED", "31")]
 
 
@@ -231,7 +210,7 @@ def test_a_truncate_deletes_every_resource_of_the_collection(captured: tuple[Cap
         "BEGIN; INSERT INTO docs VALUES (4, 'd', 'x'); DELETE FROM docs WHERE id = 2; TRUNCATE docs; COMMIT"
     )
     left = (present - {"2"}) | {"4"}
-    got = events(base, "docs", since, since + 2 + len(left))
+    got = all_events(base, "docs", since, since + 2 + len(left))
     assert [(e["type"], e["object"]["id"]) for e in got[:2]] == [("ADDED", "4"), ("DELETED", "2")]
     assert [e["type"] for e in got[2:]] == ["DELETED"] * len(left)
     assert {e["object"]["id"] for e in got[2:]} == left

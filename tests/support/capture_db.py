@@ -74,10 +74,17 @@ def listed(base: str, collection: str) -> tuple[dict[str, dict], int]:
         params["continue"] = body["continue"]
 
 
-def all_events(base: str, collection: str, since: int, until: int) -> list[dict]:
+def all_events(base: str, collection: str, since: int, until: int, timeout: float = 20.0) -> list[dict]:
+    """Every change event of `collection` after `since`, up to revision `until`, on one watch."""
     got: list[dict] = []
-    params: dict[str, str | int | float] = {"watch": "true", "since": since, "heartbeat": 1, "timeout": 20}
-    with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=30) as r:
+    params: dict[str, str | int | float] = {
+        "watch": "true",
+        "since": since,
+        "heartbeat": 1,
+        "timeout": timeout,
+    }
+    with httpx.stream("GET", f"{base}/v1/{collection}", params=params, timeout=timeout + 10) as r:
+        assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             event = json.loads(line)
             if event["type"] != "BOOKMARK":
