@@ -291,7 +291,7 @@ def read_until_cut(
     stream goes quiet). Returns the last revision received, to resume from, and the count."""
     last = None
     # Its own connection: a cut one is not handed back to the pool.
-    query = {"watch": "true", "timeout": 0.3, **params}
+    query = {"watch": "true", "timeout": 0.1, **params}
     with c.stream("GET", f"/v1/{coll}", params=query, headers={"Connection": "close"}) as r:
         assert r.status_code == 200, r.read()
         seen = 0

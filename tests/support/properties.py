@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,12 @@ from watchroute.core.filter import compile_filter
 
 IDS = ["a", "b", "c", "d"]
 TAGS = ["x", "y"]
-SENTINEL = "zz-end"
+FILTERS = [None, "tag=x", "n>=5", "tag in (x,y),n<3"]
+# The writes that end a scenario, after all the others: every filter matches one of them, so
+# each watcher knows it has everything once it sees the last that matches its filter, instead
+# of waiting for a heartbeat's bookmark (or a long-poll's timeout) to pass the end.
+SENTINELS = [("put", "zz-end-low", "x", 1), ("put", "zz-end-high", "x", 9)]
+END = object()  # what a watcher's step gives once its end is known and reached
 _collections = itertools.count()
 
 write_op = st.one_of(
@@ -31,7 +37,7 @@ write_op = st.one_of(
 watcher = st.fixed_dictionaries(
     {
         "transport": st.sampled_from(["sse", "ndjson", "longpoll"]),
-        "filter": st.sampled_from([None, "tag=x", "n>=5", "tag in (x,y),n<3"]),
+        "filter": st.sampled_from(FILTERS),
         "start": st.sampled_from(["base", "zero"]),
         "cuts": st.lists(st.integers(1, 6), max_size=4),
     }
@@ -107,32 +113,67 @@ def expected_events(acks: list[Ack], since: int, flt: str | None) -> list[tuple]
     return out
 
 
+def ends(acks: list[Ack], sentinels: int) -> dict[str | None, int]:
+    """For each filter, the revision after which its watcher has nothing more to get: the last
+    of the scenario's final `sentinels` acknowledged writes that it matches."""
+    last = acks[-sentinels:]
+    out = {}
+    for flt in FILTERS:
+        match = compile_filter(flt).matches if flt else (lambda _: True)
+        out[flt] = max((a.revision for a in last if match(a.data)), default=last[-1].revision)
+    return out
+
+
 async def run_watch(
-    clients: httpx.AsyncClient | list[httpx.AsyncClient], coll: str, w: Watch, stop_at: asyncio.Future
+    clients: httpx.AsyncClient | list[httpx.AsyncClient],
+    coll: str,
+    w: Watch,
+    stop_at: asyncio.Future[dict[str | None, int]],
 ) -> None:
-    """Read until the sentinel, cutting the connection after each of `cuts` events and resuming
-    from the last revision seen (event or bookmark). Given several clients (instances on one
-    database), each connection goes to the next instance."""
+    """Read until the end of the scenario for this watcher's filter, cutting the connection
+    after each of `cuts` events and resuming from the last revision seen (event or bookmark).
+    Given several clients (instances on one database), each connection goes to the next
+    instance."""
     rotation = itertools.cycle(clients if isinstance(clients, list) else [clients])
     spec, resume = w.spec, w.since
     params: dict[str, Any] = {"heartbeat": 1}
     if spec["filter"]:
         params["filter"] = spec["filter"]
     cuts = list(spec["cuts"])
+    flt = spec["filter"]
+
+    def at_end() -> bool:
+        return stop_at.done() and resume >= stop_at.result()[flt]
+
+    async def unless_ended(step: Awaitable[Any]) -> Any:
+        """`step`'s result, or END once the scenario's end for this filter is known and already
+        read: the last event can arrive before its write is acknowledged, and then nothing more
+        (neither an event nor a long-poll's answer) would come until a heartbeat or a timeout."""
+        task = asyncio.ensure_future(step)
+        if not stop_at.done():
+            await asyncio.wait({task, stop_at}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and at_end():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return END
+        return await task
+
     while True:
         budget = cuts.pop(0) if cuts else None
         seen = 0
         c = next(rotation)
         if spec["transport"] == "longpoll":
-            r = await c.get(
-                f"/v1/{coll}", params={**params, "watch": "longpoll", "since": resume, "timeout": 2}
-            )
+            query = {**params, "watch": "longpoll", "since": resume, "timeout": 2}
+            r = await unless_ended(c.get(f"/v1/{coll}", params=query))
+            if r is END:
+                return
             r.raise_for_status()
             body = r.json()
             for event in body["events"]:
                 w.got.append(event)
             resume = body["revision"]
-            if stop_at.done() and resume >= stop_at.result():
+            if at_end():
                 return
             continue
         if spec["transport"] == "sse":
@@ -147,7 +188,10 @@ async def run_watch(
             request = c.stream("GET", f"/v1/{coll}", params={**params, "watch": "true", "since": resume})
         async with request as r:
             r.raise_for_status()
-            async for line in r.aiter_lines():
+            lines = aiter(r.aiter_lines())
+            while (line := await unless_ended(anext(lines, None))) is not None:
+                if line is END:
+                    return
                 if spec["transport"] == "sse":
                     if not line.startswith("data: "):
                         continue
@@ -159,7 +203,7 @@ async def run_watch(
                 if event["type"] != "BOOKMARK":
                     w.got.append(event)
                     seen += 1
-                if stop_at.done() and resume >= stop_at.result():
+                if at_end():
                     return
                 if budget is not None and seen >= budget:
                     break  # drop the connection mid-stream
@@ -178,7 +222,7 @@ async def scenario(url: str | list[str], ops: list[tuple], writers: int, watches
         ]
         c = cs[0]
         base = (await c.get(f"/v1/{coll}")).json()["revision"]
-        stop_at: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        stop_at: asyncio.Future[dict[str | None, int]] = asyncio.get_running_loop().create_future()
         ws = [Watch(0 if s["start"] == "zero" else base, s) for s in watches]
         tasks = [asyncio.create_task(run_watch(cs[i:] + cs[:i], coll, w, stop_at)) for i, w in enumerate(ws)]
         acks: list[Ack] = []
@@ -206,9 +250,10 @@ async def scenario(url: str | list[str], ops: list[tuple], writers: int, watches
 
         lister = asyncio.create_task(list_then_watch())
         await asyncio.gather(*(writer(ops[i::writers], cs[i % len(cs)]) for i in range(writers)))
-        await write(c, coll, ("put", SENTINEL, "x", 1), acks)
+        for sentinel in SENTINELS:
+            await write(c, coll, sentinel, acks)
         acks.sort(key=lambda a: a.revision)
-        stop_at.set_result(acks[-1].revision)
+        stop_at.set_result(ends(acks, len(SENTINELS)))
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
         listed, lw = await asyncio.wait_for(lister, 30)
         final = (await c.get(f"/v1/{coll}", params={"limit": 100})).json()
