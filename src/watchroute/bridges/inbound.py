@@ -29,14 +29,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from watchroute.bridges.base import BridgeDown, Inbound, Source
 from watchroute.bridges.state import Bridge
 from watchroute.bridges.translation import Malformed, Rules, translate
-from watchroute.client.backoff import Backoff
 from watchroute.core.problems import Problem
 from watchroute.store.base import Store, WriteOp
 from watchroute.store.ops import MAX_DOCUMENT_BYTES
+
+if TYPE_CHECKING:
+    from watchroute.client.backoff import Backoff
 
 log = logging.getLogger("watchroute")
 
@@ -60,6 +63,15 @@ async def run_inbound(bridge: Bridge, source: Source, store: Store) -> None:
     after = await store.position(bridge.position_name)
     bridge.state.position = after
     await runner.pump(source, after)
+
+
+def _retry_delays() -> Backoff:
+    """The delays between tries of a write the store refused for the moment."""
+    # Imported here: importing the client package (httpx, websockets) is a tenth of a server's
+    # start, and a server without inbound bridges never retries one.
+    from watchroute.client.backoff import Backoff
+
+    return Backoff(initial=0.1, maximum=5.0)
 
 
 class _StoreRefused(Exception):
@@ -128,7 +140,7 @@ class InboundRunner:
             writes.append((op, message))
         position = next((m.position for m in reversed(messages) if m.position is not None), None)
         done: list[Inbound] = []  # written, or a delete of what is already gone
-        delay = Backoff(initial=0.1, maximum=5.0)
+        delay = _retry_delays()
         while writes:
             try:
                 await self._write([op for op, _ in writes], position)
@@ -167,7 +179,7 @@ class InboundRunner:
             await self._commit_one(op, message, position if last else message.position)
 
     async def _commit_one(self, op: WriteOp, message: Inbound, position: str | None) -> None:
-        delay = Backoff(initial=0.1, maximum=5.0)
+        delay = _retry_delays()
         while True:
             try:
                 await self._write([op], position)

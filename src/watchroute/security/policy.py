@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from watchroute.core.problems import Problem
 from watchroute.security import audit
@@ -28,11 +28,13 @@ from watchroute.security.hosts import HostAllowList
 from watchroute.security.identity import ANONYMOUS, Identity
 from watchroute.security.leases import CapReached, Lease, WatchLeases
 from watchroute.security.limits import LocalBuckets, Rate, RedisBuckets, WatchCounts, parse_rate, redis_client
-from watchroute.security.refusals import forbidden, rate_limited, unauthorized
+from watchroute.security.refusals import TokenError, forbidden, rate_limited, unauthorized
 from watchroute.security.rules import NothingFilter, Rules, restrict
 from watchroute.security.shared_limits import SharedBuckets, WorkerLimits
-from watchroute.security.tokens import JWTVerifier, TokenError
 from watchroute.settings.security import SecuritySettings
+
+if TYPE_CHECKING:
+    from watchroute.security.tokens import JWTVerifier
 
 log = logging.getLogger("watchroute")
 
@@ -45,7 +47,13 @@ class Security:
         self.settings = s
         self.mode = s.auth
         self.rules = Rules.parse(s.rules, s.max_filter_length, s.max_filter_clauses)
-        self.jwt = JWTVerifier(s) if s.auth == "jwt" else None
+        self.jwt: JWTVerifier | None = None
+        if s.auth == "jwt":
+            # Imported only by a server that reads tokens: PyJWT, cryptography and httpx are a
+            # sixth of the imports of every other server's start.
+            from watchroute.security.tokens import JWTVerifier
+
+            self.jwt = JWTVerifier(s)
         self.apikeys: APIKeyVerifier | None = None
         self.key_watches: KeyWatches | None = None
         if s.auth == "apikey":

@@ -13,6 +13,15 @@ from watchroute.core.problems import Problem
 REALM = 'Bearer realm="watchroute"'
 
 
+class TokenError(Exception):
+    """Why a credential is refused, for the audit log; the client gets `problem`."""
+
+    def __init__(self, problem: Problem, why: str) -> None:
+        super().__init__(why)
+        self.problem = problem
+        self.why = why
+
+
 def unauthorized(detail: str, reason: str = "Unauthorized") -> Problem:
     # RFC 6750 3: a missing credential gets the bare challenge, a bad one error="invalid_token".
     challenge = REALM if detail.startswith("missing") else REALM + ', error="invalid_token"'

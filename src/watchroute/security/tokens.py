@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from watchroute.core.problems import Problem
 from watchroute.security.grants import scopes_of
 from watchroute.security.identity import Identity
-from watchroute.security.refusals import token_expired, unauthorized
+from watchroute.security.refusals import TokenError, token_expired, unauthorized
 from watchroute.settings.security import SecuritySettings
 
 log = logging.getLogger("watchroute")
@@ -40,15 +40,6 @@ FAMILIES = {
 # A JWKS is refetched for an unknown `kid` at most this often, so that tokens with made-up
 # key ids cannot make the server hammer the issuer.
 JWKS_MIN_REFRESH_SECONDS = 10.0
-
-
-class TokenError(Exception):
-    """Why a token is refused, for the audit log; the client gets `problem`."""
-
-    def __init__(self, problem: Problem, why: str) -> None:
-        super().__init__(why)
-        self.problem = problem
-        self.why = why
 
 
 def _pem_family(path: str) -> tuple[Any, str]:
