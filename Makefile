@@ -3,14 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: compiled serve test lint bench clean cluster
 
+# The server's own dependencies: all that `make serve` needs, and a new user waits for.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+# The test tools (pytest, Playwright, mypy, ruff...), on top.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 # Where Python is told not to write bytecode (PYTHONDONTWRITEBYTECODE), every process would compile
 # watchroute's modules from source again: a quarter of a second per server start, and the tests
@@ -29,14 +36,14 @@ cluster: compiled
 # Tests that restart a shared service run alone first (exit 5: there are none); then the rest,
 # a file per process (a module's server is started once), four at a time: most of a test's
 # time is a server starting or a watch waiting, not CPU.
-test: compiled
+test: compiled $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -m serial || [ $$? -eq 5 ]
 	$(BIN)/pytest -m "not serial" -n 4 --dist loadfile
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
