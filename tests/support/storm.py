@@ -43,7 +43,9 @@ async def watch_all(
 ) -> list[dict]:
     """Every change event of `coll` after `since` up to `until`, on a connection of its own;
     `opened` is set once the stream has started."""
-    events = []
+    events: list[dict] = []
+    if since >= until and opened is None:
+        return events  # nothing to wait for: no event would come, only a heartbeat's bookmark
     async with (
         httpx.AsyncClient(base_url=url, timeout=30) as c,
         c.stream("GET", f"/v1/{coll}", params={"watch": "true", "since": since, "timeout": 20}) as r,
