@@ -32,16 +32,14 @@ serve: compiled
 cluster: compiled
 	deploy/cluster.sh $(DATABASE)
 
-# Type checking (mypy, configured in pyproject.toml) runs after the linters, before the tests.
-# Tests that restart a shared service run alone first (exit 5: there are none); then the rest,
+# Type checking (mypy, configured in pyproject.toml) runs after the linters, before the tests:
 # a file per process (a module's server is started once), four at a time: most of a test's
 # time is a server starting or a watch waiting, not CPU.
 test: compiled $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m serial || [ $$? -eq 5 ]
-	$(BIN)/pytest -m "not serial" -n 4 --dist loadfile
+	$(BIN)/pytest -n 4 --dist loadfile
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .

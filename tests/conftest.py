@@ -118,7 +118,7 @@ def pg_module_url() -> Iterator[str]:
 @pytest.fixture
 def trio(pg_url: str, tmp_path: Path) -> Iterator[list[ServerProcess]]:
     """Three instances on one fresh PostgreSQL database (stopped after, before the database is
-    dropped; a test that restarts PostgreSQL asks for its cluster fixture first)."""
+    dropped)."""
     procs = []
     for n in range(3):
         (tmp_path / f"i{n}").mkdir()

@@ -1,16 +1,12 @@
 """PostgreSQL itself restarted while three instances take writes and serve watches.
 
-This restarts the machine's PostgreSQL server, which every other test using it would feel:
-it is marked `serial`, to run alone after the parallel run, and it always leaves the server
-running, even when it fails. Skipped, saying why, where the server is not a local cluster this
-process may restart.
+The server restarted is one of the test's own (tests/support/postgres.py), so that the other
+tests, running at the same time on the machine's server, feel nothing of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,37 +16,30 @@ import psycopg
 import pytest
 
 from tests.support.instances import watch_across
+from tests.support.postgres import PrivateCluster
 from tests.support.server import ServerProcess
-
-pytestmark = pytest.mark.serial
-
-CLUSTERS = Path("/etc/postgresql")
-
-
-def _cluster() -> list[str]:
-    """`pg_ctlcluster` and the version of the local cluster `main`, or a skip saying why not."""
-    ctl = shutil.which("pg_ctlcluster")
-    versions = sorted(p.name for p in CLUSTERS.iterdir()) if CLUSTERS.is_dir() else []
-    if ctl is None or not versions:
-        pytest.skip("no local PostgreSQL cluster to restart (pg_ctlcluster, /etc/postgresql)")
-    return [ctl, "--skip-systemctl-redirect", versions[0], "main"]
-
-
-def _ctl(cluster: list[str], action: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*cluster, action], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
-def cluster() -> Iterator[list[str]]:
-    cluster = _cluster()
-    if _ctl(cluster, "status").returncode != 0:
-        pytest.skip("the local PostgreSQL cluster is not running")
-    try:
+def cluster() -> Iterator[PrivateCluster]:
+    with PrivateCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture
+def instances(cluster: PrivateCluster, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """Three instances on the cluster's database, stopped before the cluster is."""
+    procs = []
+    for n in range(3):
+        (tmp_path / f"i{n}").mkdir()
+        procs.append(ServerProcess(tmp_path / f"i{n}", database=cluster.url))
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
     finally:
-        # Whatever happened, the server is left running for everyone else.
-        if _ctl(cluster, "status").returncode != 0:
-            _ctl(cluster, "start")
+        for proc in procs:
+            proc.stop()
 
 
 async def write_until(url: str, prefix: str, stop: asyncio.Event, acks: list[tuple], refusals: list) -> None:
@@ -69,9 +58,9 @@ async def write_until(url: str, prefix: str, stop: asyncio.Event, acks: list[tup
 
 
 def test_postgresql_restarted_under_load_refuses_writes_cleanly_loses_nothing_and_watchers_resume(
-    cluster: list[str], trio: list[ServerProcess], pg_url: str
+    cluster: PrivateCluster, instances: list[ServerProcess]
 ) -> None:
-    urls = [proc.url for proc in trio]
+    urls = [proc.url for proc in instances]
 
     async def run() -> tuple[list[tuple], list, list[tuple], list[list[tuple]], float]:
         acks: list[tuple] = []
@@ -85,7 +74,7 @@ def test_postgresql_restarted_under_load_refuses_writes_cleanly_loses_nothing_an
         ]
         await asyncio.sleep(1.0)
         before = len(acks)
-        restarted = await asyncio.to_thread(_ctl, cluster, "restart")
+        restarted = await asyncio.to_thread(cluster.pg_ctl, "restart")
         assert restarted.returncode == 0, restarted.stderr
         back = time.monotonic()
         # Writes are taken again once the instances have reconnected on their own.
@@ -96,7 +85,7 @@ def test_postgresql_restarted_under_load_refuses_writes_cleanly_loses_nothing_an
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*writers)
-        with psycopg.connect(pg_url) as conn:
+        with psycopg.connect(cluster.url) as conn:
             log = conn.execute("SELECT revision, id FROM watchroute.log ORDER BY revision").fetchall()
         until.set_result(log[-1][0])
         return acks, refusals, log, await asyncio.wait_for(asyncio.gather(*watchers), 30), recovered
