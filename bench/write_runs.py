@@ -1,5 +1,6 @@
 """The write runs of a benchmark: single PUTs and batches on watchroute (one process, then
-several), the bare ASGI floor under the same load, and bench/postgres.py's rows."""
+several), the two floors under the same load (the bare ASGI app, and the same with watchroute's
+store committing each write), and bench/postgres.py's rows."""
 
 from __future__ import annotations
 
@@ -18,21 +19,19 @@ WRITE_KEYS = ("error", "writes_per_s", "p50", "p99", "p50_ms", "server_busy", "c
 
 
 def run_writes(args, workdir: Path, loop) -> dict:
-    """Write throughput on a fresh watchroute (single PUTs, batches), then the HTTP floor."""
-    print("== writes (watchroute, then the HTTP floor)", flush=True)
+    """Write throughput on a fresh watchroute (single PUTs, batches), then the two floors."""
+    print("== writes (watchroute, then the HTTP floor and the store floor)", flush=True)
     if shutil.which("wrk") is None:
         print("  not available: wrk is not installed", flush=True)
         return {"error": "wrk is not installed (apt-get install wrk)"}
     seconds = args.write_seconds
-    uvicorn = [sys.executable, "-m", "uvicorn", "asgi_floor:app", "--app-dir", str(REPO / "bench")]
-    served_as_watchroute = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
-    floor = Server(
-        key="floor",
-        label="uvicorn, ASGI floor",
-        port=9104,
-        cmd=[*uvicorn, "--port", "9104", *served_as_watchroute],
-        cwd=REPO / "bench",
+    floor = asgi_server("floor", "uvicorn, ASGI floor", "asgi_floor:app", 9104, REPO / "bench")
+    # Its lifespan opens the store, on a database made in a folder of its own.
+    store_folder = workdir / "store-floor"
+    store_floor = asgi_server(
+        "store-floor", "uvicorn, ASGI floor and the store", "asgi_store_floor:app", 9105, store_folder
     )
+    store_floor.prepare = lambda: store_folder.mkdir(parents=True, exist_ok=True)
     put = functools.partial(writes.run_put, connections=writes.PUT_CONNECTIONS, threads=2, seconds=seconds)
 
     def batch(url: str, collection: str) -> dict:
@@ -46,6 +45,7 @@ def run_writes(args, workdir: Path, loop) -> dict:
         workers = watchroute_server(args, workdir, key="watchroute-writes-workers", workers=args.workers)
         runs.append((workers, {"put_workers": put, "batch_workers": batch}))
     runs.append((floor, {"floor": put}))
+    runs.append((store_floor, {"store_floor": put}))
     for srv, modes in runs:
         if srv.unavailable:
             out["error"] = srv.unavailable
@@ -64,6 +64,21 @@ def run_writes(args, workdir: Path, loop) -> dict:
         finally:
             stop(srv)
     return out
+
+
+def asgi_server(key: str, label: str, app: str, port: int, cwd: Path) -> Server:
+    """An app of bench/ on uvicorn, served as watchroute is (httptools, uvloop, no access log)."""
+    lifespan = "on" if app.startswith("asgi_store_floor") else "off"
+    return Server(
+        key=key,
+        label=label,
+        port=port,
+        cmd=[
+            *(sys.executable, "-m", "uvicorn", app, "--app-dir", str(REPO / "bench"), "--port", str(port)),
+            *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", lifespan),
+        ],
+        cwd=cwd,
+    )
 
 
 def run_postgres(args, workdir: Path) -> dict:
