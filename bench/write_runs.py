@@ -29,7 +29,7 @@ def run_writes(args, workdir: Path, loop) -> dict:
     # Its lifespan opens the store, on a database made in a folder of its own.
     store_folder = workdir / "store-floor"
     store_floor = asgi_server(
-        "store-floor", "uvicorn, ASGI floor and the store", "asgi_store_floor:app", 9105, store_folder
+        "store-floor", "uvicorn, ASGI floor and the store", "asgi_store_floor:app", 9105, store_folder, True
     )
     store_floor.prepare = lambda: store_folder.mkdir(parents=True, exist_ok=True)
     put = functools.partial(writes.run_put, connections=writes.PUT_CONNECTIONS, threads=2, seconds=seconds)
@@ -66,16 +66,16 @@ def run_writes(args, workdir: Path, loop) -> dict:
     return out
 
 
-def asgi_server(key: str, label: str, app: str, port: int, cwd: Path) -> Server:
+def asgi_server(key: str, label: str, app: str, port: int, cwd: Path, lifespan: bool = False) -> Server:
     """An app of bench/ on uvicorn, served as watchroute is (httptools, uvloop, no access log)."""
-    lifespan = "on" if app.startswith("asgi_store_floor") else "off"
     return Server(
         key=key,
         label=label,
         port=port,
         cmd=[
             *(sys.executable, "-m", "uvicorn", app, "--app-dir", str(REPO / "bench"), "--port", str(port)),
-            *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", lifespan),
+            *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+            *("--lifespan", "on" if lifespan else "off"),
         ],
         cwd=cwd,
     )
