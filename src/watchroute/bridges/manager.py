@@ -41,6 +41,7 @@ LEADER_RETRY_SECONDS = 1.0  # a standby asks for the leadership again this often
 LEADER_CHECK_SECONDS = 2.0  # the leader checks it still holds its lock this often
 BACKOFF_FIRST = 0.5  # the wait after a broker first fails, doubled after each failure...
 BACKOFF_MOST = 30.0  # ...up to this
+END_RETRY_SECONDS = 0.5  # a runner still going after it was cancelled is cancelled again this often
 STATUS_SECONDS = 1.0  # how often a leader stores its status when it changed
 
 
@@ -186,9 +187,7 @@ class BridgeManager:
                             )
                             break
                 finally:
-                    runner.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await runner
+                    await _end(runner)
         finally:
             await lead.release()
 
@@ -289,3 +288,15 @@ class BridgeManager:
         out = bridge is None or bridge.config.direction == "out"
         shown["lag"] = max(0, store.revision - int(position)) if out and position else None
         return shown
+
+
+async def _end(runner: asyncio.Task[None]) -> None:
+    """Cancel a bridge's runner and wait until it has ended. A client library may take a
+    cancellation that reaches it while it connects for a failed connection (aio-pika does), and the
+    runner then goes on to its backoff: it is cancelled again until it ends, or the bridge being
+    stopped would hold every later refresh (every PUT of `/v1/_bridges`) waiting for ever."""
+    while not runner.done():
+        runner.cancel()
+        await asyncio.wait({runner}, timeout=END_RETRY_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        runner.result()  # its errors were logged where they happened

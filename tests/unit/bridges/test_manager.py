@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from watchroute.bridges import manager as manager_module
 from watchroute.bridges.manager import BRIDGES, BridgeManager
 from watchroute.bridges.state import Bridge
 
@@ -39,3 +43,38 @@ async def test_overlapping_refreshes_start_one_supervisor() -> None:
         assert manager.bridges["b"] is started[0]
     finally:
         await manager.stop()
+
+
+class _Leading:
+    async def acquire(self) -> bool:
+        return True
+
+    async def held(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        pass
+
+
+async def test_a_bridge_stops_though_its_client_took_the_first_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aio-pika, cancelled while it connects to a broker that refuses the login, raises a
+    # connection error instead: the bridge's loop takes it for a failed broker and backs off.
+    monkeypatch.setattr(manager_module, "leadership_for", lambda store, name: _Leading())
+    manager = BridgeManager(SimpleNamespace(store=_Store()))
+    connecting = asyncio.Event()
+
+    async def run(bridge: Bridge) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # taken for a login the broker refused
+            connecting.set()
+            await asyncio.sleep(60)  # connecting
+        await asyncio.sleep(60)  # the backoff
+
+    manager._run = run  # type: ignore[method-assign]
+    await manager.refresh("b")
+    await asyncio.wait_for(connecting.wait(), 5)
+    stopping = asyncio.ensure_future(manager.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "the bridge's supervisor waited for its runner, which was backing off"
+    assert manager.bridges == {}
