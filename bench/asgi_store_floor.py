@@ -4,7 +4,7 @@ SQLite store's group-commit writer and answers only after the commit, with the r
 stored; it has no routing, security, schemas or problem details. What it costs a request is the
 least any design of watchroute's write path could cost on this machine (bench/writes.py).
 
-    WATCHROUTE_DATABASE=sqlite:////tmp/floor.db .venv/bin/python -m uvicorn \
+    WATCHROUTE_DATABASE=sqlite:///./floor.db .venv/bin/python -m uvicorn \
         asgi_store_floor:app --app-dir bench --port 9105 --loop uvloop --http httptools \
         --no-access-log
 """
