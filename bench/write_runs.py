@@ -29,7 +29,12 @@ def run_writes(args, workdir: Path, loop) -> dict:
     # Its lifespan opens the store, on a database made in a folder of its own.
     store_folder = workdir / "store-floor"
     store_floor = asgi_server(
-        "store-floor", "uvicorn, ASGI floor and the store", "asgi_store_floor:app", 9105, store_folder, True
+        "store-floor",
+        "uvicorn, ASGI floor and the store",
+        "asgi_store_floor:app",
+        9105,
+        store_folder,
+        lifespan=True,
     )
     store_floor.prepare = lambda: store_folder.mkdir(parents=True, exist_ok=True)
     put = functools.partial(writes.run_put, connections=writes.PUT_CONNECTIONS, threads=2, seconds=seconds)
